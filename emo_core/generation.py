@@ -1,0 +1,213 @@
+"""Chat prompts and generation: greedy or seeded sampling, token streaming, side-by-side replies.
+
+Generation uses its own decode loop over the model's KV cache (not ``model.generate``) so that
+interventions are attached only for the duration of each forward call, every batch row samples
+from its own seeded generator (row ``i`` of a batch equals a batch-1 run), and streaming needs no
+extra thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from jinja2 import TemplateError
+from transformers import (
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from emo_core.errors import InvalidPromptError
+from emo_core.fastpath import small_batch_linear
+from emo_core.interventions import Intervention, intervene
+from emo_core.models import ModelBundle
+
+PINNED_DATE = "26 Jul 2024"  # some chat templates (Llama 3) insert today's date; pin it for reproducibility
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings; the defaults are greedy and short enough to feel live on a laptop CPU."""
+
+    max_new_tokens: int = 48
+    min_new_tokens: int = 0
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One generated reply."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    prompt_tokens: int
+
+
+def chat_prompt(bundle: ModelBundle, user: str, system: str | None = None) -> str:
+    """The model's chat-template text for one user turn, ending with the assistant header.
+
+    Templates without a system role get the system text prepended to the user turn; models without
+    a chat template (GPT-2) get a plain "System/User/Assistant" transcript.
+    """
+    if not user or not user.strip():
+        raise InvalidPromptError("The prompt is empty; type a message for the model to answer.")
+    tokenizer = bundle.tokenizer
+    if tokenizer.chat_template is None:
+        header = f"System: {system}\n" if system else ""
+        return f"{header}User: {user}\nAssistant:"
+    messages = [{"role": "user", "content": user}]
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, date_string=PINNED_DATE)
+    except TemplateError:
+        merged = [{"role": "user", "content": f"{system}\n\n{user}" if system else user}]
+        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True, date_string=PINNED_DATE)
+
+
+def encode(bundle: ModelBundle, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask`` of templated prompts, on the model's device."""
+    if not prompts or any(not p for p in prompts):
+        raise InvalidPromptError("The prompt is empty; type a message for the model to answer.")
+    encoded = bundle.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    return {key: encoded[key].to(bundle.device) for key in ("input_ids", "attention_mask")}
+
+
+def _logits_processors(settings: GenerationSettings, prompt_len: int, eos_ids: list[int]) -> LogitsProcessorList:
+    processors = LogitsProcessorList()
+    if settings.min_new_tokens > 0 and eos_ids:
+        processors.append(MinNewTokensLengthLogitsProcessor(prompt_len, settings.min_new_tokens, eos_ids))
+    if settings.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+    if settings.no_repeat_ngram_size > 0:
+        processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
+    if settings.do_sample:
+        processors.append(TemperatureLogitsWarper(settings.temperature))
+        processors.append(TopPLogitsWarper(settings.top_p))
+    return processors
+
+
+def _eos_ids(bundle: ModelBundle) -> list[int]:
+    eos = bundle.model.generation_config.eos_token_id
+    if eos is None:
+        eos = bundle.tokenizer.eos_token_id
+    return [eos] if isinstance(eos, int) else list(eos or [])
+
+
+def iter_tokens(
+    bundle: ModelBundle,
+    prompts: Sequence[str],
+    settings: GenerationSettings = GenerationSettings(),
+    interventions: Sequence[Intervention] = (),
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row (``[batch]``, pad for finished rows) until all rows stop.
+
+    Interventions are attached only inside each forward call, so nothing stays hooked between
+    yields, and an abandoned stream leaves the model clean.
+    """
+    batch = encode(bundle, prompts)
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    prompt_len = input_ids.shape[1]
+    eos_ids = _eos_ids(bundle)
+    pad_id = bundle.tokenizer.pad_token_id
+    processors = _logits_processors(settings, prompt_len, eos_ids)
+    generators = [torch.Generator(device="cpu").manual_seed(settings.seed) for _ in prompts]
+    finished = torch.zeros(len(prompts), dtype=torch.bool, device=input_ids.device)
+    eos_tensor = torch.tensor(eos_ids, device=input_ids.device)
+    sequence = input_ids
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    step_input, cache = input_ids, None
+    for _ in range(settings.max_new_tokens):
+        with torch.inference_mode(), small_batch_linear(), intervene(bundle, *interventions):
+            out = bundle.model(
+                input_ids=step_input,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        cache = out.cache
+        with torch.inference_mode():
+            scores = processors(sequence, out.logits[:, -1, :].float())
+            if settings.do_sample:
+                probs = scores.softmax(dim=-1).cpu()
+                tokens = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)]).to(
+                    sequence.device
+                )
+            else:
+                tokens = scores.argmax(dim=-1)
+        tokens = torch.where(finished, torch.full_like(tokens, pad_id), tokens)
+        yield tokens
+        finished |= torch.isin(tokens, eos_tensor)
+        if bool(finished.all()):
+            return
+        sequence = torch.cat([sequence, tokens[:, None]], dim=1)
+        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+        position_ids = position_ids[:, -1:] + 1
+        step_input = tokens[:, None]
+
+
+def generate(
+    bundle: ModelBundle,
+    prompts: Sequence[str],
+    settings: GenerationSettings = GenerationSettings(),
+    interventions: Sequence[Intervention] = (),
+) -> list[Reply]:
+    """Replies for a batch of templated prompts (see ``chat_prompt``), one per row."""
+    rows: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    eos_ids = set(_eos_ids(bundle))
+    for tokens in iter_tokens(bundle, prompts, settings, interventions):
+        for i, token in enumerate(tokens.tolist()):
+            if not done[i]:
+                done[i] = token in eos_ids
+                if not done[i]:
+                    rows[i].append(token)
+    prompt_len = encode(bundle, prompts)["input_ids"].shape[1]
+    return [Reply(bundle.tokenizer.decode(ids, skip_special_tokens=True).strip(), tuple(ids), prompt_len) for ids in rows]
+
+
+def stream_text(
+    bundle: ModelBundle,
+    prompt: str,
+    settings: GenerationSettings = GenerationSettings(),
+    interventions: Sequence[Intervention] = (),
+) -> Iterator[str]:
+    """Yield the growing reply text of one prompt after each token (for a live UI)."""
+    eos_ids = set(_eos_ids(bundle))
+    ids: list[int] = []
+    for tokens in iter_tokens(bundle, [prompt], settings, interventions):
+        token = int(tokens[0])
+        if token in eos_ids:
+            return
+        ids.append(token)
+        yield bundle.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def on_rows(intervention: Intervention, rows: tuple[int, ...]) -> Intervention:
+    """The same intervention restricted to the given batch rows."""
+    return dataclasses.replace(intervention, rows=rows)
+
+
+def side_by_side(
+    bundle: ModelBundle,
+    prompt: str,
+    settings: GenerationSettings = GenerationSettings(),
+    interventions: Sequence[Intervention] = (),
+) -> tuple[Reply, Reply]:
+    """The untouched reply and the intervened reply of one prompt, generated as two rows of one batch."""
+    targeted = [on_rows(intervention, (1,)) for intervention in interventions]
+    baseline, intervened = generate(bundle, [prompt, prompt], settings, targeted)
+    return baseline, intervened

@@ -1,0 +1,65 @@
+"""Tiny random models of every supported family, built from configs (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    GemmaConfig,
+    GPT2Config,
+    LlamaConfig,
+    MistralConfig,
+    PretrainedConfig,
+    Qwen2Config,
+    Qwen3Config,
+)
+
+import emo_core as ec
+
+VOCAB = 49152  # the embedded tokenizer's size, so tiny models can share it
+_COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    initializer_range=0.4,
+)
+
+FAMILY_CONFIGS: dict[str, PretrainedConfig] = {
+    "llama": LlamaConfig(**_COMMON),
+    "mistral": MistralConfig(**_COMMON),
+    "qwen2": Qwen2Config(**_COMMON),
+    "qwen3": Qwen3Config(**_COMMON, head_dim=8),
+    "gemma": GemmaConfig(**_COMMON, head_dim=16),  # heads x head_dim != hidden, as in gemma-7b
+    "gemma2": Gemma2Config(**_COMMON, head_dim=16),
+    "gpt2": GPT2Config(vocab_size=VOCAB, n_embd=32, n_inner=48, n_layer=3, n_head=4, initializer_range=0.4),
+}
+FAMILIES = sorted(FAMILY_CONFIGS)
+
+
+@pytest.fixture(scope="session")
+def embedded() -> ec.ModelBundle:
+    """The embedded SmolLM2 model (loads from the user cache after the first run)."""
+    return ec.load_model("default")
+
+
+def tiny_model(family: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(FAMILY_CONFIGS[family], attn_implementation="eager")
+    return model.double().eval()
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def tiny(request: pytest.FixtureRequest, embedded: ec.ModelBundle) -> ec.ModelBundle:
+    """A tiny float64 model of each family with the embedded tokenizer."""
+    return ec.bundle_from(tiny_model(request.param), embedded.tokenizer, name=f"tiny-{request.param}")
+
+
+@pytest.fixture
+def input_ids() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randint(0, VOCAB, (2, 7))

@@ -1,0 +1,180 @@
+"""Exactness of interventions and captures, for every family, on tiny float64 models."""
+
+import threading
+
+import pytest
+import torch
+
+import emo_core as ec
+from emo_core.arch import out_weight
+from emo_core.interventions import ResidualAddition
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def _record_output(module: torch.nn.Module, store: list) -> torch.utils.hooks.RemovableHandle:
+    return module.register_forward_hook(lambda mod, args, out: store.append(out.detach().clone()))
+
+
+def test_zeroing_a_head_removes_exactly_its_projected_contribution(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    layer, head = 1, 2
+    base_out, ablated_out = [], []
+    handle = _record_output(tiny.adapter.attn_out(layer), base_out)
+    with ec.capture(tiny, ["attn_z"], [layer]) as captured:
+        tiny.model(input_ids)
+    handle.remove()
+    handle = _record_output(tiny.adapter.attn_out(layer), ablated_out)
+    with ec.intervene(tiny, ec.HeadAblation(((layer, head),))):
+        tiny.model(input_ids)
+    handle.remove()
+    d = tiny.shape.head_dim
+    z_head = captured[("attn_z", layer)][..., head * d : (head + 1) * d].double()
+    contribution = z_head @ tiny.adapter.head_out_weight(layer, head).detach().T
+    torch.testing.assert_close(ablated_out[0] - base_out[0], -contribution, rtol=0, atol=1e-12)
+
+
+def test_zeroing_every_neuron_removes_the_mlp_output(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    layer = 1
+    all_neurons = tuple((layer, j) for j in range(tiny.shape.d_mlp))
+    with ec.intervene(tiny, ec.NeuronAblation(all_neurons)), ec.capture(tiny, ["resid_mid", "resid_post"], [layer]) as c:
+        tiny.model(input_ids)
+    bias = tiny.adapter.mlp_out(layer).bias
+    expected = c[("resid_mid", layer)] + (bias.detach() if bias is not None else 0)
+    torch.testing.assert_close(c[("resid_post", layer)], expected, rtol=0, atol=1e-12)
+
+
+def test_captured_residuals_equal_output_hidden_states(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    with ec.capture(tiny, ["resid_pre", "resid_post"]) as captured:
+        hidden = tiny.model(input_ids, output_hidden_states=True).hidden_states
+    n = tiny.shape.n_layers
+    for layer in range(n):
+        assert torch.equal(captured[("resid_pre", layer)], hidden[layer])
+    for layer in range(n - 1):
+        assert torch.equal(captured[("resid_post", layer)], hidden[layer + 1])
+    torch.testing.assert_close(tiny.adapter.final_norm()(captured[("resid_post", n - 1)]), hidden[n])
+
+
+def test_last_position_capture_reads_each_rows_token(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    positions = torch.tensor([6, 3])
+    with ec.capture(tiny, ["resid_mid"], [0]) as every, ec.capture(tiny, ["resid_mid"], [0], positions=positions) as last:
+        tiny.model(input_ids)
+    assert torch.equal(last[("resid_mid", 0)], every[("resid_mid", 0)][torch.arange(2), positions])
+
+
+def test_neuron_contributions_sum_to_the_mlp_output_projection(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    layer, outputs = 2, []
+    handle = _record_output(tiny.adapter.mlp_out(layer), outputs)
+    with ec.capture(tiny, ["mlp_post"], [layer]) as captured:
+        tiny.model(input_ids)
+    handle.remove()
+    torch.manual_seed(3)
+    v = torch.randn(tiny.shape.d_model, dtype=torch.float64)
+    v /= v.norm()
+    w_down = tiny.adapter.neuron_out_weight(layer).detach()  # [d_model, d_mlp]
+    contributions = captured[("mlp_post", layer)].double() * (w_down.T @ v)  # [batch, pos, d_mlp]
+    bias = tiny.adapter.mlp_out(layer).bias
+    mlp_out = outputs[0] - (bias.detach() if bias is not None else 0)
+    torch.testing.assert_close(contributions.sum(-1), mlp_out @ v, rtol=0, atol=1e-12)
+
+
+def test_hooks_are_removed_on_exit_and_on_error(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    before = _hook_count(tiny.model)
+    steer = ResidualAddition({1: torch.ones(tiny.shape.d_model)}, alpha=1.0)
+    with ec.intervene(tiny, ec.HeadAblation(((0, 1),)), ec.NeuronAblation(((2, 5),)), steer), ec.capture(tiny, ["resid_pre", "attn_z"]):
+        assert _hook_count(tiny.model) > before
+        tiny.model(input_ids)
+    assert _hook_count(tiny.model) == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with ec.intervene(tiny, ec.HeadAblation(((0, 1),))), ec.capture(tiny, ["resid_mid"]):
+            raise RuntimeError("boom")
+    assert _hook_count(tiny.model) == before
+
+
+def test_zero_strength_steering_is_the_identity(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    base = tiny.model(input_ids).logits
+    with ec.intervene(tiny, ResidualAddition({0: torch.randn(tiny.shape.d_model)}, alpha=0.0, positions="all")):
+        steered = tiny.model(input_ids).logits
+    assert torch.equal(base, steered)
+
+
+def test_rms_steering_adds_alpha_rms_v_to_the_layer_output(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    v = torch.randn(tiny.shape.d_model, dtype=torch.float64)
+    with ec.capture(tiny, ["resid_post"], [1]) as base:
+        tiny.model(input_ids)
+    with (
+        ec.intervene(tiny, ResidualAddition({1: v}, alpha=0.5, positions="last", rows=(1,))),
+        ec.capture(tiny, ["resid_post"], [1]) as steered,
+    ):
+        tiny.model(input_ids)
+    h = base[("resid_post", 1)].double()
+    expected = h.clone()
+    expected[1, -1] += 0.5 * h[1, -1].pow(2).mean().add(1e-12).sqrt() * v
+    torch.testing.assert_close(steered[("resid_post", 1)].double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_mean_ablation_fills_the_given_means(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    means = {0: torch.arange(tiny.shape.d_mlp, dtype=torch.float64)}
+    with ec.intervene(tiny, ec.NeuronAblation(((0, 3), (0, 7)), mode="mean", means=means)), ec.capture(tiny, ["mlp_post"], [0]) as c:
+        tiny.model(input_ids)
+    z = c[("mlp_post", 0)]
+    assert torch.all(z[..., 3] == 3) and torch.all(z[..., 7] == 7)
+
+
+def test_row_targeting_leaves_other_rows_untouched(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    same = input_ids[:1].repeat(2, 1)
+    base = tiny.model(same[:1]).logits
+    ablation = ec.HeadAblation(((0, 0), (2, 3)), rows=(1,))
+    with ec.intervene(tiny, ablation):
+        both = tiny.model(same).logits
+    with ec.intervene(tiny, ec.HeadAblation(((0, 0), (2, 3)))):
+        alone = tiny.model(same[:1]).logits
+    torch.testing.assert_close(both[0], base[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(both[1], alone[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (ec.HeadAblation(((0, 99),)), "Head 99 does not exist"),
+        (ec.NeuronAblation(((0, 10_000),)), "Neuron 10000 does not exist"),
+        (ec.HeadAblation(((7, 0),)), "Layer 7 does not exist"),
+        (ec.NeuronAblation(((0, 1),), mode="mean"), "needs mean activations"),
+    ],
+)
+def test_bad_indices_give_a_clear_message(tiny: ec.ModelBundle, bad: ec.HeadAblation, message: str) -> None:
+    before = _hook_count(tiny.model)
+    with pytest.raises(ec.InvalidInterventionError, match=message):
+        with ec.intervene(tiny, bad):
+            pass
+    assert _hook_count(tiny.model) == before
+
+
+def test_hooks_of_one_thread_are_invisible_to_another(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    baseline = tiny.model(input_ids).logits
+    before = _hook_count(tiny.model)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_an_ablation() -> None:
+        with ec.intervene(tiny, ec.HeadAblation(tuple((layer, h) for layer in range(3) for h in range(4)))):
+            entered.set()
+            release.wait(timeout=30)
+
+    worker = threading.Thread(target=hold_an_ablation)
+    worker.start()
+    entered.wait(timeout=30)
+    try:
+        assert _hook_count(tiny.model) > before
+        assert torch.equal(tiny.model(input_ids).logits, baseline)
+    finally:
+        release.set()
+        worker.join()
+    assert _hook_count(tiny.model) == before
+
+
+def test_out_weight_orients_conv1d_like_linear(tiny: ec.ModelBundle) -> None:
+    module = tiny.adapter.mlp_out(0)
+    x = torch.randn(tiny.shape.d_mlp, dtype=torch.float64)
+    bias = module.bias if module.bias is not None else 0
+    torch.testing.assert_close(module(x[None])[0] - bias, out_weight(module) @ x)
