@@ -35,6 +35,7 @@ class ArchSpec:
     mlp_out: str
     mlp_in_norm: str
     final_norm: str
+    attn_out_norm: str | None = None  # a norm between o_proj and the residual add (Gemma2)
 
 
 _LLAMA_LIKE = ArchSpec(
@@ -60,6 +61,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         mlp_out="mlp.down_proj",
         mlp_in_norm="pre_feedforward_layernorm",
         final_norm="model.norm",
+        attn_out_norm="post_attention_layernorm",
     ),
     "gpt2": ArchSpec(
         layers="transformer.h",
@@ -150,6 +152,12 @@ class Adapter:
 
     def mlp_in_norm(self, index: int) -> nn.Module:
         return self.layers[index].get_submodule(self.spec.mlp_in_norm)
+
+    def attn_residual_write(self, index: int, attn_out: torch.Tensor) -> torch.Tensor:
+        """What the attention output adds to the residual stream (itself, or its norm on Gemma2)."""
+        if self.spec.attn_out_norm is None:
+            return attn_out
+        return self.layers[index].get_submodule(self.spec.attn_out_norm)(attn_out)
 
     def final_norm(self) -> nn.Module:
         return self.model.get_submodule(self.spec.final_norm)

@@ -77,11 +77,18 @@ def chat_prompt(bundle: ModelBundle, user: str, system: str | None = None) -> st
 
 
 def encode(bundle: ModelBundle, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Left-padded ``input_ids`` and ``attention_mask`` of templated prompts, on the model's device."""
+    """Model inputs for templated prompts, on the model's device: left-padded ``input_ids``,
+    ``attention_mask``, and ``position_ids`` that start at 0 at each row's first real token
+    (without them, padding would shift positions and change a row's activations)."""
     if not prompts or any(not p for p in prompts):
         raise InvalidPromptError("The prompt is empty; type a message for the model to answer.")
     encoded = bundle.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    return {key: encoded[key].to(bundle.device) for key in ("input_ids", "attention_mask")}
+    mask = encoded["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {
+        key: value.to(bundle.device)
+        for key, value in (("input_ids", encoded["input_ids"]), ("attention_mask", mask), ("position_ids", positions))
+    }
 
 
 def _logits_processors(settings: GenerationSettings, prompt_len: int, eos_ids: list[int]) -> LogitsProcessorList:
@@ -117,7 +124,7 @@ def iter_tokens(
     yields, and an abandoned stream leaves the model clean.
     """
     batch = encode(bundle, prompts)
-    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    input_ids, attention_mask, position_ids = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
     prompt_len = input_ids.shape[1]
     eos_ids = _eos_ids(bundle)
     pad_id = bundle.tokenizer.pad_token_id
@@ -126,7 +133,6 @@ def iter_tokens(
     finished = torch.zeros(len(prompts), dtype=torch.bool, device=input_ids.device)
     eos_tensor = torch.tensor(eos_ids, device=input_ids.device)
     sequence = input_ids
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     step_input, cache = input_ids, None
     for _ in range(settings.max_new_tokens):
         with torch.inference_mode(), small_batch_linear(), intervene(bundle, *interventions):

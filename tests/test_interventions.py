@@ -1,4 +1,4 @@
-"""Exactness of interventions and captures, for every family, on tiny float64 models."""
+"""Exactness of interventions and captures, for every family, on tiny models."""
 
 import threading
 
@@ -8,6 +8,7 @@ import torch
 import emo_core as ec
 from emo_core.arch import out_weight
 from emo_core.interventions import ResidualAddition
+from tests.conftest import exact
 
 
 def _hook_count(model: torch.nn.Module) -> int:
@@ -30,9 +31,9 @@ def test_zeroing_a_head_removes_exactly_its_projected_contribution(tiny: ec.Mode
         tiny.model(input_ids)
     handle.remove()
     d = tiny.shape.head_dim
-    z_head = captured[("attn_z", layer)][..., head * d : (head + 1) * d].double()
+    z_head = captured[("attn_z", layer)][..., head * d : (head + 1) * d]
     contribution = z_head @ tiny.adapter.head_out_weight(layer, head).detach().T
-    torch.testing.assert_close(ablated_out[0] - base_out[0], -contribution, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ablated_out[0] - base_out[0], -contribution, rtol=0, atol=exact(tiny))
 
 
 def test_zeroing_every_neuron_removes_the_mlp_output(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
@@ -42,7 +43,7 @@ def test_zeroing_every_neuron_removes_the_mlp_output(tiny: ec.ModelBundle, input
         tiny.model(input_ids)
     bias = tiny.adapter.mlp_out(layer).bias
     expected = c[("resid_mid", layer)] + (bias.detach() if bias is not None else 0)
-    torch.testing.assert_close(c[("resid_post", layer)], expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c[("resid_post", layer)], expected, rtol=0, atol=exact(tiny))
 
 
 def test_captured_residuals_equal_output_hidden_states(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
@@ -70,13 +71,13 @@ def test_neuron_contributions_sum_to_the_mlp_output_projection(tiny: ec.ModelBun
         tiny.model(input_ids)
     handle.remove()
     torch.manual_seed(3)
-    v = torch.randn(tiny.shape.d_model, dtype=torch.float64)
+    v = torch.randn(tiny.shape.d_model, dtype=tiny.dtype)
     v /= v.norm()
     w_down = tiny.adapter.neuron_out_weight(layer).detach()  # [d_model, d_mlp]
-    contributions = captured[("mlp_post", layer)].double() * (w_down.T @ v)  # [batch, pos, d_mlp]
+    contributions = captured[("mlp_post", layer)] * (w_down.T @ v)  # [batch, pos, d_mlp]
     bias = tiny.adapter.mlp_out(layer).bias
     mlp_out = outputs[0] - (bias.detach() if bias is not None else 0)
-    torch.testing.assert_close(contributions.sum(-1), mlp_out @ v, rtol=0, atol=1e-12)
+    torch.testing.assert_close(contributions.sum(-1), mlp_out @ v, rtol=0, atol=exact(tiny))
 
 
 def test_hooks_are_removed_on_exit_and_on_error(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
@@ -100,7 +101,7 @@ def test_zero_strength_steering_is_the_identity(tiny: ec.ModelBundle, input_ids:
 
 
 def test_rms_steering_adds_alpha_rms_v_to_the_layer_output(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
-    v = torch.randn(tiny.shape.d_model, dtype=torch.float64)
+    v = torch.randn(tiny.shape.d_model, dtype=tiny.dtype)
     with ec.capture(tiny, ["resid_post"], [1]) as base:
         tiny.model(input_ids)
     with (
@@ -108,14 +109,14 @@ def test_rms_steering_adds_alpha_rms_v_to_the_layer_output(tiny: ec.ModelBundle,
         ec.capture(tiny, ["resid_post"], [1]) as steered,
     ):
         tiny.model(input_ids)
-    h = base[("resid_post", 1)].double()
+    h = base[("resid_post", 1)]
     expected = h.clone()
     expected[1, -1] += 0.5 * h[1, -1].pow(2).mean().add(1e-12).sqrt() * v
-    torch.testing.assert_close(steered[("resid_post", 1)].double(), expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(steered[("resid_post", 1)], expected, rtol=1e-6, atol=1e-6)
 
 
 def test_mean_ablation_fills_the_given_means(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
-    means = {0: torch.arange(tiny.shape.d_mlp, dtype=torch.float64)}
+    means = {0: torch.arange(tiny.shape.d_mlp, dtype=tiny.dtype)}
     with ec.intervene(tiny, ec.NeuronAblation(((0, 3), (0, 7)), mode="mean", means=means)), ec.capture(tiny, ["mlp_post"], [0]) as c:
         tiny.model(input_ids)
     z = c[("mlp_post", 0)]
@@ -130,8 +131,8 @@ def test_row_targeting_leaves_other_rows_untouched(tiny: ec.ModelBundle, input_i
         both = tiny.model(same).logits
     with ec.intervene(tiny, ec.HeadAblation(((0, 0), (2, 3)))):
         alone = tiny.model(same[:1]).logits
-    torch.testing.assert_close(both[0], base[0], rtol=0, atol=1e-12)
-    torch.testing.assert_close(both[1], alone[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(both[0], base[0], rtol=0, atol=exact(tiny))
+    torch.testing.assert_close(both[1], alone[0], rtol=0, atol=exact(tiny))
 
 
 @pytest.mark.parametrize(
@@ -175,6 +176,6 @@ def test_hooks_of_one_thread_are_invisible_to_another(tiny: ec.ModelBundle, inpu
 
 def test_out_weight_orients_conv1d_like_linear(tiny: ec.ModelBundle) -> None:
     module = tiny.adapter.mlp_out(0)
-    x = torch.randn(tiny.shape.d_mlp, dtype=torch.float64)
+    x = torch.randn(tiny.shape.d_mlp, dtype=tiny.dtype)
     bias = module.bias if module.bias is not None else 0
     torch.testing.assert_close(module(x[None])[0] - bias, out_weight(module) @ x)
