@@ -123,14 +123,19 @@ def iter_tokens(
     Interventions are attached only inside each forward call, so nothing stays hooked between
     yields, and an abandoned stream leaves the model clean.
     """
-    batch = encode(bundle, prompts)
+    return _decode(bundle, encode(bundle, prompts), settings, interventions)
+
+
+def _decode(
+    bundle: ModelBundle, batch: dict[str, torch.Tensor], settings: GenerationSettings, interventions: Sequence[Intervention]
+) -> Iterator[torch.Tensor]:
     input_ids, attention_mask, position_ids = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
     prompt_len = input_ids.shape[1]
     eos_ids = _eos_ids(bundle)
     pad_id = bundle.tokenizer.pad_token_id
     processors = _logits_processors(settings, prompt_len, eos_ids)
-    generators = [torch.Generator(device="cpu").manual_seed(settings.seed) for _ in prompts]
-    finished = torch.zeros(len(prompts), dtype=torch.bool, device=input_ids.device)
+    generators = [torch.Generator(device="cpu").manual_seed(settings.seed) for _ in range(len(input_ids))]
+    finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     eos_tensor = torch.tensor(eos_ids, device=input_ids.device)
     sequence = input_ids
     step_input, cache = input_ids, None
@@ -172,16 +177,17 @@ def generate(
     interventions: Sequence[Intervention] = (),
 ) -> list[Reply]:
     """Replies for a batch of templated prompts (see ``chat_prompt``), one per row."""
+    batch = encode(bundle, prompts)
     rows: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
     eos_ids = set(_eos_ids(bundle))
-    for tokens in iter_tokens(bundle, prompts, settings, interventions):
+    for tokens in _decode(bundle, batch, settings, interventions):
         for i, token in enumerate(tokens.tolist()):
             if not done[i]:
                 done[i] = token in eos_ids
                 if not done[i]:
                     rows[i].append(token)
-    prompt_len = encode(bundle, prompts)["input_ids"].shape[1]
+    prompt_len = batch["input_ids"].shape[1]
     return [Reply(bundle.tokenizer.decode(ids, skip_special_tokens=True).strip(), tuple(ids), prompt_len) for ids in rows]
 
 
