@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from emo_core.arch import out_weight
 from emo_core.models import ModelBundle
 
 
@@ -61,7 +62,7 @@ def head_importance(bundle: ModelBundle, resid_mid: torch.Tensor, attn_z: torch.
         z = attn_z[:, layer].to(device=param.device, dtype=param.dtype)  # [n, H*D]
         attn_out = module(z)  # [n, d_model]
         heads = z.view(z.shape[0], shape.n_heads, shape.head_dim)
-        w_o = torch.stack([adapter.head_out_weight(layer, h) for h in range(shape.n_heads)])  # [H, d_model, D]
+        w_o = out_weight(module).view(shape.d_model, shape.n_heads, shape.head_dim).transpose(0, 1)  # [H, d_model, D]
         contributions = torch.einsum("nhd,hmd->nhm", heads, w_o)  # [n, H, d_model]
         ablated_out = attn_out[:, None] - contributions
         h_mid = resid_mid[:, layer].to(device=param.device, dtype=param.dtype)

@@ -14,7 +14,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -173,23 +173,12 @@ def compile_edits(adapter: Adapter, intervention: Intervention) -> list[Componen
             raise InvalidInterventionError(f"Channel index out of range for {intervention.site} (width {width}).")
         if intervention.add is not None and intervention.add.shape != (len(intervention.channels),):
             raise InvalidInterventionError("An edit's added values must have one entry per channel.")
-        layer = adapter.normalize_layer(intervention.layer)
-        return [
-            ComponentEdit(
-                intervention.site,
-                layer,
-                intervention.channels,
-                intervention.scale,
-                intervention.add,
-                intervention.positions,
-                intervention.rows,
-            )
-        ]
+        return [replace(intervention, layer=adapter.normalize_layer(intervention.layer))]
     if isinstance(intervention, ResidualAddition):
         vectors = {adapter.normalize_layer(layer): v for layer, v in intervention.vectors.items()}
         if any(v.shape != (adapter.shape.d_model,) for v in vectors.values()):
             raise InvalidInterventionError(f"Steering vectors must have {adapter.shape.d_model} entries.")
-        return [ResidualAddition(vectors, intervention.alpha, intervention.scale, intervention.positions, intervention.rows)]
+        return [replace(intervention, vectors=vectors)]
     raise InvalidInterventionError(f"Unknown intervention {type(intervention).__name__}.")
 
 
