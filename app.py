@@ -1,42 +1,29 @@
-"""Emotion Circuit Explorer: the Streamlit entry point (landing page for now; pages come next)."""
+"""Emotion Circuit Explorer: the Streamlit entry point.
+
+Routes explicitly over the files in ``pages/``, restores a shared link's settings, draws the one
+sidebar every page shares, and keeps the address bar a link to the current view.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-import emo_core as ec
+from ui import sidebar, state, tour
+from ui.data import model_choices
 
-
-@st.cache_resource(show_spinner="Loading the model…", max_entries=1)
-def load_bundle(source: str) -> ec.ModelBundle:
-    """One model per process, shared by every session (interventions never leak between them)."""
-    return ec.load_model(source)
-
-
-st.set_page_config(page_title="Emotion Circuit Explorer", layout="wide")
-st.title("Emotion Circuit Explorer")
-st.write(
-    "Look inside a chat language model and see how it produces emotions: which internal parts light up "
-    "for anger or joy, and what happens to its reply when you switch them off."
-)
-try:
-    bundle = load_bundle(ec.DEFAULT_MODEL)
-except ec.EmoCoreError as error:
-    st.error(str(error))
-    st.stop()
-
-shape = bundle.shape
-st.subheader(f"Model: {bundle.name}")
-columns = st.columns(5)
-for column, (label, value) in zip(
-    columns,
+st.set_page_config(page_title="Emotion Circuit Explorer", page_icon="🧠", layout="wide")
+models = model_choices()
+state.seed_from_link(models)
+state.apply_requested()
+page = st.navigation(
     [
-        ("Layers", shape.n_layers),
-        ("Attention heads per layer", shape.n_heads),
-        ("Head size", shape.head_dim),
-        ("MLP neurons per layer", shape.d_mlp),
-        ("Hidden size", shape.d_model),
-    ],
-    strict=True,
-):
-    column.metric(label, value)
+        st.Page(tour.HOME, title="Home", icon=":material/home:", default=True),
+        st.Page(tour.CLUSTERS, title="Clusters", icon=":material/scatter_plot:", url_path="clusters"),
+        st.Page(tour.CIRCUIT, title="Circuit", icon=":material/hub:", url_path="circuit"),
+    ]
+)
+tour.follow()
+sidebar.draw(models, page.title)
+state.write_link()
+state.show_problems()
+page.run()

@@ -1,0 +1,113 @@
+"""Circuit: which attention heads and neurons push the model toward the chosen emotion, and picking some for knockout."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import charts, frames, glossary, narrative, tour
+from ui.data import page_results
+from ui.export import chart_downloads, file_stem, table_download
+from ui.selection import Component, circuit_components, from_pairs, out_of_range
+from ui.state import SELECTION, current
+
+PICK, KIND, ADD_LAYER, ADD_INDEX = "circuit_pick", "circuit_add_kind", "circuit_add_layer", "circuit_add_index"
+ADD_PROBLEM = "circuit_add_problem"
+SCORE_FORMAT = {"score": st.column_config.NumberColumn(format="%.4f")}
+
+results = page_results()
+view = current()
+shape = results.cache.manifest.shape
+tour.banner(tour.steps(results, view.emotion), tour.CIRCUIT)
+
+st.title(f"The {view.emotion} circuit")
+st.caption(f"{glossary.ATTENTION_MLP} {glossary.HEAD} {glossary.NEURON}")
+st.markdown(narrative.circuit_sentence(results, view.emotion))
+
+k = st.slider("How many to list", 5, 100, 20, step=5, key="circuit_k", help="Length of the two ranked tables below.")
+top_heads = frames.ranked_table(results.top_heads(view.emotion, k))
+top_neurons = frames.ranked_table(results.top_neurons(view.emotion, k))
+heads_col, neurons_col = st.columns(2, gap="large")
+with heads_col:
+    st.markdown("**Top attention heads**")
+    st.dataframe(top_heads, hide_index=True, width="stretch", height=280, column_config=SCORE_FORMAT)
+    st.caption("Score: how much the emotion's signal drops when this head is switched off. Click a column title to sort.")
+    table_download(top_heads, file_stem("top_heads", view.emotion))
+with neurons_col:
+    st.markdown("**Top neurons**")
+    st.dataframe(top_neurons, hide_index=True, width="stretch", height=280, column_config=SCORE_FORMAT)
+    st.caption("Score: how much this neuron pushes the hidden state toward the emotion, averaged over the prompts.")
+    table_download(top_neurons, file_stem("top_neurons", view.emotion))
+
+
+def set_selection(tokens: list[str]) -> None:
+    """Callback: replace the selection (kept in the session and the link for the knockout view)."""
+    st.session_state[SELECTION] = tokens
+    st.session_state[PICK] = tokens
+
+
+def add_component() -> None:
+    """Callback: add the head or neuron typed in the 'add any' boxes, if the model has it."""
+    component = Component(st.session_state[KIND], int(st.session_state[ADD_LAYER]), int(st.session_state[ADD_INDEX]))
+    problem = out_of_range(component, shape["n_layers"], shape["n_heads"], shape["d_mlp"])
+    st.session_state[ADD_PROBLEM] = problem
+    if problem is None and component.token not in st.session_state[SELECTION]:
+        set_selection([*st.session_state[SELECTION], component.token])
+
+
+st.subheader("Choose parts to switch off")
+st.caption("Your choice is kept while you move between pages and is part of the link in the address bar, ready for the knockout view.")
+selected = list(st.session_state[SELECTION])
+heads = from_pairs(((layer, head) for layer in range(shape["n_layers"]) for head in range(shape["n_heads"])), "head")
+neurons = from_pairs(zip(top_neurons["layer"], top_neurons["neuron"], strict=True), "neuron")
+options = list(dict.fromkeys([*selected, *(c.token for c in heads + neurons)]))
+st.session_state[PICK] = selected
+st.multiselect(
+    "Selected heads and neurons",
+    options,
+    key=PICK,
+    format_func=lambda token: token,
+    on_change=lambda: st.session_state.update({SELECTION: list(st.session_state[PICK])}),
+    placeholder="Nothing selected: pick from the list, or use the buttons below",
+    help="L12H3 is head 3 of layer 12; L10N123 is neuron 123 of layer 10. The list offers every head and the listed top neurons.",
+)
+circuit = [c.token for c in circuit_components(results.circuit(view.emotion))]
+top_k = [c.token for c in from_pairs(zip(top_heads["layer"], top_heads["head"], strict=True), "head")[:5]] + [c.token for c in neurons[:5]]
+buttons = st.columns(3)
+buttons[0].button(f"Select the {view.emotion} circuit ({len(circuit)})", on_click=set_selection, args=(circuit,), key="circuit_select")
+buttons[1].button("Select the top 5 heads and top 5 neurons", on_click=set_selection, args=(top_k,), key="circuit_top")
+buttons[2].button("Clear the selection", on_click=set_selection, args=([],), key="circuit_clear")
+with st.expander("Add any head or neuron"):
+    kind_col, layer_col, index_col, add_col = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+    kind_col.selectbox("Kind", ["head", "neuron"], key=KIND)
+    layer_col.number_input("Layer", 0, shape["n_layers"] - 1, key=ADD_LAYER)
+    index_col.number_input("Head or neuron number", 0, shape["d_mlp"] - 1, key=ADD_INDEX)
+    add_col.button("Add", on_click=add_component, key="circuit_add")
+    if st.session_state.get(ADD_PROBLEM):
+        st.warning(st.session_state[ADD_PROBLEM])
+
+st.subheader("Where the circuit lives")
+heat = charts.head_heatmap(
+    frames.grid_frame(results.head_scores(view.emotion), "head"), f"Importance of every attention head for {view.emotion}"
+)
+st.altair_chart(heat, width="stretch")
+st.caption("Orange: switching the head off weakens the emotion; blue: it strengthens it; white: no effect.")
+chart_downloads(heat, file_stem("head_importance", view.emotion))
+
+neuron_col, sublayer_col = st.columns(2, gap="large")
+with neuron_col:
+    dots = charts.neuron_chart(frames.top_per_layer(results.neuron_scores(view.emotion), 10), "The 10 strongest neurons of each layer")
+    st.altair_chart(dots, width="stretch")
+    st.caption("Each dot is one neuron; higher means it pushes harder toward the emotion.")
+    chart_downloads(dots, file_stem("neurons_by_layer", view.emotion))
+with sublayer_col:
+    bars = charts.sublayer_chart(frames.sublayer_frame(results.sublayer_importance(view.emotion)), "How much each layer part matters")
+    st.altair_chart(bars, width="stretch")
+    st.caption("How much adding a little of the emotion at this part changes the model's final state toward that emotion.")
+    chart_downloads(bars, file_stem("sublayer_importance", view.emotion))
+
+similarity = results.cross_layer(view.emotion)
+st.markdown(narrative.persistence_sentence(similarity.numpy(), view.emotion))
+cross = charts.cross_layer_heatmap(frames.cross_layer_frame(similarity), f"The {view.emotion} direction compared across layers")
+st.altair_chart(cross, width="stretch")
+st.caption("Each cell compares the emotion's direction after one part of the model with its direction after another (1 = the same).")
+chart_downloads(cross, file_stem("cross_layer", view.emotion))

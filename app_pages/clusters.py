@@ -1,0 +1,87 @@
+"""Clusters: where each prompt's hidden state sits at the chosen layer, and how the emotions relate there."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from emo_core.scenarios import THEMES, VALENCES
+from ui import charts, frames, glossary, narrative, tour
+from ui.data import page_results
+from ui.export import chart_downloads, file_stem, table_download
+from ui.state import LAYER, current, request
+
+METHODS = {"UMAP": "umap", "PCA": "pca"}
+METHOD_HELP = (
+    "Two ways to squeeze hundreds of numbers into a flat map. UMAP keeps neighbours together (good for clusters); "
+    "PCA shows the two directions along which the prompts differ most (distances are more faithful)."
+)
+
+results = page_results()
+view = current()
+tour.banner(tour.steps(results, view.emotion), tour.CLUSTERS)
+
+st.title("Emotion clusters")
+st.caption(f"{glossary.HIDDEN_STATE} Each dot is one prompt, placed by its hidden state at the last word of the prompt. {glossary.LAYER}")
+
+method_name, valence_col, theme_col = st.columns([1, 2, 3])
+method = METHODS[method_name.radio("Map", list(METHODS), horizontal=True, key="clusters_method", help=METHOD_HELP)]
+valences = valence_col.multiselect(
+    "Outcomes", VALENCES, default=list(VALENCES), key="clusters_valences", help="Good, neutral or bad outcome."
+)
+themes = theme_col.multiselect("Themes", THEMES, default=[], key="clusters_themes", placeholder="All themes")
+
+points = frames.map_frame(results, view.layer, method, valences, themes)
+extent = frames.map_extent(results, method)
+left, right = st.columns([3, 2], gap="large")
+with left:
+    title = f"{method_name} map of the hidden state at layer {view.layer}"
+    map_slot = st.empty()
+    chart = charts.cluster_map(points, extent, title)
+    map_slot.altair_chart(chart, width="stretch")
+    st.caption(
+        "Scroll to zoom, drag to pan, double-click to reset. Hover a dot to read its prompt. The map keeps its axes from layer to layer."
+    )
+    play, downloads = st.columns([1, 2])
+    with downloads:
+        chart_downloads(chart, file_stem("clusters", method, f"layer{view.layer}"))
+    if play.button(
+        "Play through the layers", icon=":material/play_arrow:", key="clusters_play", help="Watch the clusters form as depth grows."
+    ):
+        for layer in range(results.n_layers):
+            frame = frames.map_frame(results, layer, method, valences, themes)
+            map_slot.altair_chart(charts.cluster_map(frame, extent, f"{method_name} map at layer {layer}"), width="stretch")
+            time.sleep(0.25)
+        request({LAYER: results.n_layers - 1})
+        st.rerun()
+
+with right:
+    cosines = results.cosine_matrix(view.layer)
+    st.markdown(narrative.closeness_sentence(cosines, view.layer, view.emotion))
+    heatmap = charts.cosine_heatmap(frames.cosine_frame(cosines), f"How alike the emotion directions are at layer {view.layer}")
+    st.altair_chart(heatmap, width="stretch")
+    st.caption(f"{glossary.DIRECTION} 1 = the same direction, 0 = unrelated, −1 = opposite.")
+    chart_downloads(heatmap, file_stem("emotion_similarity", f"layer{view.layer}"))
+
+st.subheader("Where in the model do the emotions separate?")
+st.markdown(narrative.separation_sentence(results, view.layer))
+separation = frames.separation_frame(results)
+line = charts.separation_chart(separation, view.layer, "Emotion separation by layer (dashed line: the current layer)")
+st.altair_chart(line, width="stretch")
+st.caption(
+    "Cluster separation (silhouette) is high when prompts sit closer to others asking for the same emotion than to the rest. "
+    "Classifier accuracy is how often a simple linear classifier names the requested emotion from the layer's hidden state."
+)
+chart_downloads(line, file_stem("separation_by_layer"))
+
+with st.expander("The numbers behind these charts"):
+    st.markdown(f"**Emotion similarity at layer {view.layer}**")
+    st.dataframe(cosines.round(3), width="stretch")
+    table_download(cosines.rename_axis("emotion").reset_index(), file_stem("emotion_similarity", f"layer{view.layer}"))
+    st.markdown("**Separation by layer**")
+    by_layer = results.separation_by_layer()
+    st.dataframe(by_layer, hide_index=True, width="stretch")
+    table_download(by_layer, file_stem("separation_by_layer"))
+    st.markdown(f"**Map points at layer {view.layer}** ({len(points):,} prompts)")
+    table_download(points, file_stem("clusters", method, f"layer{view.layer}"))

@@ -1,0 +1,89 @@
+"""A tiny synthetic results cache in the real format, for fast tests of the dashboard's helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from emo_core.results import cache_folder
+from emo_core.scenarios import EMOTIONS, THEMES, VALENCES
+from emo_core.store import Manifest, write_cache
+
+SHAPE = {"n_layers": 4, "n_heads": 3, "head_dim": 2, "d_mlp": 8, "d_model": 6}
+
+
+def _prompts(n_skeletons: int) -> pd.DataFrame:
+    rows = []
+    for s in range(n_skeletons):
+        for valence in VALENCES:
+            for emotion in EMOTIONS:
+                rows.append(
+                    {
+                        "key": f"s{s}__{valence}__{emotion}",
+                        "skeleton_id": f"s{s}",
+                        "theme": THEMES[s % len(THEMES)],
+                        "valence": valence,
+                        "emotion": emotion,
+                        "scenario": f"I waited for the bus number {s}.",
+                        "event": f"It came ({valence}).",
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed: int = 0) -> Path:
+    """Write a random but well-formed cache for ``model_id`` under ``root``; returns its folder."""
+    gen = torch.Generator().manual_seed(seed)
+    n_layers, n_heads, head_dim, d_mlp, d_model = SHAPE.values()
+    n_emotions = len(EMOTIONS)
+    prompts = _prompts(n_skeletons)
+    n_points = len(prompts)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen)
+
+    directions = torch.nn.functional.normalize(rand(n_emotions, n_layers, d_model), dim=-1)
+    cosines = torch.einsum("eld,fld->lef", directions, directions)
+    positions = torch.nn.functional.normalize(rand(n_emotions, 2 * n_layers, d_model), dim=-1)
+    tensors = {
+        "directions.resid_mid": directions,
+        "directions.resid_post": directions.clone(),
+        "cosines": cosines,
+        "cross_layer": torch.einsum("epd,eqd->epq", positions, positions),
+        "head_scores": rand(n_emotions, n_layers, n_heads),
+        "neuron_scores": rand(n_emotions, n_layers, d_mlp),
+        "sublayer_importance": rand(n_emotions, n_layers, 2),
+        "attn_diff": rand(n_emotions, n_layers, n_heads * head_dim),
+        "mlp_diff": rand(n_emotions, n_layers, d_mlp),
+        "umap": rand(n_layers, n_points, 2),
+        "pca": rand(n_layers, n_points, 2),
+        "separation": torch.linspace(0.0, 0.5, n_layers),
+        "probe_accuracy": torch.linspace(0.3, 0.9, n_layers),
+    }
+    nearest = []
+    for layer in range(n_layers):
+        for e, emotion in enumerate(EMOTIONS):
+            row = cosines[layer, e].clone()
+            row[e] = -2.0
+            other = int(row.argmax())
+            nearest.append({"layer": layer, "emotion": emotion, "nearest": EMOTIONS[other], "cosine": float(row[other])})
+    circuit = [
+        {"emotion": emotion, "kind": kind, "layer": layer, "index": 1, "score": 0.5, "rank": rank, "sublayer_weight": 1.0}
+        for emotion in EMOTIONS
+        for rank, (kind, layer) in enumerate((("head", 1), ("neuron", 2)))
+    ]
+    steering = [{"method": "direction", "emotion": emotion, "layers": "1,2", "strength": 1.0} for emotion in EMOTIONS]
+    tables = {
+        "prompts": prompts,
+        "nearest": pd.DataFrame(nearest),
+        "circuit": pd.DataFrame(circuit),
+        "steering": pd.DataFrame(steering),
+    }
+    manifest = Manifest(
+        model_id=model_id, model_type="llama", shape=dict(SHAPE), prompt_set_hash="test", sites=("resid_post",), dtype="float32"
+    )
+    folder = cache_folder(model_id, root)
+    write_cache(folder, manifest, tensors, tables)
+    return folder

@@ -1,0 +1,129 @@
+"""The dashboard's pure helpers (ui/): link parsing, selection tokens, chart frames, sentences, charts and exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emo_core.results import Results, load_results
+from emo_core.scenarios import EMOTIONS
+from tests.synthetic_cache import SHAPE, write_synthetic_cache
+from ui import charts, frames, narrative
+from ui.export import chart_bytes, file_stem, table_bytes
+from ui.palette import EMOTION_COLORS
+from ui.selection import Component, circuit_components, out_of_range, parse_token, parse_tokens
+from ui.state import View, clamp_layer, read_link
+
+MODEL = "synthetic-model"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
+    root = tmp_path_factory.mktemp("results")
+    write_synthetic_cache(Path(root), MODEL)
+    return load_results(MODEL, Path(root))
+
+
+def test_palette_follows_the_library_emotion_order() -> None:
+    assert tuple(EMOTION_COLORS) == EMOTIONS
+
+
+def test_component_tokens_round_trip_and_reject_garbage() -> None:
+    head = Component("head", 12, 3)
+    assert head.token == "L12H3" and parse_token("l12h3") == head
+    assert parse_token("L10N123") == Component("neuron", 10, 123)
+    with pytest.raises(ValueError, match="L12H3"):
+        parse_token("head twelve")
+    found, bad = parse_tokens(["L1H0, L1H0,x", "L2N5"])
+    assert [c.token for c in found] == ["L1H0", "L2N5"] and bad == ["x"]
+
+
+def test_out_of_range_names_the_problem() -> None:
+    assert out_of_range(Component("head", 1, 2), 4, 3, 8) is None
+    assert "layer 9" in out_of_range(Component("head", 9, 0), 4, 3, 8)
+    assert "head 3" in out_of_range(Component("head", 1, 3), 4, 3, 8)
+    assert out_of_range(Component("neuron", 1, 7), 4, 3, 8) is None
+
+
+def test_read_link_keeps_good_values_and_explains_bad_ones() -> None:
+    found, problems = read_link({"model": "m", "layer": "2", "emotion": "Fear", "sel": "L1H2,L0N3"}, ["m"])
+    assert found == {"model": "m", "layer": 2, "emotion": "fear", "selection": ["L1H2", "L0N3"]} and problems == []
+    found, problems = read_link({"model": "nope", "layer": "-1", "emotion": "rage", "sel": "L1H2,oops"}, ["m"])
+    assert found == {"selection": ["L1H2"]}
+    assert len(problems) == 4 and "'nope'" in problems[0] and "'-1'" in problems[1] and "rage" in problems[2] and "oops" in problems[3]
+
+
+def test_clamp_layer_and_view_query() -> None:
+    assert clamp_layer(2, 4) == (2, None)
+    layer, problem = clamp_layer(30, 4)
+    assert layer == 3 and "layers 0 to 3" in problem
+    view = View("m", 2, "anger", ("L1H2",))
+    assert view.query() == {"model": "m", "layer": "2", "emotion": "anger", "sel": "L1H2"}
+    assert '"page": "Circuit"' in view.as_json("Circuit")
+    assert "sel" not in View("m", 2, "anger").query()
+
+
+def test_map_frame_filters_and_changes_with_the_layer(results: Results) -> None:
+    every = frames.map_frame(results, 0, "umap")
+    assert len(every) == len(results.table("prompts")) and list(every.columns) == frames.MAP_COLUMNS
+    negative = frames.map_frame(results, 0, "pca", valences=["negative"], themes=["work"])
+    assert set(negative["valence"]) == {"negative"} and set(negative["theme"]) == {"work"}
+    assert not every[["x", "y"]].equals(frames.map_frame(results, 1, "umap")[["x", "y"]])
+    (x_low, x_high), (y_low, y_high) = frames.map_extent(results, "umap")
+    maps = results.tensor("umap")
+    assert x_low < float(maps[..., 0].min()) and x_high > float(maps[..., 0].max()) and y_low < y_high
+
+
+def test_long_frames_have_one_row_per_cell(results: Results) -> None:
+    n_layers, n_heads, d_mlp = SHAPE["n_layers"], SHAPE["n_heads"], SHAPE["d_mlp"]
+    assert len(frames.cosine_frame(results.cosine_matrix(1))) == 36
+    assert len(frames.separation_frame(results)) == 2 * n_layers
+    heads = frames.grid_frame(results.head_scores("anger"), "head")
+    assert len(heads) == n_layers * n_heads
+    cell = heads.loc[(heads["layer"] == 2) & (heads["head"] == 1), "score"].item()
+    assert cell == pytest.approx(float(results.head_scores("anger")[2, 1]))
+    top = frames.top_per_layer(results.neuron_scores("anger"), 3)
+    assert len(top) == 3 * n_layers and top.groupby("layer")["rank"].max().eq(3).all()
+    best = top[(top.layer == 0) & (top["rank"] == 1)]
+    assert best["neuron"].item() == int(results.neuron_scores("anger")[0].argmax()) and d_mlp > 3
+    parts = frames.sublayer_frame(results.sublayer_importance("anger"))
+    assert set(parts["part"]) == {"attention", "MLP"}
+    cross = frames.cross_layer_frame(results.cross_layer("anger"))
+    assert len(cross) == (2 * n_layers) ** 2 and cross["from"].iloc[0] == "Attn 0"
+    ranked = frames.ranked_table(results.top_heads("anger", 3))
+    assert list(ranked["rank"]) == [1, 2, 3] and list(ranked.columns) == ["rank", "layer", "head", "score"]
+
+
+def test_sentences_state_what_the_charts_show(results: Results) -> None:
+    cosines = results.cosine_matrix(2)
+    row = cosines.loc["anger"].drop("anger")
+    sentence = narrative.closeness_sentence(cosines, 2, "anger")
+    assert f"closest to **{row.idxmax()}**" in sentence and f"furthest from **{row.idxmin()}**" in sentence
+    assert narrative.best_layer(results) == SHAPE["n_layers"] - 1  # the synthetic separation grows with depth
+    assert "clearest at layer 3" in narrative.separation_sentence(results, 0)
+    assert "clearest here" in narrative.separation_sentence(results, 3)
+    assert "**anger**" in narrative.circuit_sentence(results, "anger")
+    assert "stable idea of anger" in narrative.persistence_sentence(results.cross_layer("anger").numpy(), "anger")
+
+
+def test_circuit_components_lists_heads_then_neurons(results: Results) -> None:
+    assert [c.token for c in circuit_components(results.circuit("fear"))] == ["L1H1", "L2N1"]
+
+
+def test_every_chart_builds_and_exports(results: Results) -> None:
+    built = [
+        charts.cluster_map(frames.map_frame(results, 1, "umap"), frames.map_extent(results, "umap"), "map"),
+        charts.cosine_heatmap(frames.cosine_frame(results.cosine_matrix(1)), "cos"),
+        charts.separation_chart(frames.separation_frame(results), 1, "sep"),
+        charts.head_heatmap(frames.grid_frame(results.head_scores("anger"), "head"), "heads"),
+        charts.neuron_chart(frames.top_per_layer(results.neuron_scores("anger"), 3), "neurons"),
+        charts.sublayer_chart(frames.sublayer_frame(results.sublayer_importance("anger")), "parts"),
+        charts.cross_layer_heatmap(frames.cross_layer_frame(results.cross_layer("anger")), "cross"),
+    ]
+    for chart in built:
+        assert chart.to_dict()
+    assert chart_bytes(built[1], "svg").startswith(b"<svg")
+    assert chart_bytes(built[1], "png").startswith(b"\x89PNG")
+    assert table_bytes(results.top_heads("anger", 2)).decode().startswith("layer,head,score")
+    assert file_stem("clusters", "umap", "layer 3", "") == "clusters_umap_layer-3"

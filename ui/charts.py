@@ -1,0 +1,140 @@
+"""Altair chart builders; each takes a frame from ``ui.frames`` and returns a chart (no streamlit)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from ui.frames import position_labels
+from ui.palette import emotion_scale, part_scale, valence_scale
+
+DIVERGING = "blueorange"
+
+
+def _signed_scale(values: pd.Series) -> alt.Scale:
+    """A diverging color scale centred on zero and symmetric, so white always means 'no effect'."""
+    bound = float(values.abs().max()) or 1.0
+    return alt.Scale(scheme=DIVERGING, domain=[-bound, bound])
+
+
+def cluster_map(points: pd.DataFrame, extent: tuple[tuple[float, float], tuple[float, float]], title: str) -> alt.Chart:
+    """Prompts as points colored by emotion and shaped by valence; hover shows the prompt, legend clicks highlight."""
+    pick = alt.selection_point(fields=["emotion"], bind="legend")
+    (x_low, x_high), (y_low, y_high) = extent
+    return (
+        alt.Chart(points, title=title)
+        .mark_point(filled=True, size=46)
+        .encode(
+            x=alt.X("x:Q", scale=alt.Scale(domain=[x_low, x_high]), axis=None),
+            y=alt.Y("y:Q", scale=alt.Scale(domain=[y_low, y_high]), axis=None),
+            color=alt.Color("emotion:N", scale=emotion_scale(), legend=alt.Legend(title="Emotion asked for (click to highlight)")),
+            shape=alt.Shape("valence:N", scale=valence_scale(), legend=alt.Legend(title="Outcome")),
+            opacity=alt.condition(pick, alt.value(0.85), alt.value(0.07)),
+            tooltip=[
+                alt.Tooltip("emotion:N", title="Emotion asked for"),
+                alt.Tooltip("scenario:N", title="Scenario"),
+                alt.Tooltip("event:N", title="Outcome"),
+                alt.Tooltip("valence:N", title="Outcome is"),
+                alt.Tooltip("theme:N", title="Theme"),
+            ],
+        )
+        .add_params(pick)
+        .properties(height=470)
+        .interactive()
+    )
+
+
+def cosine_heatmap(cosines: pd.DataFrame, title: str) -> alt.LayerChart:
+    """6x6 similarity of the emotion directions, with the numbers written in the cells."""
+    order = list(dict.fromkeys(cosines["emotion"]))
+    base = alt.Chart(cosines, title=title).encode(
+        x=alt.X("other:N", sort=order, title=None, axis=alt.Axis(labelAngle=-40)),
+        y=alt.Y("emotion:N", sort=order, title=None),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("cosine:Q", scale=alt.Scale(scheme=DIVERGING, domain=[-1, 1]), legend=alt.Legend(title="similarity")),
+        tooltip=[alt.Tooltip("emotion:N"), alt.Tooltip("other:N", title="vs"), alt.Tooltip("cosine:Q", title="similarity", format=".2f")],
+    )
+    text = base.mark_text(fontSize=12).encode(
+        text=alt.Text("cosine:Q", format=".2f"),
+        color=alt.condition("abs(datum.cosine) > 0.6", alt.value("white"), alt.value("black")),
+    )
+    return (cells + text).properties(height=300)
+
+
+def separation_chart(separation: pd.DataFrame, layer: int, title: str) -> alt.LayerChart:
+    """Cluster separation and classifier accuracy by layer, with a marker at the current layer."""
+    lines = (
+        alt.Chart(separation, title=title)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("layer:Q", title="layer (depth in the model)", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("value:Q", title="score"),
+            color=alt.Color("measure:N", scale=alt.Scale(range=["#333333", "#999999"]), legend=alt.Legend(title=None, orient="bottom")),
+            tooltip=["layer:Q", "measure:N", alt.Tooltip("value:Q", format=".2f")],
+        )
+    )
+    marker = alt.Chart(pd.DataFrame({"layer": [layer]})).mark_rule(color="#D55E00", strokeDash=[4, 3]).encode(x="layer:Q")
+    return (lines + marker).properties(height=260)
+
+
+def head_heatmap(heads: pd.DataFrame, title: str) -> alt.Chart:
+    """Layer x head importance, layer along the bottom like every other chart."""
+    return (
+        alt.Chart(heads, title=title)
+        .mark_rect()
+        .encode(
+            x=alt.X("layer:O", title="layer"),
+            y=alt.Y("head:O", title="head"),
+            color=alt.Color("score:Q", scale=_signed_scale(heads["score"]), legend=alt.Legend(title="importance")),
+            tooltip=["layer:O", "head:O", alt.Tooltip("score:Q", format=".4f")],
+        )
+        .properties(height=260)
+    )
+
+
+def neuron_chart(neurons: pd.DataFrame, title: str) -> alt.Chart:
+    """The strongest neurons of every layer as dots: height is how much each pushes toward the emotion."""
+    return (
+        alt.Chart(neurons, title=title)
+        .mark_circle(size=40, opacity=0.75, color="#444444")
+        .encode(
+            x=alt.X("layer:O", title="layer"),
+            y=alt.Y("score:Q", title="contribution"),
+            tooltip=["layer:O", "neuron:Q", "rank:Q", alt.Tooltip("score:Q", format=".4f")],
+        )
+        .properties(height=260)
+    )
+
+
+def sublayer_chart(importance: pd.DataFrame, title: str) -> alt.Chart:
+    """Importance of each layer's attention and MLP part, side by side."""
+    return (
+        alt.Chart(importance, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("layer:O", title="layer"),
+            xOffset=alt.XOffset("part:N"),
+            y=alt.Y("importance:Q", title="importance"),
+            color=alt.Color("part:N", scale=part_scale(), legend=alt.Legend(title=None, orient="bottom")),
+            tooltip=["layer:O", "part:N", alt.Tooltip("importance:Q", format=".4f")],
+        )
+        .properties(height=260)
+    )
+
+
+def cross_layer_heatmap(similarity: pd.DataFrame, title: str) -> alt.Chart:
+    """How similar the emotion's direction is between every pair of sublayer outputs."""
+    order = position_labels(int(similarity["from"].nunique()) // 2)
+    axis = alt.Axis(values=order[::4], labelAngle=0)
+    return (
+        alt.Chart(similarity, title=title)
+        .mark_rect()
+        .encode(
+            x=alt.X("to:N", sort=order, title="compared with", axis=axis),
+            y=alt.Y("from:N", sort=order, title="direction after", axis=alt.Axis(values=order[::4])),
+            color=alt.Color("similarity:Q", scale=alt.Scale(scheme=DIVERGING, domain=[-1, 1])),
+            tooltip=["from:N", "to:N", alt.Tooltip("similarity:Q", format=".2f")],
+        )
+        .properties(height=420)
+    )

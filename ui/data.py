@@ -1,0 +1,74 @@
+"""Where pages get their data: one cached ``Results`` per model and one lazily loaded model per process.
+
+Results are read from disk once per process and shared by every session (``st.cache_resource``), so
+switching layers never re-reads files; the model itself is only loaded by views that generate text,
+so pages that show saved results never wait for it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+import emo_core as ec
+from emo_core.models import EMBEDDED_NAME
+from emo_core.results import CACHE_ROOT, Results, available_caches, load_results
+from ui.state import MODEL
+
+RESULTS_DIR_ENV = "EMO_RESULTS_DIR"
+
+
+def results_root() -> Path:
+    """The folder of saved results (``cached_activations/``, or ``$EMO_RESULTS_DIR``)."""
+    return Path(os.environ.get(RESULTS_DIR_ENV) or CACHE_ROOT)
+
+
+def model_choices() -> list[str]:
+    """Model ids the picker offers: the built-in default first, then every model with saved results."""
+    return [EMBEDDED_NAME, *(model for model in available_caches(results_root()) if model != EMBEDDED_NAME)]
+
+
+def model_label(model_id: str) -> str:
+    """How the picker names a model."""
+    return f"{model_id} (built in)" if model_id == EMBEDDED_NAME else model_id
+
+
+def model_source(model_id: str) -> str:
+    """What ``emo_core.load_model`` needs for a model id: ``"default"`` for the built-in model."""
+    return ec.DEFAULT_MODEL if model_id == EMBEDDED_NAME else model_id
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _results(model_id: str, root: str) -> Results:
+    return load_results(model_id, Path(root))
+
+
+def results_for(model_id: str) -> Results:
+    """The saved results of ``model_id`` (raises ``CacheError`` with what to do when missing or damaged)."""
+    return _results(model_id, str(results_root()))
+
+
+def page_results() -> Results:
+    """The selected model's results for a page, or a friendly message and the page stops (the sidebar already explains)."""
+    try:
+        return results_for(st.session_state[MODEL])
+    except ec.EmoCoreError as error:
+        st.info(f"This page needs saved results for the chosen model. {error} Pick another model in the sidebar meanwhile.")
+        st.stop()
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def _bundle(source: str) -> ec.ModelBundle:
+    return ec.load_model(source)
+
+
+def model_bundle(model_id: str) -> ec.ModelBundle | None:
+    """The model itself, loaded once per process with a spinner; ``None`` (and a message) if it cannot load."""
+    try:
+        with st.spinner(f"Loading {model_id} (only the first time; a few seconds)…"):
+            return _bundle(model_source(model_id))
+    except ec.EmoCoreError as error:
+        st.error(f"The model could not be loaded: {error}", icon=":material/error:")
+        return None

@@ -1,0 +1,85 @@
+"""Chart-ready data frames computed from a model's ``Results`` (no streamlit: unit-testable)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from emo_core.results import Results
+
+MAP_COLUMNS = ["x", "y", "emotion", "valence", "theme", "scenario", "event", "key"]
+PART_NAMES = ("attention", "MLP")
+
+
+def map_frame(results: Results, layer: int, method: str, valences: Sequence[str] = (), themes: Sequence[str] = ()) -> pd.DataFrame:
+    """The 2-D map of every prompt at ``layer``, keeping only the given valences and themes (all when empty)."""
+    points = results.map_points(layer, method)
+    if valences:
+        points = points[points["valence"].isin(valences)]
+    if themes:
+        points = points[points["theme"].isin(themes)]
+    return points[MAP_COLUMNS].reset_index(drop=True)
+
+
+def map_extent(results: Results, method: str, margin: float = 0.05) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Fixed ``(x, y)`` axis ranges over all layers, so an aligned map does not rescale as the layer changes."""
+    maps = results.tensor(method)  # [L, N, 2]
+    low, high = maps.amin(dim=(0, 1)), maps.amax(dim=(0, 1))
+    pad = (high - low) * margin
+    low, high = (low - pad).tolist(), (high + pad).tolist()
+    return (low[0], high[0]), (low[1], high[1])
+
+
+def cosine_frame(matrix: pd.DataFrame) -> pd.DataFrame:
+    """The emotion x emotion cosine table in long form: ``emotion``, ``other``, ``cosine``."""
+    long = matrix.rename_axis(index="emotion", columns="other").stack().rename("cosine").reset_index()
+    return long.astype({"cosine": float})
+
+
+def separation_frame(results: Results) -> pd.DataFrame:
+    """Per layer, how separable the emotions are, in long form: ``layer``, ``measure``, ``value``."""
+    wide = results.separation_by_layer().rename(columns={"silhouette": "cluster separation", "probe_accuracy": "classifier accuracy"})
+    return wide.melt(id_vars="layer", var_name="measure", value_name="value")
+
+
+def grid_frame(scores: torch.Tensor, column: str) -> pd.DataFrame:
+    """A ``[L, W]`` score grid in long form: ``layer``, ``column``, ``score``."""
+    n_layers, width = scores.shape
+    layer, index = torch.meshgrid(torch.arange(n_layers), torch.arange(width), indexing="ij")
+    return pd.DataFrame({"layer": layer.flatten().numpy(), column: index.flatten().numpy(), "score": scores.flatten().float().numpy()})
+
+
+def top_per_layer(scores: torch.Tensor, k: int) -> pd.DataFrame:
+    """The ``k`` largest neuron contributions of every layer: ``layer``, ``neuron``, ``score``, ``rank`` (1 = largest)."""
+    values, indices = scores.topk(min(k, scores.shape[1]), dim=1)
+    frame = grid_frame(values, "rank").assign(neuron=indices.flatten().numpy())
+    frame["rank"] += 1
+    return frame[["layer", "neuron", "score", "rank"]]
+
+
+def sublayer_frame(importance: torch.Tensor) -> pd.DataFrame:
+    """Sublayer importance ``[L, 2]`` in long form: ``layer``, ``part`` (attention / MLP), ``importance``."""
+    frame = grid_frame(importance, "part").rename(columns={"score": "importance"})
+    frame["part"] = frame["part"].map(dict(enumerate(PART_NAMES)))
+    return frame
+
+
+def position_labels(n_layers: int) -> list[str]:
+    """Names of the ``2L`` sublayer outputs in model order: ``Attn 0``, ``MLP 0``, ``Attn 1``, ..."""
+    return [f"{part} {layer}" for layer in range(n_layers) for part in ("Attn", "MLP")]
+
+
+def cross_layer_frame(similarity: torch.Tensor) -> pd.DataFrame:
+    """The ``[2L, 2L]`` cross-layer similarity in long form: ``from``, ``to``, ``similarity``."""
+    labels = position_labels(similarity.shape[0] // 2)
+    frame = grid_frame(similarity, "to").rename(columns={"layer": "from", "score": "similarity"})
+    frame["from"] = frame["from"].map(dict(enumerate(labels)))
+    frame["to"] = frame["to"].map(dict(enumerate(labels)))
+    return frame
+
+
+def ranked_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A top-components table with a 1-based ``rank`` column first."""
+    return table.reset_index(drop=True).rename_axis("rank").reset_index().assign(rank=lambda t: t["rank"] + 1)

@@ -1,0 +1,19 @@
+"""Plain-words explanations shown beside widgets and charts, for people who have never heard of a residual stream."""
+
+LAYER = (
+    "The model reads text in about thirty steps called layers; each layer rewrites the model's "
+    "inner notes on the text. Layer 0 is the first step, the last layer is just before it picks a word."
+)
+HEAD = "An attention head is a small part of a layer that looks back at earlier words and copies what it finds useful."
+NEURON = "A neuron is one number inside a layer's MLP (its 'thinking' block) that switches on for certain patterns."
+HIDDEN_STATE = "The hidden state is the list of numbers the model keeps about the text so far: its inner notes."
+EMOTION = "The emotion the prompt asked the model to reply in (for example 'Always reply in anger')."
+DIRECTION = (
+    "An emotion direction is the average way the hidden state shifts when the model is asked for that emotion "
+    "instead of the others, with the scenario itself averaged out."
+)
+MODEL = "Which language model to look inside. The default is SmolLM2-135M-Instruct, a small chat model that runs on a laptop."
+ATTENTION_MLP = (
+    "Each layer has two parts: attention (heads that gather information from earlier words) and the MLP "
+    "(neurons that transform it). Each adds its result to the model's running notes."
+)

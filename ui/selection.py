@@ -1,0 +1,83 @@
+"""Selected heads and neurons: compact URL tokens (``L12H3``, ``L10N123``), labels, and checks against a model's size.
+
+The selection is stored as tokens in the session and the URL, ready for the knockout page.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from emo_core.circuit import Circuit
+
+Kind = Literal["head", "neuron"]
+_TOKEN = re.compile(r"^L(\d+)([HN])(\d+)$")
+_LETTER: dict[str, str] = {"head": "H", "neuron": "N"}
+
+
+@dataclass(frozen=True, order=True)
+class Component:
+    """One attention head or MLP neuron at a layer."""
+
+    kind: Kind
+    layer: int
+    index: int
+
+    @property
+    def token(self) -> str:
+        """Compact form used in URLs: ``L12H3`` or ``L10N123``."""
+        return f"L{self.layer}{_LETTER[self.kind]}{self.index}"
+
+    @property
+    def label(self) -> str:
+        """Readable form: ``head 3 of layer 12``."""
+        return f"{self.kind} {self.index} of layer {self.layer}"
+
+
+def parse_token(token: str) -> Component:
+    """The component named by ``token``; raises ``ValueError`` with a readable message otherwise."""
+    match = _TOKEN.match(token.strip().upper())
+    if match is None:
+        raise ValueError(f"'{token}' is not a component; write L<layer>H<head> or L<layer>N<neuron>, e.g. L12H3.")
+    layer, letter, index = match.groups()
+    return Component("head" if letter == "H" else "neuron", int(layer), int(index))
+
+
+def parse_tokens(tokens: Iterable[str]) -> tuple[list[Component], list[str]]:
+    """Components parsed from tokens (comma lists allowed), in order without repeats, and the tokens that did not parse."""
+    found: list[Component] = []
+    bad: list[str] = []
+    for raw in tokens:
+        for token in filter(None, (part.strip() for part in raw.split(","))):
+            try:
+                component = parse_token(token)
+            except ValueError:
+                bad.append(token)
+                continue
+            if component not in found:
+                found.append(component)
+    return found, bad
+
+
+def out_of_range(component: Component, n_layers: int, n_heads: int, d_mlp: int) -> str | None:
+    """Why ``component`` does not exist in a model of this size, or ``None`` if it does."""
+    width = n_heads if component.kind == "head" else d_mlp
+    if not 0 <= component.layer < n_layers:
+        return f"{component.token}: layer {component.layer} does not exist (layers 0 to {n_layers - 1})."
+    if not 0 <= component.index < width:
+        return f"{component.token}: {component.kind} {component.index} does not exist (0 to {width - 1} per layer)."
+    return None
+
+
+def from_pairs(pairs: Iterable[tuple[int, int]], kind: Kind) -> list[Component]:
+    """Components from ``(layer, index)`` pairs, e.g. the rows of a top-heads table."""
+    return [Component(kind, int(layer), int(index)) for layer, index in pairs]
+
+
+def circuit_components(circuit: Circuit) -> list[Component]:
+    """The heads, then the neurons, of an emotion's circuit."""
+    return [Component("head", layer, index) for layer, index, _ in circuit.heads] + [
+        Component("neuron", layer, index) for layer, index, _ in circuit.neurons
+    ]

@@ -1,0 +1,104 @@
+"""The guided tour: five plain-words steps, each opening the right page with the right settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from emo_core.results import Results
+from ui.narrative import best_layer
+from ui.selection import circuit_components
+from ui.state import LAYER, SELECTION, apply
+
+HOME, CLUSTERS, CIRCUIT = "app_pages/home.py", "app_pages/clusters.py", "app_pages/circuit.py"
+STEP = "tour_step"
+GOTO = "_tour_goto"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stop of the tour: what to read, which page shows it, and the settings that page needs."""
+
+    title: str
+    text: str
+    page: str
+    settings: dict[str, object] = field(default_factory=dict)
+
+
+def steps(results: Results, emotion: str) -> list[Step]:
+    """The tour for this model's results and the chosen emotion."""
+    n_prompts = len(results.table("prompts"))
+    best = best_layer(results)
+    selection = [component.token for component in circuit_components(results.circuit(emotion))]
+    return [
+        Step(
+            "The model reads a scenario",
+            f"We give the model {n_prompts:,} short everyday scenarios, each with an outcome and an instruction such as "
+            "*Always reply in anger*. Try one below and read its reply.",
+            HOME,
+        ),
+        Step(
+            "Its hidden state at each layer",
+            "While reading, the model keeps a long list of numbers, its inner notes (the hidden state), and rewrites them "
+            "at every layer. Each dot is one prompt's notes at the last word, squeezed into 2-D. At layer 0 the emotions "
+            "are all mixed up.",
+            CLUSTERS,
+            {LAYER: 0},
+        ),
+        Step(
+            "Emotions form clusters",
+            f"Deeper in, prompts that ask for the same emotion gather together. At layer {best} they are clearest. "
+            "Drag the layer slider to watch them form.",
+            CLUSTERS,
+            {LAYER: best},
+        ),
+        Step(
+            "A few parts carry each emotion",
+            f"Only a handful of attention heads and neurons push the model toward {emotion}. The tables and maps rank them all.",
+            CIRCUIT,
+        ),
+        Step(
+            "Switch them off or turn them up",
+            f"We selected {emotion}'s circuit: {len(selection)} heads and neurons. The selection is saved in the link, ready "
+            "for the knockout view, which switches exactly these parts off or turns them up while the model writes.",
+            CIRCUIT,
+            {SELECTION: selection},
+        ),
+    ]
+
+
+def go(tour: list[Step], index: int) -> None:
+    """Button callback: make ``index`` the current step, apply its settings and ask for its page."""
+    st.session_state[STEP] = index
+    st.session_state[GOTO] = tour[index].page
+    apply(tour[index].settings)
+
+
+def follow() -> None:
+    """Open the page a tour button asked for (called by the entry point once the pages are registered)."""
+    page = st.session_state.pop(GOTO, None)
+    if page is not None:
+        st.switch_page(page)
+
+
+def step_button(tour: list[Step], index: int, label: str, key: str, primary: bool = True) -> None:
+    """A button that opens step ``index`` on its page."""
+    st.button(label, key=key, type="primary" if primary else "secondary", on_click=go, args=(tour, index))
+
+
+def banner(tour: list[Step], page: str) -> None:
+    """While the tour runs and its current step lives on this page, show the step with a Next button."""
+    index = st.session_state.get(STEP)
+    if index is None or tour[index].page != page:
+        return
+    step = tour[index]
+    with st.container(border=True):
+        st.markdown(f"**Tour, step {index + 1} of {len(tour)}: {step.title}.** {step.text}")
+        left, right, _ = st.columns([2, 1, 3])
+        if index + 1 < len(tour):
+            with left:
+                step_button(tour, index + 1, f"Next: {tour[index + 1].title} →", key="tour_next")
+        if right.button("End the tour", key="tour_end"):
+            del st.session_state[STEP]
+            st.rerun()
