@@ -72,10 +72,10 @@ st.multiselect(
 )
 circuit = [c.token for c in circuit_components(results.circuit(view.emotion))]
 top_k = [c.token for c in from_pairs(zip(top_heads["layer"], top_heads["head"], strict=True), "head")[:5]] + [c.token for c in neurons[:5]]
-buttons = st.columns(3)
-buttons[0].button(f"Select the {view.emotion} circuit ({len(circuit)})", on_click=set_selection, args=(circuit,), key="circuit_select")
-buttons[1].button("Select the top 5 heads and top 5 neurons", on_click=set_selection, args=(top_k,), key="circuit_top")
-buttons[2].button("Clear the selection", on_click=set_selection, args=([],), key="circuit_clear")
+buttons = st.container(horizontal=True)
+buttons.button(f"Select the {view.emotion} circuit ({len(circuit)})", on_click=set_selection, args=(circuit,), key="circuit_select")
+buttons.button("Select the top 5 heads and top 5 neurons", on_click=set_selection, args=(top_k,), key="circuit_top")
+buttons.button("Clear the selection", on_click=set_selection, args=([],), key="circuit_clear")
 with st.expander("Add any head or neuron"):
     kind_col, layer_col, index_col, add_col = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     kind_col.selectbox("Kind", ["head", "neuron"], key=KIND)

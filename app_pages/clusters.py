@@ -25,8 +25,9 @@ tour.banner(tour.steps(results, view.emotion), tour.CLUSTERS)
 st.title("Emotion clusters")
 st.caption(f"{glossary.HIDDEN_STATE} Each dot is one prompt, placed by its hidden state at the last word of the prompt. {glossary.LAYER}")
 
-method_name, valence_col, theme_col = st.columns([1, 2, 3])
-method = METHODS[method_name.radio("Map", list(METHODS), horizontal=True, key="clusters_method", help=METHOD_HELP)]
+method_col, valence_col, theme_col = st.columns([1, 2, 2])
+method_name = method_col.radio("Map", list(METHODS), horizontal=True, key="clusters_method", help=METHOD_HELP)
+method = METHODS[method_name]
 valences = valence_col.multiselect(
     "Outcomes", VALENCES, default=list(VALENCES), key="clusters_valences", help="Good, neutral or bad outcome."
 )
@@ -36,19 +37,17 @@ points = frames.map_frame(results, view.layer, method, valences, themes)
 extent = frames.map_extent(results, method)
 left, right = st.columns([3, 2], gap="large")
 with left:
-    title = f"{method_name} map of the hidden state at layer {view.layer}"
+    played = st.button(
+        "Play through the layers", icon=":material/play_arrow:", key="clusters_play", help="Watch the clusters form as depth grows."
+    )
     map_slot = st.empty()
-    chart = charts.cluster_map(points, extent, title)
+    chart = charts.cluster_map(points, extent, f"{method_name} map of the hidden state at layer {view.layer}")
     map_slot.altair_chart(chart, width="stretch")
     st.caption(
         "Scroll to zoom, drag to pan, double-click to reset. Hover a dot to read its prompt. The map keeps its axes from layer to layer."
     )
-    play, downloads = st.columns([1, 2])
-    with downloads:
-        chart_downloads(chart, file_stem("clusters", method, f"layer{view.layer}"))
-    if play.button(
-        "Play through the layers", icon=":material/play_arrow:", key="clusters_play", help="Watch the clusters form as depth grows."
-    ):
+    chart_downloads(chart, file_stem("clusters", method, f"layer{view.layer}"))
+    if played:
         for layer in range(results.n_layers):
             frame = frames.map_frame(results, layer, method, valences, themes)
             map_slot.altair_chart(charts.cluster_map(frame, extent, f"{method_name} map at layer {layer}"), width="stretch")

@@ -48,7 +48,7 @@ def cosine_heatmap(cosines: pd.DataFrame, title: str) -> alt.LayerChart:
     """6x6 similarity of the emotion directions, with the numbers written in the cells."""
     order = list(dict.fromkeys(cosines["emotion"]))
     base = alt.Chart(cosines, title=title).encode(
-        x=alt.X("other:N", sort=order, title=None, axis=alt.Axis(labelAngle=-40)),
+        x=alt.X("other:N", sort=order, title=None, axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
         y=alt.Y("emotion:N", sort=order, title=None),
     )
     cells = base.mark_rect().encode(
@@ -84,7 +84,7 @@ def head_heatmap(heads: pd.DataFrame, title: str) -> alt.Chart:
         alt.Chart(heads, title=title)
         .mark_rect()
         .encode(
-            x=alt.X("layer:O", title="layer"),
+            x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("head:O", title="head"),
             color=alt.Color("score:Q", scale=_signed_scale(heads["score"]), legend=alt.Legend(title="importance")),
             tooltip=["layer:O", "head:O", alt.Tooltip("score:Q", format=".4f")],
@@ -99,7 +99,7 @@ def neuron_chart(neurons: pd.DataFrame, title: str) -> alt.Chart:
         alt.Chart(neurons, title=title)
         .mark_circle(size=40, opacity=0.75, color="#444444")
         .encode(
-            x=alt.X("layer:O", title="layer"),
+            x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("score:Q", title="contribution"),
             tooltip=["layer:O", "neuron:Q", "rank:Q", alt.Tooltip("score:Q", format=".4f")],
         )
@@ -113,7 +113,7 @@ def sublayer_chart(importance: pd.DataFrame, title: str) -> alt.Chart:
         alt.Chart(importance, title=title)
         .mark_bar()
         .encode(
-            x=alt.X("layer:O", title="layer"),
+            x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("part:N"),
             y=alt.Y("importance:Q", title="importance"),
             color=alt.Color("part:N", scale=part_scale(), legend=alt.Legend(title=None, orient="bottom")),

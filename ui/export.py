@@ -37,14 +37,16 @@ def file_stem(*parts: object) -> str:
 
 
 def chart_downloads(chart: alt.TopLevelMixin, stem: str) -> None:
-    """PNG and SVG buttons under a chart."""
-    png, svg, _ = st.columns([1, 1, 4])
-    png.download_button("PNG", partial(chart_bytes, chart, "png"), f"{stem}.png", "image/png", key=f"{stem}.png", icon=":material/image:")
-    svg.download_button(
-        "SVG", partial(chart_bytes, chart, "svg"), f"{stem}.svg", "image/svg+xml", key=f"{stem}.svg", icon=":material/draw:"
+    """PNG and SVG buttons in a row under a chart."""
+    row = st.container(horizontal=True)
+    row.download_button(
+        "PNG image", partial(chart_bytes, chart, "png"), f"{stem}.png", "image/png", key=f"{stem}.png", icon=":material/image:"
+    )
+    row.download_button(
+        "SVG image", partial(chart_bytes, chart, "svg"), f"{stem}.svg", "image/svg+xml", key=f"{stem}.svg", icon=":material/draw:"
     )
 
 
 def table_download(table: pd.DataFrame, stem: str) -> None:
     """A CSV button under a table."""
-    st.download_button("CSV", partial(table_bytes, table), f"{stem}.csv", "text/csv", key=f"{stem}.csv", icon=":material/table:")
+    st.download_button("CSV table", partial(table_bytes, table), f"{stem}.csv", "text/csv", key=f"{stem}.csv", icon=":material/table:")

@@ -28,14 +28,16 @@ class Step:
 
 def steps(results: Results, emotion: str) -> list[Step]:
     """The tour for this model's results and the chosen emotion."""
-    n_prompts = len(results.table("prompts"))
+    prompts = results.table("prompts")
+    n_scenarios = prompts["skeleton_id"].nunique()
     best = best_layer(results)
     selection = [component.token for component in circuit_components(results.circuit(emotion))]
     return [
         Step(
             "The model reads a scenario",
-            f"We give the model {n_prompts:,} short everyday scenarios, each with an outcome and an instruction such as "
-            "*Always reply in anger*. Try one below and read its reply.",
+            f"We give the model {n_scenarios} short everyday scenarios, each with a good, a neutral or a bad outcome, and "
+            f"ask it to reply in one of six emotions (*Always reply in anger*): {len(prompts):,} prompts in all. "
+            "Try one below and read its reply.",
             HOME,
         ),
         Step(
