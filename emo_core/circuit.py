@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -169,3 +170,16 @@ def select_circuit(
     heads.sort(key=lambda item: -item[2])
     neurons.sort(key=lambda item: -item[2])
     return Circuit(emotion, tuple(heads), tuple(neurons), weights)
+
+
+def circuit_from_table(table: pd.DataFrame, emotion: str) -> Circuit:
+    """One emotion's circuit from the cache's ``circuit`` table (see ``pipeline.circuit_table``)."""
+    rows = table[table["emotion"] == emotion]
+    if rows.empty:
+        raise ValueError(f"There is no circuit for '{emotion}'.")
+    members = {
+        kind: tuple((int(r.layer), int(r.index), float(r.score)) for r in rows[rows["kind"] == kind].itertuples())
+        for kind in ("head", "neuron")
+    }
+    weights = {(ATTN if r.kind == "head" else MLP, int(r.layer)): float(r.sublayer_weight) for r in rows.itertuples()}
+    return Circuit(emotion, members["head"], members["neuron"], weights)

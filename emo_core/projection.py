@@ -1,0 +1,60 @@
+"""2-D maps of hidden states per layer (PCA and UMAP), aligned from layer to layer.
+
+Each layer's map is rotated onto the previous one (orthogonal Procrustes), and each UMAP fit starts
+from the previous layer's map, so a point moves only as much as its hidden state does and clusters
+visibly form as depth grows instead of jumping around between layers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from scipy.linalg import orthogonal_procrustes
+from sklearn.decomposition import PCA
+from tqdm.auto import tqdm
+
+Progress = Callable[[int, int], None]
+
+
+def _standardise(points: np.ndarray) -> np.ndarray:
+    centred = points - points.mean(axis=0)
+    return centred / (np.sqrt((centred**2).sum(axis=1).mean()) + 1e-12)
+
+
+def align_to(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``points`` centred, scaled to unit rms radius, and rotated or reflected to best match ``reference``."""
+    points = _standardise(points)
+    rotation, _ = orthogonal_procrustes(points, _standardise(reference))
+    return points @ rotation
+
+
+def pca_maps(acts: np.ndarray) -> np.ndarray:
+    """Per layer, the first two principal components of ``[n_points, n_layers, width]``: ``[n_layers, n_points, 2]``."""
+    maps = []
+    for layer in range(acts.shape[1]):
+        points = PCA(n_components=2, random_state=0).fit_transform(acts[:, layer])
+        maps.append(align_to(points, maps[-1]) if maps else _standardise(points))
+    return np.stack(maps).astype(np.float32)
+
+
+def umap_maps(acts: np.ndarray, seed: int = 0, n_epochs: int = 200, progress: Progress | None = None) -> np.ndarray:
+    """Per layer, a cosine UMAP of ``[n_points, n_layers, width]`` started from the previous layer's map."""
+    import umap  # numba compiles on first import; keep it out of the app's start-up path
+
+    n_layers = acts.shape[1]
+    maps: list[np.ndarray] = []
+    bar = tqdm(total=n_layers, desc="umap", unit="layer", disable=progress is not None)
+    for layer in range(n_layers):
+        init = maps[-1] * 5.0 if maps else "spectral"
+        reducer = umap.UMAP(n_components=2, metric="cosine", n_neighbors=15, min_dist=0.3, n_epochs=n_epochs, init=init, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            points = reducer.fit_transform(acts[:, layer])
+        maps.append(align_to(points, maps[-1]) if maps else _standardise(points))
+        bar.update(1)
+        if progress is not None:
+            progress(layer + 1, n_layers)
+    bar.close()
+    return np.stack(maps).astype(np.float32)

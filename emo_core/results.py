@@ -1,0 +1,185 @@
+"""The pipeline's results for one model, read from its cache: what the app's pages show.
+
+A cache folder holds these tensors (``E`` emotions in ``EMOTIONS`` order, ``L`` layers, ``N``
+training prompts in the ``prompts`` table's order):
+
+- ``directions.resid_mid`` / ``directions.resid_post`` ``[E, L, d_model]``: unit emotion directions;
+- ``cosines`` ``[L, E, E]``: between-emotion cosines of the ``resid_post`` directions;
+- ``cross_layer`` ``[E, 2L, 2L]``: each emotion's direction compared across positions (Attn0, MLP0, ...);
+- ``head_scores`` ``[E, L, H]`` and ``neuron_scores`` ``[E, L, d_mlp]``: mean component importance;
+- ``sublayer_importance`` ``[E, L, 2]``: causal importance of each attention (0) and MLP (1) sublayer;
+- ``attn_diff`` ``[E, L, H*D]`` and ``mlp_diff`` ``[E, L, d_mlp]``: mean emotion shift at the components,
+  used by circuit steering;
+- ``umap`` / ``pca`` ``[L, N, 2]``: layer-aligned 2-D maps of the last-token ``resid_post`` state;
+- ``separation`` ``[L]`` and ``probe_accuracy`` ``[L]``: how well emotions separate at each layer.
+
+and these tables: ``prompts`` (key, skeleton_id, theme, valence, emotion, scenario, event),
+``circuit`` (emotion, kind, layer, index, score, rank, sublayer_weight), ``nearest`` (layer,
+emotion, nearest, cosine) and ``steering`` (method, emotion, layers, strength): the tuned settings.
+``report.json`` beside them, when present, holds the evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from emo_core.circuit import Circuit, circuit_from_table
+from emo_core.scenarios import EMOTIONS
+from emo_core.store import Cache, CacheError, model_slug, read_cache, read_manifest
+
+CACHE_ROOT = Path(__file__).resolve().parent.parent / "cached_activations"
+REPORT = "report.json"
+
+
+@dataclass(frozen=True)
+class Results:
+    """A loaded cache with named accessors; every array is on the CPU."""
+
+    folder: Path
+    cache: Cache
+
+    @property
+    def model_id(self) -> str:
+        return self.cache.manifest.model_id
+
+    @property
+    def n_layers(self) -> int:
+        return self.cache.manifest.shape["n_layers"]
+
+    @property
+    def emotions(self) -> tuple[str, ...]:
+        return EMOTIONS
+
+    def tensor(self, name: str) -> torch.Tensor:
+        try:
+            return self.cache.tensors[name]
+        except KeyError:
+            raise CacheError(f"The cache at {self.folder} has no '{name}'; rebuild it with `python -m emo_core build`.") from None
+
+    def table(self, name: str) -> pd.DataFrame:
+        try:
+            return self.cache.tables[name]
+        except KeyError:
+            raise CacheError(f"The cache at {self.folder} has no '{name}' table; rebuild it with `python -m emo_core build`.") from None
+
+    def emotion_index(self, emotion: str) -> int:
+        if emotion not in EMOTIONS:
+            raise ValueError(f"Unknown emotion '{emotion}'; choose one of {', '.join(EMOTIONS)}.")
+        return EMOTIONS.index(emotion)
+
+    def check_layer(self, layer: int) -> int:
+        if not 0 <= layer < self.n_layers:
+            raise ValueError(f"Layer {layer} is out of range; this model has layers 0 to {self.n_layers - 1}.")
+        return layer
+
+    def map_points(self, layer: int, method: str = "umap") -> pd.DataFrame:
+        """The prompts table with ``x``/``y`` of the chosen map at ``layer``."""
+        if method not in ("umap", "pca"):
+            raise ValueError(f"Unknown map '{method}'; choose umap or pca.")
+        xy = self.tensor(method)[self.check_layer(layer)].numpy()
+        return self.table("prompts").assign(x=xy[:, 0], y=xy[:, 1])
+
+    def cosine_matrix(self, layer: int) -> pd.DataFrame:
+        """The emotion x emotion cosine table at ``layer``."""
+        values = self.tensor("cosines")[self.check_layer(layer)].numpy()
+        return pd.DataFrame(values, index=list(EMOTIONS), columns=list(EMOTIONS))
+
+    def separation_by_layer(self) -> pd.DataFrame:
+        """``layer``, ``silhouette`` and ``probe_accuracy`` for every layer."""
+        return pd.DataFrame(
+            {
+                "layer": range(self.n_layers),
+                "silhouette": self.tensor("separation").numpy(),
+                "probe_accuracy": self.tensor("probe_accuracy").numpy(),
+            }
+        )
+
+    def nearest(self, layer: int) -> pd.DataFrame:
+        """Each emotion's nearest other emotion at ``layer``."""
+        table = self.table("nearest")
+        return table[table["layer"] == self.check_layer(layer)].reset_index(drop=True)
+
+    def head_scores(self, emotion: str) -> torch.Tensor:
+        """``[L, H]`` head importance of one emotion."""
+        return self.tensor("head_scores")[self.emotion_index(emotion)]
+
+    def neuron_scores(self, emotion: str) -> torch.Tensor:
+        """``[L, d_mlp]`` neuron contributions of one emotion."""
+        return self.tensor("neuron_scores")[self.emotion_index(emotion)]
+
+    def sublayer_importance(self, emotion: str) -> torch.Tensor:
+        """``[L, 2]`` sublayer importance of one emotion (attention, MLP)."""
+        return self.tensor("sublayer_importance")[self.emotion_index(emotion)]
+
+    def cross_layer(self, emotion: str) -> torch.Tensor:
+        """``[2L, 2L]`` cross-layer similarity of one emotion's direction."""
+        return self.tensor("cross_layer")[self.emotion_index(emotion)]
+
+    def top_heads(self, emotion: str, k: int | None = None) -> pd.DataFrame:
+        """Heads ranked by importance over the whole model: ``layer``, ``head``, ``score``."""
+        scores = self.head_scores(emotion)
+        return _ranked(scores, "head", k)
+
+    def top_neurons(self, emotion: str, k: int | None = None) -> pd.DataFrame:
+        """Neurons ranked by contribution over the whole model: ``layer``, ``neuron``, ``score``."""
+        return _ranked(self.neuron_scores(emotion), "neuron", k or 100)
+
+    def circuit(self, emotion: str) -> Circuit:
+        """The emotion's circuit as selected at build time."""
+        return circuit_from_table(self.table("circuit"), self.emotions[self.emotion_index(emotion)])
+
+    def steering_settings(self, method: str, emotion: str) -> dict:
+        """Tuned ``layers`` and ``strength`` of a steering method for one emotion."""
+        table = self.table("steering")
+        rows = table[(table["method"] == method) & (table["emotion"] == emotion)]
+        if rows.empty:
+            raise ValueError(f"The cache has no {method} steering settings for '{emotion}'.")
+        row = rows.iloc[0]
+        return {"layers": [int(x) for x in str(row["layers"]).split(",") if x], "strength": float(row["strength"])}
+
+    @cached_property
+    def report(self) -> dict | None:
+        """The evaluation report, or ``None`` before ``python -m emo_core evaluate`` has run."""
+        path = self.folder / REPORT
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise CacheError(f"The report {path} is damaged; rerun `python -m emo_core evaluate`.") from error
+
+
+def _ranked(scores: torch.Tensor, name: str, k: int | None) -> pd.DataFrame:
+    n_layers, width = scores.shape
+    values, flat = scores.flatten().sort(descending=True)
+    if k is not None:
+        values, flat = values[:k], flat[:k]
+    return pd.DataFrame({"layer": (flat // width).numpy(), name: (flat % width).numpy(), "score": values.numpy()})
+
+
+def cache_folder(model_id: str, root: Path = CACHE_ROOT) -> Path:
+    """Where the cache of ``model_id`` lives."""
+    return Path(root) / model_slug(model_id)
+
+
+def available_caches(root: Path = CACHE_ROOT) -> list[str]:
+    """Model ids of every readable cache under ``root``."""
+    ids = []
+    for folder in sorted(Path(root).glob("*/")):
+        try:
+            ids.append(read_manifest(folder).model_id)
+        except CacheError:
+            continue
+    return ids
+
+
+def load_results(model_id: str, root: Path = CACHE_ROOT) -> Results:
+    """The checked cache of ``model_id`` (raises ``CacheError`` with a rebuild hint)."""
+    folder = cache_folder(model_id, root)
+    return Results(folder, read_cache(folder, model_id=model_id))
