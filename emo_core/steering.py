@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from emo_core.circuit import ATTN, MLP, Circuit
-from emo_core.interventions import ComponentEdit, ResidualAddition
+from emo_core.interventions import ComponentEdit, Intervention, ResidualAddition
 from emo_core.models import ModelBundle
+from emo_core.scenarios import EMOTIONS
 
 
 def middle_layers(n_layers: int) -> range:
@@ -16,33 +19,59 @@ def middle_layers(n_layers: int) -> range:
     return range(n_layers // 3, 2 * n_layers // 3 + 1)
 
 
-def direction_steering(directions: torch.Tensor, layers: Sequence[int], alpha: float) -> ResidualAddition:
-    """Add ``alpha * rms(h) * v[l]`` to the output of each layer in ``layers``, at the last prompt
-    token and every generated token.
+def direction_steering(vectors: torch.Tensor, layers: Sequence[int], alpha: float) -> ResidualAddition:
+    """Add ``alpha * rms(h) * v[l] / |v[l]|`` to the output of each layer in ``layers``, at the last
+    prompt token and every generated token.
 
     Args:
-        directions: ``[n_layers, d_model]`` unit directions of one emotion at ``resid_post``.
+        vectors: ``[n_layers, d_model]`` one emotion's vector per layer (any length; it is normalised).
     """
-    return ResidualAddition({layer: directions[layer] for layer in layers}, alpha=alpha, scale="rms", positions="last")
+    unit = vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    return ResidualAddition({layer: unit[layer] for layer in layers}, alpha=alpha, scale="rms", positions="last")
 
 
 def circuit_steering(
-    bundle: ModelBundle, circuit: Circuit, attn_diff: torch.Tensor, mlp_diff: torch.Tensor, strength: float
+    bundle: ModelBundle, circuit: Circuit, attn_shift: torch.Tensor, mlp_shift: torch.Tensor, strength: float
 ) -> list[ComponentEdit]:
-    """Inject the emotion's mean difference at the circuit's heads and neurons, weighted by sublayer importance.
+    """Add the emotion's shift at the circuit's heads and neurons only, weighted by sublayer importance.
 
     Args:
-        attn_diff: ``[n_layers, n_heads * head_dim]`` the emotion's mean o_proj-input difference.
-        mlp_diff: ``[n_layers, d_mlp]`` the emotion's mean down_proj-input difference.
-        strength: global scale; 0 leaves the model untouched.
+        attn_shift: ``[n_layers, n_heads * head_dim]`` the emotion's mean o_proj-input shift.
+        mlp_shift: ``[n_layers, d_mlp]`` the emotion's mean down_proj-input shift.
+        strength: global scale; 0 leaves the model untouched, 1 adds the shift itself.
     """
     d = bundle.shape.head_dim
-    edits = []
+    channels: dict[tuple[int, int], list[int]] = defaultdict(list)
     for layer, head, _ in circuit.heads:
-        channels = tuple(range(head * d, (head + 1) * d))
-        add = strength * circuit.weights[(ATTN, layer)] * attn_diff[layer, head * d : (head + 1) * d]
-        edits.append(ComponentEdit("attn_z", layer, channels, scale=1.0, add=add, positions="last"))
+        channels[(ATTN, layer)].extend(range(head * d, (head + 1) * d))
     for layer, neuron, _ in circuit.neurons:
-        add = strength * circuit.weights[(MLP, layer)] * mlp_diff[layer, neuron : neuron + 1]
-        edits.append(ComponentEdit("mlp_post", layer, (neuron,), scale=1.0, add=add, positions="last"))
+        channels[(MLP, layer)].append(neuron)
+    edits = []
+    for (kind, layer), picked in sorted(channels.items()):
+        site, shift = ("attn_z", attn_shift) if kind == ATTN else ("mlp_post", mlp_shift)
+        add = strength * circuit.weights[(kind, layer)] * shift[layer, picked]
+        edits.append(ComponentEdit(site, layer, tuple(picked), scale=1.0, add=add, positions="last"))
     return edits
+
+
+METHODS = ("direction", "circuit")
+
+
+@dataclass(frozen=True)
+class SteeringKit:
+    """What steering needs for one model: expression vectors per site and each emotion's circuit."""
+
+    bundle: ModelBundle
+    resid: torch.Tensor  # [E, L, d_model]
+    attn: torch.Tensor  # [E, L, n_heads * head_dim]
+    mlp: torch.Tensor  # [E, L, d_mlp]
+    circuits: Mapping[str, Circuit]
+
+    def interventions(self, method: str, emotion: str, strength: float, layers: Sequence[int] = ()) -> list[Intervention]:
+        """The edits that steer toward ``emotion`` with ``method`` (``direction`` uses ``layers``)."""
+        e = EMOTIONS.index(emotion)
+        if method == "direction":
+            return [direction_steering(self.resid[e], layers or middle_layers(self.bundle.shape.n_layers), strength)]
+        if method == "circuit":
+            return list(circuit_steering(self.bundle, self.circuits[emotion], self.attn[e], self.mlp[e], strength))
+        raise ValueError(f"Unknown steering method '{method}'; choose one of {', '.join(METHODS)}.")

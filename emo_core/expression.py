@@ -1,0 +1,65 @@
+"""Expression vectors: how the model's state shifts while it *says* something emotional.
+
+The paper's directions come from prompts that ask for an emotion. A small model like SmolLM2-135M
+hardly follows such a request (its prompted replies are judged on target about as often as chance),
+so those directions describe the request more than the reply, and steering along them moves replies
+little. Here the model instead reads sentences that express each emotion, written as its own reply
+to a fixed question, and we average its activations over the reply tokens. The emotion's mean minus
+the neutral sentences' mean, at each site and layer, is what steering adds.
+
+The sentences are the judge's training split, never its held-out split nor the evaluation scenarios.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from emo_core.activations import Progress
+from emo_core.arch import Site
+from emo_core.generation import chat_prompt, encode
+from emo_core.interventions import capture
+from emo_core.judge import TRAIN_PATH, read_labelled
+from emo_core.models import ModelBundle
+from emo_core.scenarios import EMOTIONS
+
+EXPRESSION_SITES: tuple[Site, ...] = ("resid_post", "attn_z", "mlp_post")
+QUESTION = "Tell me how you feel about what happened."
+
+
+def reply_means(
+    bundle: ModelBundle, replies: Sequence[str], sites: Sequence[Site] = EXPRESSION_SITES, batch_size: int = 32
+) -> dict[Site, torch.Tensor]:
+    """Mean activation over the reply tokens of each reply, read as the answer to ``QUESTION``: per site ``[n, L, width]``."""
+    prompt = chat_prompt(bundle, QUESTION)
+    prompt_len = len(bundle.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    parts: dict[Site, list[torch.Tensor]] = {site: [] for site in sites}
+    layers = range(bundle.shape.n_layers)
+    for start in range(0, len(replies), batch_size):
+        texts = [prompt + reply for reply in replies[start : start + batch_size]]
+        batch = encode(bundle, texts)
+        mask = batch["attention_mask"].clone()
+        lengths = mask.sum(dim=1)
+        for row, length in enumerate(lengths.tolist()):
+            mask[row, : mask.shape[1] - length + prompt_len] = 0  # left padding, then the prompt
+        weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1)).float()[..., None]
+        with torch.inference_mode(), capture(bundle, sites) as captured:
+            bundle.model(**batch)
+        for site in sites:
+            parts[site].append(torch.stack([(captured[(site, layer)].float() * weights).sum(dim=1).cpu() for layer in layers], dim=1))
+    return {site: torch.cat(parts[site]) for site in sites}
+
+
+def expression_vectors(bundle: ModelBundle, progress: Progress | None = None) -> dict[Site, torch.Tensor]:
+    """Per site ``[E, L, width]``: each emotion's mean reply activation minus the neutral replies' mean."""
+    texts, labels = read_labelled(TRAIN_PATH)
+    means = {}
+    classes = (*EMOTIONS, "neutral")
+    for done, label in enumerate(classes):
+        chosen = [text for text, lab in zip(texts, labels, strict=True) if lab == label]
+        acts = reply_means(bundle, chosen)
+        means[label] = {site: acts[site].mean(dim=0) for site in EXPRESSION_SITES}
+        if progress is not None:
+            progress(done + 1, len(classes))
+    return {site: torch.stack([means[e][site] - means["neutral"][site] for e in EMOTIONS]) for site in EXPRESSION_SITES}

@@ -1,0 +1,74 @@
+"""Generate steered or ablated replies in batches and score them with the judge."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from emo_core.activations import Progress
+from emo_core.fluency import degenerate_reason
+from emo_core.generation import GenerationSettings, Reply, generate, on_rows
+from emo_core.interventions import Intervention
+from emo_core.judge import LABELS, EmotionJudge
+from emo_core.models import ModelBundle
+
+SCORING_SETTINGS = GenerationSettings(max_new_tokens=32, repetition_penalty=1.05, no_repeat_ngram_size=3)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One reply to generate: a templated prompt, the emotion it should show, and what to apply."""
+
+    prompt: str
+    emotion: str
+    interventions: tuple[Intervention, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()  # extra columns for the score table, e.g. (("valence", "positive"),)
+
+
+def generate_rows(
+    bundle: ModelBundle,
+    rows: Sequence[Row],
+    settings: GenerationSettings = SCORING_SETTINGS,
+    batch_size: int = 48,
+    progress: Progress | None = None,
+    desc: str = "replies",
+) -> list[Reply]:
+    """Replies to every row, batched; each row's interventions touch only that row."""
+    replies: list[Reply] = []
+    bar = tqdm(total=len(rows), desc=desc, unit="reply", disable=progress is not None)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        edits = [on_rows(edit, (i,)) for i, row in enumerate(chunk) for edit in row.interventions]
+        replies.extend(generate(bundle, [row.prompt for row in chunk], settings, edits))
+        bar.update(len(chunk))
+        if progress is not None:
+            progress(len(replies), len(rows))
+    bar.close()
+    return replies
+
+
+def score_replies(judge: EmotionJudge, rows: Sequence[Row], replies: Sequence[Reply]) -> pd.DataFrame:
+    """One row per reply: the judge's label and target probability, and whether it is fluent.
+
+    ``hit`` counts a reply as on target only when it is also not degenerate, so token soup that
+    happens to contain an emotion word is never rewarded.
+    """
+    texts = [reply.text for reply in replies]
+    probs = judge.predict_proba(texts)
+    reasons = [degenerate_reason(text) for text in texts]
+    table = pd.DataFrame(
+        {
+            "emotion": [row.emotion for row in rows],
+            "predicted": [LABELS[i] for i in probs.argmax(axis=1)],
+            "p_target": [float(probs[i, LABELS.index(row.emotion)]) for i, row in enumerate(rows)],
+            "degenerate": [reason is not None for reason in reasons],
+            "reply": texts,
+        }
+    )
+    table["hit"] = (table["predicted"] == table["emotion"]) & ~table["degenerate"]
+    for name in {name for row in rows for name, _ in row.tags}:
+        table[name] = [dict(row.tags).get(name) for row in rows]
+    return table
