@@ -1,0 +1,145 @@
+"""``python -m emo_core build | evaluate | generate``: the pipeline from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from emo_core.errors import EmoCoreError
+from emo_core.evaluation import EvalSettings, evaluate
+from emo_core.generation import GenerationSettings, chat_prompt
+from emo_core.interventions import HeadAblation, Intervention, NeuronAblation
+from emo_core.judge import load_judge
+from emo_core.models import load_model
+from emo_core.pipeline import build, steering_kit
+from emo_core.results import CACHE_ROOT, Results, load_results
+from emo_core.scenarios import EMOTIONS, emotion_prompts, neutral_prompts, read_skeletons
+from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows, score_replies
+from emo_core.store import CacheError
+
+GENERATE_METHODS = ("none", "prompt", "direction", "circuit")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default", help="'default' (embedded SmolLM2-135M-Instruct), a Hugging Face id, or a folder")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
+    parser.add_argument("--cache-root", type=Path, default=CACHE_ROOT, help="folder holding one cache per model")
+
+
+def parse_ablation(specs: Sequence[str], results: Results, emotion: str) -> tuple[Intervention, ...]:
+    """Turn ``head:L:H``, ``neuron:L:N``, ``top-heads:K`` and ``top-neurons:K`` into zero ablations."""
+    heads: list[tuple[int, int]] = []
+    neurons: list[tuple[int, int]] = []
+    for spec in specs:
+        kind, _, rest = spec.partition(":")
+        try:
+            numbers = [int(part) for part in rest.split(":")]
+        except ValueError:
+            raise ValueError(f"Cannot read ablation '{spec}'; use head:L:H, neuron:L:N, top-heads:K or top-neurons:K.") from None
+        if kind in ("head", "neuron") and len(numbers) == 2:
+            (heads if kind == "head" else neurons).append((numbers[0], numbers[1]))
+        elif kind in ("top-heads", "top-neurons") and len(numbers) == 1:
+            circuit = results.circuit(emotion)
+            members = circuit.heads if kind == "top-heads" else circuit.neurons
+            (heads if kind == "top-heads" else neurons).extend((layer, index) for layer, index, _ in members[: numbers[0]])
+        else:
+            raise ValueError(f"Cannot read ablation '{spec}'; use head:L:H, neuron:L:N, top-heads:K or top-neurons:K.")
+    edits: list[Intervention] = []
+    if heads:
+        edits.append(HeadAblation(tuple(heads)))
+    if neurons:
+        edits.append(NeuronAblation(tuple(neurons)))
+    return tuple(edits)
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    """Write one reply per (skeleton, valence, emotion) of a user's scenario file."""
+    skeletons = read_skeletons(args.scenarios)
+    bundle = load_model(args.model, dtype=args.dtype, device=args.device)
+    needs_cache = args.method in ("direction", "circuit") or any(spec.startswith("top-") for spec in args.ablate)
+    results = load_results(bundle.name, args.cache_root) if needs_cache else None
+    kit = steering_kit(bundle, results.cache.tensors, results.table("circuit")) if results is not None else None
+    settings = GenerationSettings(**{**asdict(SCORING_SETTINGS), "max_new_tokens": args.max_new_tokens})
+    rows, records = [], []
+    for emotion in args.emotions:
+        ablation = parse_ablation(args.ablate, results, emotion) if args.ablate else ()
+        prompts = emotion_prompts(skeletons, [emotion]) if args.method == "prompt" else neutral_prompts(skeletons)
+        tuned = results.steering_settings(args.method, emotion) if kit is not None and args.method in ("direction", "circuit") else {}
+        steering = tuple(kit.interventions(args.method, emotion, tuned["strength"], tuned["layers"])) if tuned else ()
+        for p in prompts:
+            rows.append(Row(chat_prompt(bundle, p.user, p.system), emotion, steering + ablation))
+            records.append(
+                {
+                    "skeleton_id": p.skeleton_id,
+                    "theme": p.theme,
+                    "valence": p.valence,
+                    "emotion": emotion,
+                    "method": args.method,
+                    "strength": tuned.get("strength"),
+                    "layers": tuned.get("layers"),
+                    "ablate": list(args.ablate),
+                    "model": bundle.name,
+                    "max_new_tokens": settings.max_new_tokens,
+                }
+            )
+    replies = generate_rows(bundle, rows, settings)
+    scores = score_replies(load_judge(args.judge), rows, replies) if args.judge else None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w") as handle:
+        for i, (record, reply) in enumerate(zip(records, replies, strict=True)):
+            record["reply"] = reply.text
+            if scores is not None:
+                record.update(judged=scores["predicted"][i], p_target=scores["p_target"][i], degenerate=bool(scores["degenerate"][i]))
+            handle.write(json.dumps(record) + "\n")
+    print(f"Wrote {len(records)} replies to {args.out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m emo_core", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build_cmd = commands.add_parser("build", help="compute every result for a model and write its cache (resumable)")
+    _model_options(build_cmd)
+    build_cmd.add_argument("--judge", default="minilm", help="judge used to tune steering: 'minilm' or a local HF classifier")
+
+    eval_cmd = commands.add_parser("evaluate", help="measure steering, ablation and clusters on the evaluation split; writes report.json")
+    _model_options(eval_cmd)
+    eval_cmd.add_argument("--judge", default="minilm")
+    eval_cmd.add_argument("--skeletons", type=int, default=EvalSettings.skeletons, help="how many evaluation skeletons to use")
+
+    gen_cmd = commands.add_parser("generate", help="one reply per (skeleton, valence, emotion) of your own scenario file")
+    _model_options(gen_cmd)
+    gen_cmd.add_argument(
+        "--scenarios", type=Path, required=True, help="JSONL with skeleton_id, theme, scenario, event.{positive,neutral,negative}"
+    )
+    gen_cmd.add_argument("--method", choices=GENERATE_METHODS, default="none")
+    gen_cmd.add_argument("--emotions", nargs="+", choices=EMOTIONS, default=list(EMOTIONS))
+    gen_cmd.add_argument("--ablate", nargs="*", default=[], help="head:L:H, neuron:L:N, top-heads:K, top-neurons:K")
+    gen_cmd.add_argument("--max-new-tokens", type=int, default=SCORING_SETTINGS.max_new_tokens)
+    gen_cmd.add_argument("--judge", default=None, help="also judge each reply ('minilm' or a local HF classifier)")
+    gen_cmd.add_argument("--out", type=Path, required=True)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            folder = build(args.model, root=args.cache_root, device=args.device, dtype=args.dtype, judge=args.judge)
+            print(f"Cache written to {folder}")
+        elif args.command == "evaluate":
+            settings = EvalSettings(skeletons=args.skeletons)
+            report = evaluate(args.model, root=args.cache_root, device=args.device, dtype=args.dtype, judge=args.judge, settings=settings)
+            print(json.dumps({method: round(summary["overall"], 3) for method, summary in report["steering"].items()}))
+        else:
+            run_generate(args)
+    except KeyboardInterrupt:
+        print("Interrupted; run the same command again to resume where it stopped.", file=sys.stderr)
+        return 130
+    except (EmoCoreError, CacheError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,245 @@
+"""``build``: every result the app shows, computed for one model and written as its cache.
+
+Stages: activations of the training emotion prompts (resumable shards) → emotion directions,
+cosines and cross-layer similarity → neuron and head scores → sublayer importance and the circuit →
+2-D maps and cluster separation → expression vectors → steering strengths tuned on training
+prompts with the judge. The evaluation
+skeletons are never read here.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import silhouette_score
+from sklearn.model_selection import GroupKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from emo_core.activations import EXTRACT_SITES, extract
+from emo_core.circuit import (
+    ATTN,
+    MLP,
+    aligned_local_directions,
+    circuit_from_table,
+    reference_directions,
+    select_circuit,
+    sublayer_importance,
+)
+from emo_core.components import head_importance, neuron_contributions
+from emo_core.directions import between_emotion_cosines, complete_groups, cross_layer_similarity, emotion_directions, mean_differences
+from emo_core.expression import expression_vectors
+from emo_core.judge import load_judge
+from emo_core.models import DType, ModelBundle, load_model
+from emo_core.projection import pca_maps, umap_maps
+from emo_core.results import CACHE_ROOT, cache_folder
+from emo_core.scenarios import EMOTIONS, PromptSpec, Skeleton, emotion_prompts, load_skeletons, neutral_prompts, prompt_set_hash
+from emo_core.steering import SteeringKit
+from emo_core.store import Manifest, write_cache
+from emo_core.tuning import TUNING_PROMPTS, tune_steering
+
+StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Sizes that trade build time for precision."""
+
+    batch_size: int = 32
+    importance_prompts: int = 48
+    umap_epochs: int = 200
+    probe_folds: int = 4
+    skeletons: int | None = None  # None: every training skeleton
+    tuning_prompts: int = TUNING_PROMPTS
+
+
+def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(name, done, total)
+
+
+def prompt_table(prompts: list[PromptSpec], skeletons: list[Skeleton]) -> pd.DataFrame:
+    """One row per prompt with what the app shows on hover."""
+    by_id = {s.skeleton_id: s for s in skeletons}
+    return pd.DataFrame(
+        {
+            "key": [p.key for p in prompts],
+            "skeleton_id": [p.skeleton_id for p in prompts],
+            "theme": [p.theme for p in prompts],
+            "valence": [p.valence for p in prompts],
+            "emotion": [p.emotion for p in prompts],
+            "scenario": [by_id[p.skeleton_id].scenario for p in prompts],
+            "event": [by_id[p.skeleton_id].event[p.valence] for p in prompts],
+        }
+    )
+
+
+def cluster_separation(acts: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer, the cosine silhouette of the emotion labels and a linear probe's accuracy on
+    held-out skeletons (grouped folds, so a skeleton is never in both train and test). The probe
+    reads the top 32 principal components, which keeps it fast and hard to overfit."""
+    silhouettes, probes = [], []
+    for layer in range(acts.shape[1]):
+        points = acts[:, layer]
+        silhouettes.append(silhouette_score(points, labels, metric="cosine"))
+        probe = make_pipeline(StandardScaler(), PCA(n_components=min(32, *points.shape), random_state=0), LogisticRegression(max_iter=500))
+        probes.append(cross_val_score(probe, points, labels, groups=groups, cv=GroupKFold(n_splits=folds)).mean())
+    return np.array(silhouettes, dtype=np.float32), np.array(probes, dtype=np.float32)
+
+
+def nearest_table(cosines: torch.Tensor) -> pd.DataFrame:
+    """Each emotion's most similar other emotion at every layer, with the cosine."""
+    masked = cosines.clone()
+    eye = torch.arange(len(EMOTIONS))
+    masked[:, eye, eye] = -torch.inf
+    values, best = masked.max(dim=-1)
+    rows = [
+        {"layer": layer, "emotion": emotion, "nearest": EMOTIONS[int(best[layer, e])], "cosine": float(values[layer, e])}
+        for layer in range(cosines.shape[0])
+        for e, emotion in enumerate(EMOTIONS)
+    ]
+    return pd.DataFrame(rows)
+
+
+def component_scores(
+    bundle: ModelBundle, prompts: list[PromptSpec], acts: dict, mid: torch.Tensor, post: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean head importance ``[E, L, H]`` and neuron contribution ``[E, L, d_mlp]`` over each emotion's prompts."""
+    heads, neurons = [], []
+    for e, emotion in enumerate(EMOTIONS):
+        rows = torch.tensor([i for i, p in enumerate(prompts) if p.emotion == emotion])
+        heads.append(head_importance(bundle, acts["resid_mid"][rows], acts["attn_z"][rows], mid[e]).mean(dim=0))
+        neurons.append(neuron_contributions(bundle, acts["mlp_post"][rows], post[e]).mean(dim=0))
+    return torch.stack(heads), torch.stack(neurons)
+
+
+def circuit_table(importance: torch.Tensor, head_scores: torch.Tensor, neuron_scores: torch.Tensor) -> pd.DataFrame:
+    """Every emotion's circuit as rows of (emotion, kind, layer, index, score, rank, sublayer_weight)."""
+    rows = []
+    for e, emotion in enumerate(EMOTIONS):
+        circuit = select_circuit(emotion, importance[e], head_scores[e], neuron_scores[e])
+        for kind, sublayer, members in (("head", ATTN, circuit.heads), ("neuron", MLP, circuit.neurons)):
+            for rank, (layer, index, score) in enumerate(members):
+                rows.append(
+                    {
+                        "emotion": emotion,
+                        "kind": kind,
+                        "layer": layer,
+                        "index": index,
+                        "score": score,
+                        "rank": rank,
+                        "sublayer_weight": circuit.weights[(sublayer, layer)],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def steering_kit(bundle: ModelBundle, tensors: Mapping[str, torch.Tensor], circuits: pd.DataFrame) -> SteeringKit:
+    """Steering for ``bundle`` from a cache's tensors and circuit table."""
+    return SteeringKit(
+        bundle,
+        tensors["expression.resid_post"],
+        tensors["expression.attn_z"],
+        tensors["expression.mlp_post"],
+        {emotion: circuit_from_table(circuits, emotion) for emotion in EMOTIONS},
+    )
+
+
+def build(
+    source: str = "default",
+    *,
+    root: Path = CACHE_ROOT,
+    device: str = "cpu",
+    dtype: DType = "float32",
+    settings: BuildSettings = BuildSettings(),
+    progress: StageProgress | None = None,
+    bundle: ModelBundle | None = None,
+    judge: str = "minilm",
+) -> Path:
+    """Compute and write the cache of ``source``; an interrupted build resumes from its shards.
+
+    Returns the cache folder. ``progress`` receives ``(stage, done, total)``; without it, tqdm bars
+    are shown.
+    """
+    bundle = bundle or load_model(source, dtype=dtype, device=device)
+    folder = cache_folder(bundle.name, root)
+    work = folder.with_name(folder.name + ".work")
+    skeletons = load_skeletons("train")[: settings.skeletons]
+    prompts = emotion_prompts(skeletons)
+    neutral = neutral_prompts(skeletons)
+
+    acts = extract(bundle, prompts, settings.batch_size, work / "emotion", _stage(progress, "activations"))
+    groups = complete_groups(prompts)
+    mid, post = (emotion_directions(acts[site], groups) for site in ("resid_mid", "resid_post"))
+    cosines = between_emotion_cosines(post)
+
+    if progress is not None:
+        progress("components", 0, 1)
+    head_scores, neuron_scores = component_scores(bundle, prompts, acts, mid, post)
+
+    reference = reference_directions(mid, post)
+    picked = neutral[:: max(1, len(neutral) // settings.importance_prompts)][: settings.importance_prompts]
+    importance = sublayer_importance(
+        bundle,
+        picked,
+        reference,
+        aligned_local_directions(mid, reference),
+        aligned_local_directions(post, reference),
+        progress=_stage(progress, "sublayer importance"),
+    )
+
+    post_np = acts["resid_post"].numpy()
+    labels = np.array([p.emotion for p in prompts])
+    skeleton_ids = np.array([p.skeleton_id for p in prompts])
+    if progress is not None:
+        progress("separation", 0, 1)
+    separation, probe_accuracy = cluster_separation(post_np, labels, skeleton_ids, settings.probe_folds)
+    pca = pca_maps(post_np)
+    umap = umap_maps(post_np, n_epochs=settings.umap_epochs, progress=_stage(progress, "umap"))
+
+    tensors = {
+        "directions.resid_mid": mid,
+        "directions.resid_post": post,
+        "cosines": cosines,
+        "cross_layer": cross_layer_similarity(mid, post),
+        "head_scores": head_scores,
+        "neuron_scores": neuron_scores,
+        "sublayer_importance": importance,
+        "attn_diff": mean_differences(acts["attn_z"], groups),
+        "mlp_diff": mean_differences(acts["mlp_post"], groups),
+        "umap": torch.from_numpy(umap),
+        "pca": torch.from_numpy(pca),
+        "separation": torch.from_numpy(separation),
+        "probe_accuracy": torch.from_numpy(probe_accuracy),
+    }
+    expression = expression_vectors(bundle, progress=_stage(progress, "expression"))
+    tensors.update({f"expression.{site}": value for site, value in expression.items()})
+    circuits = circuit_table(importance, head_scores, neuron_scores)
+    kit = steering_kit(bundle, tensors, circuits)
+    steering = tune_steering(kit, load_judge(judge), skeletons, n_prompts=settings.tuning_prompts, progress=_stage(progress, "tuning"))
+    tables = {
+        "prompts": prompt_table(prompts, skeletons),
+        "circuit": circuits,
+        "nearest": nearest_table(cosines),
+        "steering": steering,
+    }
+    manifest = Manifest(
+        model_id=bundle.name,
+        model_type=bundle.model_type,
+        shape=dict(vars(bundle.shape)),
+        prompt_set_hash=prompt_set_hash(prompts),
+        sites=EXTRACT_SITES,
+        dtype=str(bundle.dtype).removeprefix("torch."),
+    )
+    write_cache(folder, manifest, {name: t.float().contiguous() for name, t in tensors.items()}, tables)
+    shutil.rmtree(work, ignore_errors=True)
+    return folder

@@ -1,0 +1,212 @@
+"""The pipeline end to end on a tiny model: build, resume, evaluate, the CLI, and their pieces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import emo_core as ec
+from emo_core.cli import main, parse_ablation
+from emo_core.evaluation import EvalSettings, ablation_sets, bootstrap_interval, evaluate
+from emo_core.fluency import degenerate_reason
+from emo_core.pipeline import BuildSettings, build, cluster_separation
+from emo_core.projection import align_to, pca_maps
+from emo_core.results import load_results
+from emo_core.scenarios import EMOTIONS
+from emo_core.scoring import Row, score_replies
+from emo_core.steering import SteeringKit, circuit_steering
+from emo_core.store import CacheError
+from tests.conftest import tiny_model
+
+TINY_BUILD = BuildSettings(batch_size=16, importance_prompts=4, umap_epochs=20, probe_folds=2, skeletons=4, tuning_prompts=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(embedded: ec.ModelBundle) -> ec.ModelBundle:
+    return ec.bundle_from(tiny_model("llama").float(), embedded.tokenizer, name="tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def built(tiny_llama: ec.ModelBundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("caches")
+    build(bundle=tiny_llama, root=root, settings=TINY_BUILD)
+    return root
+
+
+class FixedJudge:
+    """Calls every text the same label, so scores are predictable."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        probs = np.full((len(texts), 7), 0.01)
+        probs[:, ec.judge.LABELS.index(self.label)] = 0.94
+        return probs
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("I'm so glad it worked out, what a lovely surprise!", None),
+        ("I'm thrilled that Zorbatech gave me the job at Kowalczyk & Sons!", None),
+        ("", "empty"),
+        ("!!!! ???? #### 1234 $$$$", "mostly symbols"),
+        ("no no no no no", "repeated word"),
+        ("pre-moradier-refimabredly-finally-written-no-mafci bimmaeplacermcr", "non-words"),
+        ("the cat sat on the mat the cat sat on the mat the cat sat on the mat", "repeated phrase"),
+    ],
+)
+def test_degenerate_replies_are_recognised(text: str, reason: str | None) -> None:
+    assert degenerate_reason(text) == reason
+
+
+def test_alignment_undoes_a_rotation_and_scale() -> None:
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(50, 2))
+    angle = 1.1
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = 3.0 * points @ rotation + 5.0
+    np.testing.assert_allclose(align_to(moved, points), align_to(points, points), atol=1e-9)
+
+
+def test_pca_maps_stay_aligned_across_identical_layers() -> None:
+    rng = np.random.default_rng(1)
+    layer = rng.normal(size=(40, 8))
+    maps = pca_maps(np.stack([layer, -layer, layer @ np.diag([1.0] * 8)], axis=1))
+    np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
+    np.testing.assert_allclose(maps[0], maps[2], atol=1e-5)
+
+
+def test_separation_scores_see_separable_labels() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.array(["a", "b"]), 20)
+    centres = np.where(labels[:, None] == "a", 5.0, -5.0)
+    acts = np.stack([rng.normal(size=(40, 4)) + centres, rng.normal(size=(40, 4))], axis=1)
+    silhouette, probe = cluster_separation(acts, labels, np.arange(40) % 4, folds=2)
+    assert silhouette[0] > 0.5 > silhouette[1]
+    assert probe[0] == 1.0 and probe[1] < 0.8
+
+
+def test_bootstrap_interval_brackets_the_mean() -> None:
+    low, high = bootstrap_interval([0.1, 0.2, 0.3, 0.4], n=500, seed=0)
+    assert low <= 0.25 <= high
+    assert bootstrap_interval([0.5] * 5, n=100, seed=0) == [0.5, 0.5]
+
+
+def test_scores_reward_only_fluent_on_target_replies() -> None:
+    rows = [Row("p", "anger"), Row("p", "anger"), Row("p", "fear")]
+    replies = [ec.Reply(text, (), 0) for text in ("I am furious about this!", "no no no no no", "I am furious about this!")]
+    table = score_replies(FixedJudge("anger"), rows, replies)
+    assert table["hit"].tolist() == [True, False, False]
+    assert table["degenerate"].tolist() == [False, True, False]
+
+
+def test_circuit_steering_edits_only_circuit_components(tiny_llama: ec.ModelBundle) -> None:
+    circuit = ec.circuit.Circuit("anger", heads=((1, 2, 0.5),), neurons=((0, 3, 0.4), (0, 7, 0.2)), weights={(0, 1): 1.0, (1, 0): 0.5})
+    shape = tiny_llama.shape
+    attn = torch.ones(shape.n_layers, shape.n_heads * shape.head_dim)
+    mlp = torch.ones(shape.n_layers, shape.d_mlp)
+    edits = circuit_steering(tiny_llama, circuit, attn, mlp, strength=2.0)
+    assert [(e.site, e.layer, e.channels) for e in edits] == [
+        ("attn_z", 1, tuple(range(2 * shape.head_dim, 3 * shape.head_dim))),
+        ("mlp_post", 0, (3, 7)),
+    ]
+    assert edits[0].add.tolist() == [2.0] * shape.head_dim
+    assert edits[1].add.tolist() == [1.0, 1.0]
+    assert circuit_steering(tiny_llama, circuit, attn, mlp, strength=0.0)[1].add.abs().sum() == 0
+
+
+def test_build_writes_a_complete_readable_cache(built: Path, tiny_llama: ec.ModelBundle) -> None:
+    results = load_results("tiny-llama", built)
+    n_layers, n_prompts = tiny_llama.shape.n_layers, 4 * 3 * 6
+    assert results.tensor("umap").shape == (n_layers, n_prompts, 2)
+    assert results.tensor("cosines").shape == (n_layers, 6, 6)
+    assert len(results.table("prompts")) == n_prompts
+    assert set(results.table("steering")["method"]) == {"direction", "circuit"}
+    assert set(results.table("nearest")["emotion"]) == set(EMOTIONS)
+    assert results.circuit("anger").emotion == "anger"
+    assert not (built / "tiny-llama.work").exists()
+
+
+def test_an_interrupted_build_resumes_to_the_same_cache(built: Path, tiny_llama: ec.ModelBundle, tmp_path: Path) -> None:
+    def stop_at_umap(stage: str, done: int, total: int) -> None:
+        if stage == "umap":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(bundle=tiny_llama, root=tmp_path, settings=TINY_BUILD, progress=stop_at_umap)
+    assert any((tmp_path / "tiny-llama.work").rglob("*.safetensors"))
+    with pytest.raises(CacheError):
+        load_results("tiny-llama", tmp_path)
+    build(bundle=tiny_llama, root=tmp_path, settings=TINY_BUILD)
+    resumed, uninterrupted = load_results("tiny-llama", tmp_path), load_results("tiny-llama", built)
+    for name, tensor in uninterrupted.cache.tensors.items():
+        torch.testing.assert_close(resumed.tensor(name), tensor, msg=name)
+    pd.testing.assert_frame_equal(resumed.table("circuit"), uninterrupted.table("circuit"))
+
+
+def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBundle) -> None:
+    report = evaluate(bundle=tiny_llama, root=built, settings=EvalSettings(skeletons=1, ablation_prompts=1, bootstrap=50))
+    on_disk = json.loads((built / "tiny-llama" / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert 0 <= report["judge"]["heldout_accuracy"] <= 1
+    for method in ("prompt", "direction", "circuit"):
+        summary = report["steering"][method]
+        assert set(summary["per_emotion"]) == set(EMOTIONS)
+        assert all(0 <= summary[key] <= 1 for key in ("overall", "degenerate_rate"))
+    for kind, ks in (("neurons", ("1", "2", "4", "8")), ("heads", ("1", "2", "4"))):
+        for k in ks:
+            entry = report["ablation"][kind][k]
+            assert entry["target_ci95"][0] <= entry["target_drop"] <= entry["target_ci95"][1]
+            assert entry["random_ci95"][0] <= entry["random_drop"] <= entry["random_ci95"][1]
+    assert set(report["clusters"]["nearest"]["0"]) == set(EMOTIONS)
+
+
+def test_random_ablation_controls_avoid_the_circuit(built: Path) -> None:
+    import random
+
+    results = load_results("tiny-llama", built)
+    circuit = results.circuit("fear")
+    top, control = ablation_sets(circuit, "neurons", 2, results.cache.manifest.shape, random.Random(0))
+    assert len(top.neurons) == len(control.neurons) == min(2, len(circuit.neurons))
+    assert not set(top.neurons) & set(control.neurons)
+    assert {layer for layer, _ in control.neurons} <= {layer for layer, _, _ in circuit.neurons}
+
+
+def test_ablation_specs_are_parsed_or_refused(built: Path) -> None:
+    results = load_results("tiny-llama", built)
+    edits = parse_ablation(["head:1:2", "neuron:0:5", "top-neurons:1"], results, "anger")
+    assert edits[0].heads == ((1, 2),)
+    assert edits[1].neurons[0] == (0, 5) and len(edits[1].neurons) == 1 + min(1, len(results.circuit("anger").neurons))
+    with pytest.raises(ValueError, match="Cannot read ablation"):
+        parse_ablation(["heads=3"], results, "anger")
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.jsonl"
+    assert main(["generate", "--scenarios", str(missing), "--out", str(tmp_path / "out.jsonl")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["evaluate", "--cache-root", str(tmp_path)]) == 2
+    assert "build" in capsys.readouterr().err
+
+
+def test_cli_generate_writes_one_reply_per_prompt(tmp_path: Path) -> None:
+    scenarios = tmp_path / "mine.jsonl"
+    skeleton = {
+        "skeleton_id": "mine-1",
+        "theme": "garden",
+        "scenario": "I planted tomatoes in my garden this spring.",
+        "event": {"positive": "They grew huge.", "neutral": "They grew as usual.", "negative": "Slugs ate them all."},
+    }
+    scenarios.write_text(json.dumps(skeleton) + "\n")
+    out = tmp_path / "replies.jsonl"
+    assert main(["generate", "--scenarios", str(scenarios), "--method", "prompt", "--emotions", "fear", "--max-new-tokens", "4", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["valence"], r["emotion"], r["method"]) for r in records] == [(v, "fear", "prompt") for v in ("positive", "neutral", "negative")]
+    assert all(isinstance(r["reply"], str) for r in records)
