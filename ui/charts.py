@@ -9,6 +9,7 @@ from ui.frames import position_labels
 from ui.palette import emotion_scale, part_scale, valence_scale
 
 DIVERGING = "blueorange"
+LAYER_AXIS = alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0))  # layer runs along the bottom of every layer chart
 
 
 def _signed_scale(values: pd.Series) -> alt.Scale:
@@ -84,7 +85,7 @@ def head_heatmap(heads: pd.DataFrame, title: str) -> alt.Chart:
         alt.Chart(heads, title=title)
         .mark_rect()
         .encode(
-            x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
+            x=LAYER_AXIS,
             y=alt.Y("head:O", title="head"),
             color=alt.Color("score:Q", scale=_signed_scale(heads["score"]), legend=alt.Legend(title="importance")),
             tooltip=["layer:O", "head:O", alt.Tooltip("score:Q", format=".4f")],
@@ -99,7 +100,7 @@ def neuron_chart(neurons: pd.DataFrame, title: str) -> alt.Chart:
         alt.Chart(neurons, title=title)
         .mark_circle(size=40, opacity=0.75, color="#444444")
         .encode(
-            x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
+            x=LAYER_AXIS,
             y=alt.Y("score:Q", title="contribution"),
             tooltip=["layer:O", "neuron:Q", "rank:Q", alt.Tooltip("score:Q", format=".4f")],
         )
@@ -113,7 +114,7 @@ def sublayer_chart(importance: pd.DataFrame, title: str) -> alt.Chart:
         alt.Chart(importance, title=title)
         .mark_bar()
         .encode(
-            x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
+            x=LAYER_AXIS,
             xOffset=alt.XOffset("part:N"),
             y=alt.Y("importance:Q", title="importance"),
             color=alt.Color("part:N", scale=part_scale(), legend=alt.Legend(title=None, orient="bottom")),
