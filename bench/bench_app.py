@@ -38,7 +38,7 @@ def timed(page: Page, action: Callable[[], object], wait_for: str) -> float:
 
 def main() -> None:
     env = server_env(Path(tempfile.mkdtemp()))
-    print(f"cache: {'synthetic (the shipped cache is missing)' if RESULTS_DIR_ENV in env else 'shipped default model cache'}")
+    print(f"results: {env.get(RESULTS_DIR_ENV, 'the shipped cache')}")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         page = browser.new_page(viewport=VIEWPORT)

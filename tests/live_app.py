@@ -29,9 +29,9 @@ def free_port() -> int:
 
 
 def server_env(synthetic_root: Path) -> dict[str, str]:
-    """The shipped cache when present, else a synthetic one written to ``synthetic_root``; never the Hub."""
+    """``$EMO_RESULTS_DIR`` if set, else the shipped cache when present, else a synthetic one in ``synthetic_root``; never the Hub."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if EMBEDDED_NAME not in available_caches():
+    if RESULTS_DIR_ENV not in env and EMBEDDED_NAME not in available_caches():
         write_synthetic_cache(synthetic_root, EMBEDDED_NAME)
         env[RESULTS_DIR_ENV] = str(synthetic_root)
     return env

@@ -33,10 +33,10 @@ def _prompts(n_skeletons: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed: int = 0) -> Path:
-    """Write a random but well-formed cache for ``model_id`` under ``root``; returns its folder."""
+def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed: int = 0, shape: dict[str, int] = SHAPE) -> Path:
+    """Write a random but well-formed cache for ``model_id`` under ``root`` (tiny unless ``shape`` says otherwise); returns its folder."""
     gen = torch.Generator().manual_seed(seed)
-    n_layers, n_heads, head_dim, d_mlp, d_model = SHAPE.values()
+    n_layers, n_heads, head_dim, d_mlp, d_model = (shape[k] for k in ("n_layers", "n_heads", "head_dim", "d_mlp", "d_model"))
     n_emotions = len(EMOTIONS)
     prompts = _prompts(n_skeletons)
     n_points = len(prompts)
@@ -82,7 +82,7 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
         "steering": pd.DataFrame(steering),
     }
     manifest = Manifest(
-        model_id=model_id, model_type="llama", shape=dict(SHAPE), prompt_set_hash="test", sites=("resid_post",), dtype="float32"
+        model_id=model_id, model_type="llama", shape=dict(shape), prompt_set_hash="test", sites=("resid_post",), dtype="float32"
     )
     folder = cache_folder(model_id, root)
     write_cache(folder, manifest, tensors, tables)

@@ -35,6 +35,13 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def shoot(page: object, path: Path) -> None:
+    """A screenshot once the charts have had time to draw."""
+    settle(page)
+    page.wait_for_timeout(800)
+    page.screenshot(path=path)
+
+
 def test_click_through_every_page(server: str, shots: Path) -> None:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
@@ -43,13 +50,13 @@ def test_click_through_every_page(server: str, shots: Path) -> None:
         page.get_by_role("heading", name="Emotion Circuit Explorer").wait_for(timeout=60_000)
         page.wait_for_timeout(300)
         settle(page)
-        page.screenshot(path=shots / "1_home.png")
+        shoot(page, shots / "1_home.png")
 
         page.get_by_test_id("stSidebarNav").get_by_text("Clusters").click()
-        page.get_by_role("heading", name="Emotion clusters").wait_for()
+        page.get_by_text("Where in the model do the emotions separate?").wait_for()
         page.wait_for_timeout(300)
         settle(page)
-        page.screenshot(path=shots / "2_clusters.png")
+        shoot(page, shots / "2_clusters.png")
         layer_before = page.url.split("layer=")[1].split("&")[0]
 
         slider = page.get_by_test_id("stSidebar").get_by_role("slider")
@@ -59,7 +66,7 @@ def test_click_through_every_page(server: str, shots: Path) -> None:
         settle(page)
         assert "layer=0" in page.url and layer_before != "0"
         page.get_by_text("At layer 0,").wait_for()
-        page.screenshot(path=shots / "3_clusters_layer0.png")
+        shoot(page, shots / "3_clusters_layer0.png")
         slider.press("ArrowRight")
         page.wait_for_timeout(300)
         settle(page)
@@ -67,7 +74,7 @@ def test_click_through_every_page(server: str, shots: Path) -> None:
         page.get_by_text("At layer 1,").wait_for()
 
         page.get_by_test_id("stSidebarNav").get_by_text("Circuit").click()
-        page.get_by_role("heading", name="The anger circuit").wait_for()
+        page.get_by_text("Where the circuit lives").wait_for()
         page.wait_for_timeout(300)
         settle(page)
         assert "layer=1" in page.url
@@ -75,7 +82,7 @@ def test_click_through_every_page(server: str, shots: Path) -> None:
         page.wait_for_timeout(300)
         settle(page)
         assert "sel=" in page.url
-        page.screenshot(path=shots / "4_circuit.png")
+        shoot(page, shots / "4_circuit.png")
         shared = page.url
 
         other = browser.new_page(viewport=VIEWPORT)
@@ -86,7 +93,8 @@ def test_click_through_every_page(server: str, shots: Path) -> None:
 
         other.goto(f"{server}/clusters?layer=banana&emotion=rage&model=nope")
         other.get_by_text("is not a layer number").wait_for(timeout=60_000)
+        other.get_by_text("Where in the model do the emotions separate?").wait_for()
         settle(other)
-        other.screenshot(path=shots / "5_bad_link.png")
+        shoot(other, shots / "5_bad_link.png")
         assert other.get_by_test_id("stException").count() == 0
         browser.close()

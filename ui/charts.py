@@ -28,8 +28,10 @@ def cluster_map(points: pd.DataFrame, extent: tuple[tuple[float, float], tuple[f
         .encode(
             x=alt.X("x:Q", scale=alt.Scale(domain=[x_low, x_high]), axis=None),
             y=alt.Y("y:Q", scale=alt.Scale(domain=[y_low, y_high]), axis=None),
-            color=alt.Color("emotion:N", scale=emotion_scale(), legend=alt.Legend(title="Emotion asked for (click to highlight)")),
-            shape=alt.Shape("valence:N", scale=valence_scale(), legend=alt.Legend(title="Outcome")),
+            color=alt.Color(
+                "emotion:N", scale=emotion_scale(), legend=alt.Legend(title="Emotion asked for (click one)", orient="bottom", columns=3)
+            ),
+            shape=alt.Shape("valence:N", scale=valence_scale(), legend=alt.Legend(title="Outcome", orient="bottom", columns=1)),
             opacity=alt.condition(pick, alt.value(0.85), alt.value(0.07)),
             tooltip=[
                 alt.Tooltip("emotion:N", title="Emotion asked for"),
@@ -69,7 +71,12 @@ def separation_chart(separation: pd.DataFrame, layer: int, title: str) -> alt.La
         alt.Chart(separation, title=title)
         .mark_line(point=True)
         .encode(
-            x=alt.X("layer:Q", title="layer (depth in the model)", axis=alt.Axis(tickMinStep=1)),
+            x=alt.X(
+                "layer:Q",
+                title="layer (depth in the model)",
+                scale=alt.Scale(domain=[0, int(separation["layer"].max())], nice=False),
+                axis=alt.Axis(tickMinStep=1),
+            ),
             y=alt.Y("value:Q", title="score"),
             color=alt.Color("measure:N", scale=alt.Scale(range=["#333333", "#999999"]), legend=alt.Legend(title=None, orient="bottom")),
             tooltip=["layer:Q", "measure:N", alt.Tooltip("value:Q", format=".2f")],
