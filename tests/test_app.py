@@ -20,7 +20,7 @@ from tests.synthetic_cache import write_synthetic_cache
 from ui.data import RESULTS_DIR_ENV
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ["app_pages/home.py", "app_pages/clusters.py", "app_pages/circuit.py"]
+PAGES = ["pages/views/home.py", "pages/views/clusters.py", "pages/views/circuit.py"]
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ def test_page_renders_from_the_cache(page: str) -> None:
 
 
 def test_clusters_page_widgets_and_layer_following() -> None:
-    app = open_page("app_pages/clusters.py", {"layer": "1"})
+    app = open_page("pages/views/clusters.py", {"layer": "1"})
     assert app.radio(key="clusters_method").options == ["UMAP", "PCA"]
     assert app.multiselect(key="clusters_valences") and app.multiselect(key="clusters_themes")
     assert len(app.get("vega_lite_chart")) == 3
@@ -48,7 +48,7 @@ def test_clusters_page_widgets_and_layer_following() -> None:
 
 
 def test_circuit_page_tables_charts_and_selection() -> None:
-    app = open_page("app_pages/circuit.py", {"emotion": "sadness"})
+    app = open_page("pages/views/circuit.py", {"emotion": "sadness"})
     assert app.title[0].value == "The sadness circuit"
     assert len(app.dataframe) == 2 and 0 < len(app.dataframe[0].value) <= 20 and len(app.dataframe[1].value) == 20
     assert len(app.get("vega_lite_chart")) == 4
@@ -63,12 +63,12 @@ def test_circuit_page_tables_charts_and_selection() -> None:
     app.number_input(key="circuit_add_index").set_value(5)
     app.button(key="circuit_add").click().run()
     assert app.session_state["selection"] == ["L1N5"]
-    app.switch_page("app_pages/clusters.py").run()
+    app.switch_page("pages/views/clusters.py").run()
     assert app.session_state["selection"] == ["L1N5"] and app.query_params["sel"] == "L1N5"
 
 
 def test_circuit_page_refuses_a_head_the_model_lacks() -> None:
-    app = open_page("app_pages/circuit.py")
+    app = open_page("pages/views/circuit.py")
     app.selectbox(key="circuit_add_kind").set_value("head")
     app.number_input(key="circuit_add_index").set_value(7)
     app.button(key="circuit_add").click().run()

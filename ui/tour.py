@@ -11,7 +11,7 @@ from ui.narrative import best_layer
 from ui.selection import circuit_components
 from ui.state import LAYER, SELECTION, apply
 
-HOME, CLUSTERS, CIRCUIT = "app_pages/home.py", "app_pages/clusters.py", "app_pages/circuit.py"
+HOME, CLUSTERS, CIRCUIT = "pages/views/home.py", "pages/views/clusters.py", "pages/views/circuit.py"
 STEP = "tour_step"
 GOTO = "_tour_goto"
 
