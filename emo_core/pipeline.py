@@ -25,18 +25,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from emo_core.activations import EXTRACT_SITES, extract
-from emo_core.circuit import (
-    ATTN,
-    MLP,
-    aligned_local_directions,
-    circuit_from_table,
-    reference_directions,
-    select_circuit,
-    sublayer_importance,
-)
+from emo_core.circuit import ATTN, MLP, circuit_from_table, select_circuit
 from emo_core.components import head_importance, neuron_contributions
 from emo_core.directions import between_emotion_cosines, complete_groups, cross_layer_similarity, emotion_directions, mean_differences
 from emo_core.expression import expression_vectors
+from emo_core.importance import aligned_local_directions, reference_directions, sublayer_importance
 from emo_core.judge import load_judge
 from emo_core.models import DType, ModelBundle, load_model
 from emo_core.projection import pca_maps, umap_maps

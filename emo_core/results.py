@@ -49,8 +49,13 @@ class Results:
         return self.cache.manifest.model_id
 
     @property
+    def shape(self) -> dict[str, int]:
+        """Layers, heads, head size, MLP neurons and hidden size of the model the cache belongs to."""
+        return self.cache.manifest.shape
+
+    @property
     def n_layers(self) -> int:
-        return self.cache.manifest.shape["n_layers"]
+        return self.shape["n_layers"]
 
     @property
     def emotions(self) -> tuple[str, ...]:

@@ -14,11 +14,11 @@ import json
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
 import torch
-import transformers
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -43,7 +43,7 @@ class Manifest:
     prompt_set_hash: str
     sites: tuple[str, ...]
     dtype: str
-    transformers_version: str = transformers.__version__
+    transformers_version: str = field(default_factory=lambda: version("transformers"))
     format_version: int = FORMAT_VERSION
     files: dict[str, str] = field(default_factory=dict)
 

@@ -5,9 +5,9 @@ import torch
 
 import emo_core as ec
 from emo_core.activations import extract, extract_batch, last_token_positions
-from emo_core.circuit import aligned_local_directions, importance_batch, reference_directions
 from emo_core.components import head_importance, neuron_contributions
 from emo_core.directions import complete_groups, emotion_directions, mean_differences, nearest_emotions
+from emo_core.importance import aligned_local_directions, importance_batch, reference_directions
 from emo_core.scenarios import EMOTIONS, emotion_prompts, load_skeletons, neutral_prompts
 
 

@@ -53,7 +53,7 @@ def _settle(results: Results) -> None:
         st.session_state[LAYER] = best_layer(results)
     layer, problem = clamp_layer(int(st.session_state[LAYER]), results.n_layers)
     st.session_state[LAYER] = layer
-    shape = results.cache.manifest.shape
+    shape = results.shape
     components, _ = parse_tokens(st.session_state.get(SELECTION, []))
     reasons = {c.token: out_of_range(c, shape["n_layers"], shape["n_heads"], shape["d_mlp"]) for c in components}
     st.session_state[SELECTION] = [token for token, reason in reasons.items() if reason is None]

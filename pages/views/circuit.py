@@ -16,7 +16,7 @@ SCORE_FORMAT = {"score": st.column_config.NumberColumn(format="%.4f")}
 
 results = page_results()
 view = current()
-shape = results.cache.manifest.shape
+shape = results.shape
 tour.banner(tour.steps(results, view.emotion), tour.CIRCUIT)
 
 st.title(f"The {view.emotion} circuit")
