@@ -7,7 +7,7 @@ Everything here runs on the evaluation skeletons, which nothing is fitted or tun
   per emotion and per valence, with the share of degenerate replies;
 - ablation: switching off the top-k neurons / heads of the emotion's circuit against as many random
   components from the same layers, as the drop of the target emotion's probability with bootstrap
-  95% intervals;
+  95% intervals, on a steered and on a prompted emotional baseline;
 - cluster structure: each emotion's nearest other emotion and the separation score per layer.
 """
 
@@ -30,7 +30,7 @@ from emo_core.judge import HELDOUT_PATH, LABELS, EmotionJudge, judge_accuracy, l
 from emo_core.models import ModelBundle, load_model
 from emo_core.pipeline import StageProgress, steering_kit
 from emo_core.results import CACHE_ROOT, REPORT, Results, load_results
-from emo_core.scenarios import EMOTIONS, VALENCES, emotion_prompts, load_skeletons, neutral_prompts
+from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, VALENCES, PromptSpec, emotion_prompts, load_skeletons, neutral_prompts
 from emo_core.scoring import Row, generate_rows, score_replies
 from emo_core.steering import METHODS, SteeringKit
 
@@ -44,6 +44,7 @@ class EvalSettings:
 
     skeletons: int = 32
     ablation_prompts: int = 8  # per emotion
+    prompted_ablation_prompts: int = 4  # per emotion; prompted replies are rarely emotional, so this baseline says less
     bootstrap: int = 2000
     seed: int = 0
 
@@ -100,14 +101,15 @@ def ablation_report(
     bundle: ModelBundle,
     judge: EmotionJudge,
     results: Results,
-    baseline: Callable[[str, str], tuple[str, tuple[Intervention, ...]]],
-    prompts: Sequence[str],
+    baseline: Callable[[str, PromptSpec], tuple[str, tuple[Intervention, ...]]],
+    prompts: Sequence[PromptSpec],
     settings: EvalSettings,
     progress: Callable[[int, int], None] | None,
 ) -> dict:
     """Target-probability drops of top-k vs random ablations on top of an emotional ``baseline``.
 
-    ``baseline(emotion, prompt)`` gives the templated prompt and edits that make the reply emotional.
+    ``baseline(emotion, prompt)`` gives the templated prompt and edits that make the reply to an
+    emotion-free ``prompt`` emotional.
     """
     rng = random.Random(settings.seed)
     conditions: list[tuple[str, int, str]] = [("base", 0, "")]
@@ -122,10 +124,10 @@ def ablation_report(
             for kind, k, which in conditions:
                 extra: tuple[Intervention, ...] = ()
                 if kind != "base":
-                    top, control = ablation_sets(circuit, kind, k, results.cache.manifest.shape, rng)
+                    top, control = ablation_sets(circuit, kind, k, results.shape, rng)
                     extra = (top if which == "target" else control,)
                 rows.append(Row(text, emotion, edits + extra))
-                keys.append((emotion, prompt, kind, k, which))
+                keys.append((emotion, prompt.key, kind, k, which))
     scores = score_replies(judge, rows, generate_rows(bundle, rows, progress=progress, desc="ablation"))
     table = pd.DataFrame(keys, columns=["emotion", "prompt", "kind", "k", "which"]).assign(p=scores["p_target"].to_numpy())
     base = table[table["kind"] == "base"].set_index(["emotion", "prompt"])["p"]
@@ -184,14 +186,30 @@ def evaluate(
     eval_prompts = neutral_prompts(skeletons)
     picked = eval_prompts[:: max(1, len(eval_prompts) // settings.ablation_prompts)][: settings.ablation_prompts]
 
-    def steered(emotion: str, prompt: str) -> tuple[str, tuple[Intervention, ...]]:
+    def steered(emotion: str, prompt: PromptSpec) -> tuple[str, tuple[Intervention, ...]]:
         tuned = results.steering_settings("direction", emotion)
-        return prompt, tuple(kit.interventions("direction", emotion, tuned["strength"], tuned["layers"]))
+        return chat_prompt(bundle, prompt.user, prompt.system), tuple(
+            kit.interventions("direction", emotion, tuned["strength"], tuned["layers"])
+        )
 
-    templated = [chat_prompt(bundle, p.user, p.system) for p in picked]
+    def prompted(emotion: str, prompt: PromptSpec) -> tuple[str, tuple[Intervention, ...]]:
+        return chat_prompt(bundle, prompt.user, EMOTION_SYSTEM.format(emotion=emotion)), ()
+
     report["ablation"] = {
         "baseline": "direction steering (tuned strength) on emotion-free evaluation prompts",
-        **ablation_report(bundle, emotion_judge, results, steered, templated, settings, stage("ablation")),
+        **ablation_report(bundle, emotion_judge, results, steered, picked, settings, stage("ablation: steered")),
+        "prompted": {
+            "baseline": "the emotion-eliciting prompt, no steering",
+            **ablation_report(
+                bundle,
+                emotion_judge,
+                results,
+                prompted,
+                picked[: settings.prompted_ablation_prompts],
+                settings,
+                stage("ablation: prompted"),
+            ),
+        },
     }
     nearest = results.table("nearest")
     separation = results.separation_by_layer()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -11,9 +11,9 @@ from emo_core.generation import chat_prompt
 from emo_core.judge import EmotionJudge
 from emo_core.scenarios import EMOTIONS, PromptSpec, Skeleton, neutral_prompts
 from emo_core.scoring import Row, generate_rows, score_replies
-from emo_core.steering import SteeringKit, middle_layers
+from emo_core.steering import SteeringKit
 
-STRENGTHS = {"direction": (1.0, 2.0, 3.0, 4.0), "circuit": (2.0, 4.0, 8.0, 16.0)}
+STRENGTHS = {"direction": (1.0, 2.0, 3.0), "circuit": (4.0, 8.0, 16.0, 32.0)}
 TUNING_PROMPTS = 12
 
 
@@ -23,32 +23,48 @@ def tuning_prompts(skeletons: Sequence[Skeleton], n: int = TUNING_PROMPTS) -> li
     return prompts[:: max(1, len(prompts) // n)][:n]
 
 
+def layer_windows(n_layers: int) -> list[tuple[int, ...]]:
+    """Three candidate layer ranges for direction steering, each a third of the network: early-middle,
+    middle (the paper's choice) and late-middle."""
+    width = n_layers // 3
+    windows = (tuple(range(start, min(start + width + 1, n_layers))) for start in (n_layers // 6, n_layers // 3, n_layers // 2))
+    return list(dict.fromkeys(windows))
+
+
 def tune_steering(
     kit: SteeringKit,
     judge: EmotionJudge,
     skeletons: Sequence[Skeleton],
-    strengths: dict[str, Sequence[float]] = STRENGTHS,
+    strengths: Mapping[str, Sequence[float]] = STRENGTHS,
     n_prompts: int = TUNING_PROMPTS,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """Per method and emotion, the strength with the most fluent on-target replies (ties: the weaker).
+    """Per method and emotion, the strength (and, for direction steering, the layer window) with the
+    most fluent on-target replies; ties go to the weaker strength.
 
-    Returns a table of ``method``, ``emotion``, ``layers`` (comma-joined), ``strength`` and the
-    training ``accuracy`` it reached.
+    Returns a table of ``method``, ``emotion``, ``layers`` (comma-joined; empty for circuit
+    steering, whose circuit fixes its layers), ``strength`` and the training ``accuracy`` it reached.
     """
     bundle = kit.bundle
     texts = [chat_prompt(bundle, p.user, p.system) for p in tuning_prompts(skeletons, n_prompts)]
-    layers = ",".join(map(str, middle_layers(bundle.shape.n_layers)))
-    grid = [(method, strength) for method, values in strengths.items() for strength in values]
+    windows = {"direction": layer_windows(bundle.shape.n_layers)}
+    grid = [
+        (method, strength, layers) for method, values in strengths.items() for strength in values for layers in windows.get(method, [()])
+    ]
     rows = [
-        Row(text, emotion, tuple(kit.interventions(method, emotion, strength)), (("method", method), ("strength", str(strength))))
-        for method, strength in grid
+        Row(
+            text,
+            emotion,
+            tuple(kit.interventions(method, emotion, strength, layers)),
+            (("method", method), ("strength", str(strength)), ("layers", ",".join(map(str, layers)))),
+        )
+        for method, strength, layers in grid
         for emotion in EMOTIONS
         for text in texts
     ]
     scores = score_replies(judge, rows, generate_rows(bundle, rows, progress=progress, desc="tuning"))
     scores["strength"] = scores["strength"].astype(float)
-    accuracy = scores.groupby(["method", "emotion", "strength"], as_index=False)["hit"].mean()
-    best = accuracy.sort_values(["hit", "strength"], ascending=[False, True]).groupby(["method", "emotion"], as_index=False).first()
-    best["layers"] = [layers if method == "direction" else "" for method in best["method"]]
+    accuracy = scores.groupby(["method", "emotion", "layers", "strength"], as_index=False)["hit"].mean()
+    ranked = accuracy.sort_values(["hit", "strength"], ascending=[False, True], kind="stable")
+    best = ranked.groupby(["method", "emotion"], as_index=False).first()
     return best.rename(columns={"hit": "accuracy"})[["method", "emotion", "layers", "strength", "accuracy"]]

@@ -19,7 +19,7 @@ from emo_core.projection import align_to, pca_maps
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTIONS
 from emo_core.scoring import Row, score_replies
-from emo_core.steering import SteeringKit, circuit_steering
+from emo_core.steering import circuit_steering
 from emo_core.store import CacheError
 from tests.conftest import tiny_model
 
@@ -152,7 +152,9 @@ def test_an_interrupted_build_resumes_to_the_same_cache(built: Path, tiny_llama:
 
 
 def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBundle) -> None:
-    report = evaluate(bundle=tiny_llama, root=built, settings=EvalSettings(skeletons=1, ablation_prompts=1, bootstrap=50))
+    report = evaluate(
+        bundle=tiny_llama, root=built, settings=EvalSettings(skeletons=1, ablation_prompts=1, prompted_ablation_prompts=1, bootstrap=50)
+    )
     on_disk = json.loads((built / "tiny-llama" / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert 0 <= report["judge"]["heldout_accuracy"] <= 1
@@ -162,9 +164,9 @@ def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBund
         assert all(0 <= summary[key] <= 1 for key in ("overall", "degenerate_rate"))
     for kind, ks in (("neurons", ("1", "2", "4", "8")), ("heads", ("1", "2", "4"))):
         for k in ks:
-            entry = report["ablation"][kind][k]
-            assert entry["target_ci95"][0] <= entry["target_drop"] <= entry["target_ci95"][1]
-            assert entry["random_ci95"][0] <= entry["random_drop"] <= entry["random_ci95"][1]
+            for entry in (report["ablation"][kind][k], report["ablation"]["prompted"][kind][k]):
+                assert entry["target_ci95"][0] <= entry["target_drop"] <= entry["target_ci95"][1]
+                assert entry["random_ci95"][0] <= entry["random_drop"] <= entry["random_ci95"][1]
     assert set(report["clusters"]["nearest"]["0"]) == set(EMOTIONS)
 
 
@@ -173,7 +175,7 @@ def test_random_ablation_controls_avoid_the_circuit(built: Path) -> None:
 
     results = load_results("tiny-llama", built)
     circuit = results.circuit("fear")
-    top, control = ablation_sets(circuit, "neurons", 2, results.cache.manifest.shape, random.Random(0))
+    top, control = ablation_sets(circuit, "neurons", 2, results.shape, random.Random(0))
     assert len(top.neurons) == len(control.neurons) == min(2, len(circuit.neurons))
     assert not set(top.neurons) & set(control.neurons)
     assert {layer for layer, _ in control.neurons} <= {layer for layer, _, _ in circuit.neurons}
@@ -206,7 +208,26 @@ def test_cli_generate_writes_one_reply_per_prompt(tmp_path: Path) -> None:
     }
     scenarios.write_text(json.dumps(skeleton) + "\n")
     out = tmp_path / "replies.jsonl"
-    assert main(["generate", "--scenarios", str(scenarios), "--method", "prompt", "--emotions", "fear", "--max-new-tokens", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--scenarios",
+                str(scenarios),
+                "--method",
+                "prompt",
+                "--emotions",
+                "fear",
+                "--max-new-tokens",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["valence"], r["emotion"], r["method"]) for r in records] == [(v, "fear", "prompt") for v in ("positive", "neutral", "negative")]
+    assert [(r["valence"], r["emotion"], r["method"]) for r in records] == [
+        (v, "fear", "prompt") for v in ("positive", "neutral", "negative")
+    ]
     assert all(isinstance(r["reply"], str) for r in records)
