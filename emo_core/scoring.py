@@ -36,18 +36,34 @@ def generate_rows(
     progress: Progress | None = None,
     desc: str = "replies",
 ) -> list[Reply]:
-    """Replies to every row, batched; each row's interventions touch only that row."""
+    """Replies to every row, batched; each row's interventions touch only that row.
+
+    With greedy decoding, rows that share a prompt and have no interventions get one reply between
+    them (the unsteered reply is the same whatever emotion a row is scored against).
+    """
+    plain: dict[str, int] = {}
+    unique: list[Row] = []
+    source: list[int] = []
+    for row in rows:
+        if row.interventions or settings.do_sample:
+            source.append(len(unique))
+            unique.append(row)
+        else:
+            if row.prompt not in plain:
+                plain[row.prompt] = len(unique)
+                unique.append(row)
+            source.append(plain[row.prompt])
     replies: list[Reply] = []
-    bar = tqdm(total=len(rows), desc=desc, unit="reply", disable=progress is not None)
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
+    bar = tqdm(total=len(unique), desc=desc, unit="reply", disable=progress is not None)
+    for start in range(0, len(unique), batch_size):
+        chunk = unique[start : start + batch_size]
         edits = [on_rows(edit, (i,)) for i, row in enumerate(chunk) for edit in row.interventions]
         replies.extend(generate(bundle, [row.prompt for row in chunk], settings, edits))
         bar.update(len(chunk))
         if progress is not None:
-            progress(len(replies), len(rows))
+            progress(len(replies), len(unique))
     bar.close()
-    return replies
+    return [replies[i] for i in source]
 
 
 def score_replies(judge: EmotionJudge, rows: Sequence[Row], replies: Sequence[Reply]) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from emo_core.pipeline import BuildSettings, build, cluster_separation
 from emo_core.projection import align_to, pca_maps
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTIONS
-from emo_core.scoring import Row, score_replies
+from emo_core.scoring import Row, generate_rows, score_replies
 from emo_core.steering import circuit_steering
 from emo_core.store import CacheError
 from tests.conftest import tiny_model
@@ -105,6 +105,17 @@ def test_scores_reward_only_fluent_on_target_replies() -> None:
     table = score_replies(FixedJudge("anger"), rows, replies)
     assert table["hit"].tolist() == [True, False, False]
     assert table["degenerate"].tolist() == [False, True, False]
+
+
+def test_generate_rows_shares_plain_replies_and_keeps_edits_to_their_row(tiny_llama: ec.ModelBundle) -> None:
+    prompt = ec.chat_prompt(tiny_llama, "I lost my keys.")
+    steer = ec.ResidualAddition({1: torch.ones(tiny_llama.shape.d_model)}, alpha=3.0)
+    settings = ec.GenerationSettings(max_new_tokens=5)
+    rows = [Row(prompt, "anger"), Row(prompt, "fear"), Row(prompt, "anger", (steer,))]
+    shared, again, steered = generate_rows(tiny_llama, rows, settings)
+    alone = ec.generate(tiny_llama, [prompt], settings)[0]
+    assert shared == again == alone
+    assert steered == ec.generate(tiny_llama, [prompt], settings, [steer])[0]
 
 
 def test_circuit_steering_edits_only_circuit_components(tiny_llama: ec.ModelBundle) -> None:
