@@ -24,3 +24,5 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m bench.bench_generation
+	$(PY) -m bench.bench_cache
+	$(PY) -m bench.bench_app
