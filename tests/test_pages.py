@@ -70,7 +70,7 @@ def test_circuit_page_tables_charts_and_selection() -> None:
 def test_circuit_page_refuses_a_head_the_model_lacks() -> None:
     app = open_page("pages/views/circuit.py")
     app.selectbox(key="circuit_add_kind").set_value("head")
-    app.number_input(key="circuit_add_index").set_value(7)
+    app.number_input(key="circuit_add_index").set_value(99)
     app.button(key="circuit_add").click().run()
     assert_clean(app)
     assert any("does not exist" in w.value for w in app.warning) and app.session_state["selection"] == []
