@@ -15,6 +15,7 @@ from emo_core.steering import SteeringKit
 
 STRENGTHS = {"direction": (1.0, 2.0, 3.0), "circuit": (4.0, 8.0, 16.0, 32.0)}
 TUNING_PROMPTS = 12
+MAX_DEGENERATE = 0.05  # the issue's fluency bound
 
 
 def tuning_prompts(skeletons: Sequence[Skeleton], n: int = TUNING_PROMPTS) -> list[PromptSpec]:
@@ -40,10 +41,12 @@ def tune_steering(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Per method and emotion, the strength (and, for direction steering, the layer window) with the
-    most fluent on-target replies; ties go to the weaker strength.
+    most fluent on-target replies among the settings whose replies stay fluent (at most
+    ``MAX_DEGENERATE`` degenerate; if none does, every setting competes); ties go to the weaker strength.
 
     Returns a table of ``method``, ``emotion``, ``layers`` (comma-joined; empty for circuit
-    steering, whose circuit fixes its layers), ``strength`` and the training ``accuracy`` it reached.
+    steering, whose circuit fixes its layers), ``strength``, and the training ``accuracy`` and
+    ``degenerate`` share it reached.
     """
     bundle = kit.bundle
     texts = [chat_prompt(bundle, p.user, p.system) for p in tuning_prompts(skeletons, n_prompts)]
@@ -64,7 +67,10 @@ def tune_steering(
     ]
     scores = score_replies(judge, rows, generate_rows(bundle, rows, progress=progress, desc="tuning"))
     scores["strength"] = scores["strength"].astype(float)
-    accuracy = scores.groupby(["method", "emotion", "layers", "strength"], as_index=False)["hit"].mean()
-    ranked = accuracy.sort_values(["hit", "strength"], ascending=[False, True], kind="stable")
+    accuracy = scores.groupby(["method", "emotion", "layers", "strength"], as_index=False).agg(
+        accuracy=("hit", "mean"), degenerate=("degenerate", "mean")
+    )
+    accuracy["fluent"] = accuracy["degenerate"] <= MAX_DEGENERATE
+    ranked = accuracy.sort_values(["fluent", "accuracy", "strength"], ascending=[False, False, True], kind="stable")
     best = ranked.groupby(["method", "emotion"], as_index=False).first()
-    return best.rename(columns={"hit": "accuracy"})[["method", "emotion", "layers", "strength", "accuracy"]]
+    return best[["method", "emotion", "layers", "strength", "accuracy", "degenerate"]]
