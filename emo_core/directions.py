@@ -37,19 +37,6 @@ def mean_differences(acts: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     return centred.mean(dim=0)
 
 
-def scenario_centred(acts: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Each prompt's activations minus its (skeleton, valence) group's mean over the emotions.
-
-    What is left is how the prompt differs from the same scenario asked for other emotions, so maps
-    and cluster scores show emotions instead of scenario topics (the directions cancel scenario
-    content the same way). Prompts outside a complete group are left as they are.
-    """
-    centred = acts.clone()
-    grouped = acts[groups]  # [group, emotion, layer, width]
-    centred[groups] = grouped - grouped.mean(dim=1, keepdim=True)
-    return centred
-
-
 def emotion_directions(acts: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """Unit emotion directions per layer: ``[n_emotions, n_layers, width]``."""
     diffs = mean_differences(acts, groups)

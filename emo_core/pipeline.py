@@ -27,14 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from emo_core.activations import EXTRACT_SITES, extract
 from emo_core.circuit import ATTN, MLP, circuit_from_table, select_circuit
 from emo_core.components import head_importance, neuron_contributions
-from emo_core.directions import (
-    between_emotion_cosines,
-    complete_groups,
-    cross_layer_similarity,
-    emotion_directions,
-    mean_differences,
-    scenario_centred,
-)
+from emo_core.directions import between_emotion_cosines, complete_groups, cross_layer_similarity, emotion_directions, mean_differences
 from emo_core.expression import expression_vectors
 from emo_core.importance import aligned_local_directions, reference_directions, sublayer_importance
 from emo_core.judge import load_judge
@@ -83,17 +76,14 @@ def prompt_table(prompts: list[PromptSpec], skeletons: list[Skeleton]) -> pd.Dat
     )
 
 
-def cluster_separation(
-    acts: np.ndarray, centred: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per layer, the cosine silhouette of the emotion labels on the scenario-centred states (what
-    the maps show), and a linear probe's accuracy on the raw states of held-out skeletons (grouped
-    folds, so a skeleton is never in both train and test). The probe reads the top 32 principal
-    components, which keeps it fast and hard to overfit."""
+def cluster_separation(acts: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer, the cosine silhouette of the emotion labels and a linear probe's accuracy on
+    held-out skeletons (grouped folds, so a skeleton is never in both train and test). The probe
+    reads the top 32 principal components, which keeps it fast and hard to overfit."""
     silhouettes, probes = [], []
     for layer in range(acts.shape[1]):
         points = acts[:, layer]
-        silhouettes.append(silhouette_score(centred[:, layer], labels, metric="cosine"))
+        silhouettes.append(silhouette_score(points, labels, metric="cosine"))
         probe = make_pipeline(StandardScaler(), PCA(n_components=min(32, *points.shape), random_state=0), LogisticRegression(max_iter=500))
         probes.append(cross_val_score(probe, points, labels, groups=groups, cv=GroupKFold(n_splits=folds)).mean())
     return np.array(silhouettes, dtype=np.float32), np.array(probes, dtype=np.float32)
@@ -205,10 +195,9 @@ def build(
     skeleton_ids = np.array([p.skeleton_id for p in prompts])
     if progress is not None:
         progress("separation", 0, 1)
-    centred = scenario_centred(acts["resid_post"], groups).numpy()
-    separation, probe_accuracy = cluster_separation(post_np, centred, labels, skeleton_ids, settings.probe_folds)
-    pca = pca_maps(centred)
-    umap = umap_maps(centred, n_epochs=settings.umap_epochs, progress=_stage(progress, "umap"))
+    separation, probe_accuracy = cluster_separation(post_np, labels, skeleton_ids, settings.probe_folds)
+    pca = pca_maps(post_np)
+    umap = umap_maps(post_np, n_epochs=settings.umap_epochs, progress=_stage(progress, "umap"))
 
     tensors = {
         "directions.resid_mid": mid,
