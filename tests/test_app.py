@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import emo_core
-from emo_core.models import EMBEDDED_NAME
+from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import available_caches
 from tests.synthetic_cache import write_synthetic_cache
 from ui.data import RESULTS_DIR_ENV

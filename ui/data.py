@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 import emo_core as ec
-from emo_core.models import EMBEDDED_NAME
+from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import CACHE_ROOT, Results, available_caches, load_results
 from ui.state import MODEL
 
