@@ -32,7 +32,7 @@ from emo_core.expression import expression_vectors
 from emo_core.importance import aligned_local_directions, reference_directions, sublayer_importance
 from emo_core.judge import load_judge
 from emo_core.models import DType, ModelBundle, load_model
-from emo_core.projection import pca_maps, umap_maps
+from emo_core.projection import emotion_coordinates, pca_maps, umap_maps
 from emo_core.results import CACHE_ROOT, cache_folder
 from emo_core.scenarios import EMOTIONS, PromptSpec, Skeleton, emotion_prompts, load_skeletons, neutral_prompts, prompt_set_hash
 from emo_core.steering import SteeringKit
@@ -76,14 +76,17 @@ def prompt_table(prompts: list[PromptSpec], skeletons: list[Skeleton]) -> pd.Dat
     )
 
 
-def cluster_separation(acts: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per layer, the cosine silhouette of the emotion labels and a linear probe's accuracy on
-    held-out skeletons (grouped folds, so a skeleton is never in both train and test). The probe
-    reads the top 32 principal components, which keeps it fast and hard to overfit."""
+def cluster_separation(
+    acts: np.ndarray, coordinates: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer, the silhouette of the emotion labels in the emotion coordinates (what the maps
+    show), and a linear probe's accuracy on the raw states of held-out skeletons (grouped folds, so a
+    skeleton is never in both train and test). The probe reads the top 32 principal components,
+    which keeps it fast and hard to overfit."""
     silhouettes, probes = [], []
     for layer in range(acts.shape[1]):
         points = acts[:, layer]
-        silhouettes.append(silhouette_score(points, labels, metric="cosine"))
+        silhouettes.append(silhouette_score(coordinates[:, layer], labels))
         probe = make_pipeline(StandardScaler(), PCA(n_components=min(32, *points.shape), random_state=0), LogisticRegression(max_iter=500))
         probes.append(cross_val_score(probe, points, labels, groups=groups, cv=GroupKFold(n_splits=folds)).mean())
     return np.array(silhouettes, dtype=np.float32), np.array(probes, dtype=np.float32)
@@ -195,9 +198,10 @@ def build(
     skeleton_ids = np.array([p.skeleton_id for p in prompts])
     if progress is not None:
         progress("separation", 0, 1)
-    separation, probe_accuracy = cluster_separation(post_np, labels, skeleton_ids, settings.probe_folds)
-    pca = pca_maps(post_np)
-    umap = umap_maps(post_np, n_epochs=settings.umap_epochs, progress=_stage(progress, "umap"))
+    coordinates = emotion_coordinates(post_np, post.numpy())
+    separation, probe_accuracy = cluster_separation(post_np, coordinates, labels, skeleton_ids, settings.probe_folds)
+    pca = pca_maps(coordinates)
+    umap = umap_maps(coordinates, n_epochs=settings.umap_epochs, progress=_stage(progress, "umap"))
 
     tensors = {
         "directions.resid_mid": mid,

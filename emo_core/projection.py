@@ -1,5 +1,11 @@
 """2-D maps of hidden states per layer (PCA and UMAP), aligned from layer to layer.
 
+The maps are drawn from each state's *emotion coordinates*: how far it points along each of the six
+emotion directions of its layer. The raw state is dominated by what the scenario is about (a UMAP of
+it groups the 18 prompts of each scenario into islands, whatever emotion they ask for); seen
+through the emotion directions, the prompts are mixed in early layers and gather by emotion from the
+middle layers on, which is the paper's finding made visible.
+
 Each layer's map is rotated onto the previous one (orthogonal Procrustes), and each UMAP fit starts
 from the previous layer's map, so a point moves only as much as its hidden state does and clusters
 visibly form as depth grows instead of jumping around between layers.
@@ -30,6 +36,20 @@ def align_to(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return points @ rotation
 
 
+def emotion_coordinates(acts: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Per layer, each state's projection on the layer's emotion directions, after removing the mean state.
+
+    Args:
+        acts: ``[n_points, n_layers, width]`` hidden states.
+        directions: ``[n_emotions, n_layers, width]`` unit emotion directions.
+
+    Returns:
+        ``[n_points, n_layers, n_emotions]``.
+    """
+    centred = acts - acts.mean(axis=0, keepdims=True)
+    return np.einsum("nlw,elw->nle", centred, directions).astype(np.float32)
+
+
 def pca_maps(acts: np.ndarray) -> np.ndarray:
     """Per layer, the first two principal components of ``[n_points, n_layers, width]``: ``[n_layers, n_points, 2]``."""
     maps = []
@@ -40,7 +60,7 @@ def pca_maps(acts: np.ndarray) -> np.ndarray:
 
 
 def umap_maps(acts: np.ndarray, seed: int = 0, n_epochs: int = 200, progress: Progress | None = None) -> np.ndarray:
-    """Per layer, a cosine UMAP of ``[n_points, n_layers, width]`` started from the previous layer's map."""
+    """Per layer, a UMAP of ``[n_points, n_layers, width]`` started from the previous layer's map."""
     import umap  # numba compiles on first import; keep it out of the app's start-up path
 
     n_layers = acts.shape[1]
@@ -48,7 +68,9 @@ def umap_maps(acts: np.ndarray, seed: int = 0, n_epochs: int = 200, progress: Pr
     bar = tqdm(total=n_layers, desc="umap", unit="layer", disable=progress is not None)
     for layer in range(n_layers):
         init = maps[-1] * 5.0 if maps else "spectral"
-        reducer = umap.UMAP(n_components=2, metric="cosine", n_neighbors=15, min_dist=0.3, n_epochs=n_epochs, init=init, random_state=seed)
+        reducer = umap.UMAP(
+            n_components=2, metric="euclidean", n_neighbors=15, min_dist=0.3, n_epochs=n_epochs, init=init, random_state=seed
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             points = reducer.fit_transform(acts[:, layer])

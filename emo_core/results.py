@@ -10,8 +10,10 @@ training prompts in the ``prompts`` table's order):
 - ``sublayer_importance`` ``[E, L, 2]``: causal importance of each attention (0) and MLP (1) sublayer;
 - ``attn_diff`` ``[E, L, H*D]`` and ``mlp_diff`` ``[E, L, d_mlp]``: mean emotion shift at the components,
   used by circuit steering;
-- ``umap`` / ``pca`` ``[L, N, 2]``: layer-aligned 2-D maps of the last-token ``resid_post`` state;
-- ``separation`` ``[L]`` and ``probe_accuracy`` ``[L]``: how well emotions separate at each layer.
+- ``umap`` / ``pca`` ``[L, N, 2]``: layer-aligned 2-D maps of the last-token ``resid_post`` state's
+  emotion coordinates (its projections on the layer's six emotion directions);
+- ``separation`` ``[L]`` (silhouette in the emotion coordinates) and ``probe_accuracy`` ``[L]`` (a
+  linear probe on the raw states of held-out skeletons): how well emotions separate at each layer.
 
 and these tables: ``prompts`` (key, skeleton_id, theme, valence, emotion, scenario, event),
 ``circuit`` (emotion, kind, layer, index, score, rank, sublayer_weight), ``nearest`` (layer,

@@ -15,7 +15,7 @@ from emo_core.cli import main, parse_ablation
 from emo_core.evaluation import EvalSettings, ablation_sets, bootstrap_interval, evaluate
 from emo_core.fluency import degenerate_reason
 from emo_core.pipeline import BuildSettings, build, cluster_separation
-from emo_core.projection import align_to, pca_maps
+from emo_core.projection import align_to, emotion_coordinates, pca_maps
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTIONS
 from emo_core.scoring import Row, generate_rows, score_replies
@@ -88,9 +88,19 @@ def test_separation_scores_see_separable_labels() -> None:
     labels = np.repeat(np.array(["a", "b"]), 20)
     centres = np.where(labels[:, None] == "a", 5.0, -5.0)
     acts = np.stack([rng.normal(size=(40, 4)) + centres, rng.normal(size=(40, 4))], axis=1)
-    silhouette, probe = cluster_separation(acts, labels, np.arange(40) % 4, folds=2)
+    silhouette, probe = cluster_separation(acts, acts, labels, np.arange(40) % 4, folds=2)
     assert silhouette[0] > 0.5 > silhouette[1]
     assert probe[0] == 1.0 and probe[1] < 0.8
+
+
+def test_emotion_coordinates_are_projections_on_each_layers_directions() -> None:
+    rng = np.random.default_rng(3)
+    acts = rng.normal(size=(10, 2, 5))
+    directions = rng.normal(size=(6, 2, 5))
+    coordinates = emotion_coordinates(acts, directions)
+    assert coordinates.shape == (10, 2, 6)
+    expected = (acts[4, 1] - acts[:, 1].mean(axis=0)) @ directions[2, 1]
+    np.testing.assert_allclose(coordinates[4, 1, 2], expected, rtol=1e-5)
 
 
 def test_bootstrap_interval_brackets_the_mean() -> None:
