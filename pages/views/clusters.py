@@ -23,7 +23,11 @@ view = current()
 tour.banner(tour.steps(results, view.emotion), tour.CLUSTERS)
 
 st.title("Emotion clusters")
-st.caption(f"{glossary.HIDDEN_STATE} Each dot is one prompt, placed by its hidden state at the last word of the prompt. {glossary.LAYER}")
+st.caption(
+    f"{glossary.HIDDEN_STATE} Each dot is one prompt, placed by its hidden state at the last word of the prompt, read along the "
+    "six emotion directions (how strongly the notes point toward each emotion) and flattened to two dimensions. "
+    f"{glossary.LAYER}"
+)
 
 method_col, valence_col, theme_col = st.columns([1, 2, 2])
 method_name = method_col.radio("Map", list(METHODS), horizontal=True, key="clusters_method", help=METHOD_HELP)
