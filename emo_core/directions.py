@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+import pandas as pd
 import torch
 
 from emo_core.scenarios import EMOTIONS, PromptSpec
@@ -57,9 +58,15 @@ def cross_layer_similarity(mid: torch.Tensor, post: torch.Tensor) -> torch.Tenso
     return interleaved @ interleaved.transpose(1, 2)
 
 
-def nearest_emotions(cosines: torch.Tensor, emotions: Sequence[str] = EMOTIONS) -> list[dict[str, str]]:
-    """For every layer, each emotion's most similar other emotion."""
+def nearest_emotions(cosines: torch.Tensor, emotions: Sequence[str] = EMOTIONS) -> pd.DataFrame:
+    """Each emotion's most similar other emotion at every layer: ``layer``, ``emotion``, ``nearest``, ``cosine``."""
     masked = cosines.clone()
-    masked[:, torch.arange(len(emotions)), torch.arange(len(emotions))] = -torch.inf
-    best = masked.argmax(dim=-1)  # [layer, emotion]
-    return [{emotions[e]: emotions[int(best[layer, e])] for e in range(len(emotions))} for layer in range(cosines.shape[0])]
+    eye = torch.arange(len(emotions))
+    masked[:, eye, eye] = -torch.inf
+    values, best = masked.max(dim=-1)  # [layer, emotion]
+    rows = [
+        {"layer": layer, "emotion": emotion, "nearest": emotions[int(best[layer, e])], "cosine": float(values[layer, e])}
+        for layer in range(cosines.shape[0])
+        for e, emotion in enumerate(emotions)
+    ]
+    return pd.DataFrame(rows)

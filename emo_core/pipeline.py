@@ -27,7 +27,14 @@ from sklearn.preprocessing import StandardScaler
 from emo_core.activations import EXTRACT_SITES, extract
 from emo_core.circuit import ATTN, MLP, circuit_from_table, select_circuit
 from emo_core.components import head_importance, neuron_contributions
-from emo_core.directions import between_emotion_cosines, complete_groups, cross_layer_similarity, emotion_directions, mean_differences
+from emo_core.directions import (
+    between_emotion_cosines,
+    complete_groups,
+    cross_layer_similarity,
+    emotion_directions,
+    mean_differences,
+    nearest_emotions,
+)
 from emo_core.expression import expression_vectors
 from emo_core.importance import aligned_local_directions, reference_directions, sublayer_importance
 from emo_core.judge import load_judge
@@ -90,20 +97,6 @@ def cluster_separation(
         probe = make_pipeline(StandardScaler(), PCA(n_components=min(32, *points.shape), random_state=0), LogisticRegression(max_iter=500))
         probes.append(cross_val_score(probe, points, labels, groups=groups, cv=GroupKFold(n_splits=folds)).mean())
     return np.array(silhouettes, dtype=np.float32), np.array(probes, dtype=np.float32)
-
-
-def nearest_table(cosines: torch.Tensor) -> pd.DataFrame:
-    """Each emotion's most similar other emotion at every layer, with the cosine."""
-    masked = cosines.clone()
-    eye = torch.arange(len(EMOTIONS))
-    masked[:, eye, eye] = -torch.inf
-    values, best = masked.max(dim=-1)
-    rows = [
-        {"layer": layer, "emotion": emotion, "nearest": EMOTIONS[int(best[layer, e])], "cosine": float(values[layer, e])}
-        for layer in range(cosines.shape[0])
-        for e, emotion in enumerate(EMOTIONS)
-    ]
-    return pd.DataFrame(rows)
 
 
 def component_scores(
@@ -226,7 +219,7 @@ def build(
     tables = {
         "prompts": prompt_table(prompts, skeletons),
         "circuit": circuits,
-        "nearest": nearest_table(cosines),
+        "nearest": nearest_emotions(cosines),
         "steering": steering,
     }
     manifest = Manifest(

@@ -82,7 +82,9 @@ def test_directions_recover_planted_emotion_vectors() -> None:
     cosine = (recovered * planted / planted.norm(dim=-1, keepdim=True)).sum(-1)
     assert torch.all(cosine > 0.99)
     cosines = recovered.transpose(0, 1) @ recovered.transpose(0, 1).transpose(1, 2)
-    assert set(nearest_emotions(cosines)[0]) == set(EMOTIONS)
+    nearest = nearest_emotions(cosines)
+    assert set(nearest[nearest["layer"] == 0]["emotion"]) == set(EMOTIONS)
+    assert all(nearest["emotion"] != nearest["nearest"])
 
 
 def _finite_dose_importance(tiny: ec.ModelBundle, text: str, reference: torch.Tensor, layer: int, w: torch.Tensor, kind: str) -> float:
