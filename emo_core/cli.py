@@ -19,9 +19,10 @@ from emo_core.pipeline import build, steering_kit
 from emo_core.results import CACHE_ROOT, Results, load_results
 from emo_core.scenarios import EMOTIONS, emotion_prompts, neutral_prompts, read_skeletons
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows, score_replies
+from emo_core.steering import METHODS, tuned_steering
 from emo_core.store import CacheError
 
-GENERATE_METHODS = ("none", "prompt", "direction", "circuit")
+GENERATE_METHODS = ("none", "prompt", *METHODS)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +62,7 @@ def run_generate(args: argparse.Namespace) -> None:
     """Write one reply per (skeleton, valence, emotion) of a user's scenario file."""
     skeletons = read_skeletons(args.scenarios)
     bundle = load_model(args.model, dtype=args.dtype, device=args.device)
-    needs_cache = args.method in ("direction", "circuit") or any(spec.startswith("top-") for spec in args.ablate)
+    needs_cache = args.method in METHODS or any(spec.startswith("top-") for spec in args.ablate)
     results = load_results(bundle.name, args.cache_root) if needs_cache else None
     kit = steering_kit(bundle, results.cache.tensors, results.table("circuit")) if results is not None else None
     settings = GenerationSettings(**{**asdict(SCORING_SETTINGS), "max_new_tokens": args.max_new_tokens})
@@ -69,8 +70,9 @@ def run_generate(args: argparse.Namespace) -> None:
     for emotion in args.emotions:
         ablation = parse_ablation(args.ablate, results, emotion) if args.ablate else ()
         prompts = emotion_prompts(skeletons, [emotion]) if args.method == "prompt" else neutral_prompts(skeletons)
-        tuned = results.steering_settings(args.method, emotion) if kit is not None and args.method in ("direction", "circuit") else {}
-        steering = tuple(kit.interventions(args.method, emotion, tuned["strength"], tuned["layers"])) if tuned else ()
+        steered = kit is not None and args.method in METHODS
+        tuned = results.steering_settings(args.method, emotion) if steered else {}
+        steering = tuple(tuned_steering(kit, tuned, args.method, emotion)) if steered else ()
         for p in prompts:
             rows.append(Row(chat_prompt(bundle, p.user, p.system), emotion, steering + ablation))
             records.append(

@@ -30,9 +30,9 @@ from emo_core.judge import HELDOUT_PATH, LABELS, EmotionJudge, judge_accuracy, l
 from emo_core.models import ModelBundle, load_model
 from emo_core.pipeline import StageProgress, steering_kit
 from emo_core.results import CACHE_ROOT, REPORT, Results, load_results
-from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, VALENCES, PromptSpec, emotion_prompts, load_skeletons, neutral_prompts
+from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, VALENCES, PromptSpec, emotion_prompts, load_skeletons, neutral_prompts, spread
 from emo_core.scoring import Row, generate_rows, score_replies
-from emo_core.steering import METHODS, SteeringKit
+from emo_core.steering import METHODS, SteeringKit, tuned_steering
 
 NEURON_KS = (1, 2, 4, 8)
 HEAD_KS = (1, 2, 4)
@@ -77,10 +77,7 @@ def steering_rows(bundle: ModelBundle, results: Results, kit: SteeringKit, metho
     for p in neutral_prompts(skeletons):
         text = chat_prompt(bundle, p.user, p.system)
         for emotion in EMOTIONS:
-            edits = ()
-            if method != "none":
-                tuned = results.steering_settings(method, emotion)
-                edits = tuple(kit.interventions(method, emotion, tuned["strength"], tuned["layers"]))
+            edits = () if method == "none" else tuple(tuned_steering(kit, results.steering_settings(method, emotion), method, emotion))
             rows.append(Row(text, emotion, edits, (("valence", p.valence),)))
     return rows
 
@@ -91,7 +88,8 @@ def ablation_sets(circuit: Circuit, kind: str, k: int, shape: dict[str, int], rn
     top = [(layer, index) for layer, index, _ in members[:k]]
     width = shape["n_heads"] if kind == "heads" else shape["d_mlp"]
     layers = sorted({layer for layer, _, _ in members})
-    pool = [(layer, i) for layer in layers for i in range(width) if (layer, i) not in set(top)]
+    chosen = set(top)
+    pool = [(layer, i) for layer in layers for i in range(width) if (layer, i) not in chosen]
     control = rng.sample(pool, len(top))
     make = HeadAblation if kind == "heads" else NeuronAblation
     return make(tuple(top)), make(tuple(control))
@@ -183,14 +181,11 @@ def evaluate(
         scores = score_replies(emotion_judge, rows, generate_rows(bundle, rows, progress=stage(f"steering: {method}"), desc=method))
         report["steering"][method] = summarise(scores)
 
-    eval_prompts = neutral_prompts(skeletons)
-    picked = eval_prompts[:: max(1, len(eval_prompts) // settings.ablation_prompts)][: settings.ablation_prompts]
+    picked = spread(neutral_prompts(skeletons), settings.ablation_prompts)
 
     def steered(emotion: str, prompt: PromptSpec) -> tuple[str, tuple[Intervention, ...]]:
-        tuned = results.steering_settings("direction", emotion)
-        return chat_prompt(bundle, prompt.user, prompt.system), tuple(
-            kit.interventions("direction", emotion, tuned["strength"], tuned["layers"])
-        )
+        edits = tuned_steering(kit, results.steering_settings("direction", emotion), "direction", emotion)
+        return chat_prompt(bundle, prompt.user, prompt.system), tuple(edits)
 
     def prompted(emotion: str, prompt: PromptSpec) -> tuple[str, tuple[Intervention, ...]]:
         return chat_prompt(bundle, prompt.user, EMOTION_SYSTEM.format(emotion=emotion)), ()

@@ -41,7 +41,7 @@ from emo_core.judge import load_judge
 from emo_core.models import DType, ModelBundle, load_model
 from emo_core.projection import emotion_coordinates, pca_maps, umap_maps
 from emo_core.results import CACHE_ROOT, cache_folder
-from emo_core.scenarios import EMOTIONS, PromptSpec, Skeleton, emotion_prompts, load_skeletons, neutral_prompts, prompt_set_hash
+from emo_core.scenarios import EMOTIONS, PromptSpec, Skeleton, emotion_prompts, load_skeletons, neutral_prompts, prompt_set_hash, spread
 from emo_core.steering import SteeringKit
 from emo_core.store import Manifest, write_cache
 from emo_core.tuning import TUNING_PROMPTS, tune_steering
@@ -176,10 +176,9 @@ def build(
     head_scores, neuron_scores = component_scores(bundle, prompts, acts, mid, post)
 
     reference = reference_directions(mid, post)
-    picked = neutral[:: max(1, len(neutral) // settings.importance_prompts)][: settings.importance_prompts]
     importance = sublayer_importance(
         bundle,
-        picked,
+        spread(neutral, settings.importance_prompts),
         reference,
         aligned_local_directions(mid, reference),
         aligned_local_directions(post, reference),

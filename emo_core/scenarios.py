@@ -117,6 +117,11 @@ def neutral_prompts(skeletons: Iterable[Skeleton]) -> list[PromptSpec]:
     ]
 
 
+def spread(prompts: Sequence[PromptSpec], n: int) -> list[PromptSpec]:
+    """``n`` prompts taken at even steps through ``prompts``, so every theme and valence is represented."""
+    return list(prompts[:: max(1, len(prompts) // n)][:n])
+
+
 def prompt_set_hash(prompts: Iterable[PromptSpec]) -> str:
     """A short fingerprint of a prompt set, stored in caches so stale ones are detected."""
     digest = hashlib.sha256()

@@ -75,3 +75,8 @@ class SteeringKit:
         if method == "circuit":
             return list(circuit_steering(self.bundle, self.circuits[emotion], self.attn[e], self.mlp[e], strength))
         raise ValueError(f"Unknown steering method '{method}'; choose one of {', '.join(METHODS)}.")
+
+
+def tuned_steering(kit: SteeringKit, tuned: Mapping[str, object], method: str, emotion: str) -> list[Intervention]:
+    """The edits of ``method`` toward ``emotion`` with the settings ``tune_steering`` chose (``Results.steering_settings``)."""
+    return kit.interventions(method, emotion, float(tuned["strength"]), tuple(tuned["layers"]))

@@ -9,19 +9,13 @@ import pandas as pd
 from emo_core.activations import Progress
 from emo_core.generation import chat_prompt
 from emo_core.judge import EmotionJudge
-from emo_core.scenarios import EMOTIONS, PromptSpec, Skeleton, neutral_prompts
+from emo_core.scenarios import EMOTIONS, Skeleton, neutral_prompts, spread
 from emo_core.scoring import Row, generate_rows, score_replies
 from emo_core.steering import SteeringKit
 
 STRENGTHS = {"direction": (1.0, 2.0, 3.0), "circuit": (4.0, 8.0, 16.0, 32.0)}
 TUNING_PROMPTS = 12
 MAX_DEGENERATE = 0.05  # the issue's fluency bound
-
-
-def tuning_prompts(skeletons: Sequence[Skeleton], n: int = TUNING_PROMPTS) -> list[PromptSpec]:
-    """``n`` emotion-free prompts spread over the training skeletons' themes and valences."""
-    prompts = neutral_prompts(skeletons)
-    return prompts[:: max(1, len(prompts) // n)][:n]
 
 
 def layer_windows(n_layers: int) -> list[tuple[int, ...]]:
@@ -49,7 +43,7 @@ def tune_steering(
     ``degenerate`` share it reached.
     """
     bundle = kit.bundle
-    texts = [chat_prompt(bundle, p.user, p.system) for p in tuning_prompts(skeletons, n_prompts)]
+    texts = [chat_prompt(bundle, p.user, p.system) for p in spread(neutral_prompts(skeletons), n_prompts)]
     windows = {"direction": layer_windows(bundle.shape.n_layers)}
     grid = [
         (method, strength, layers) for method, values in strengths.items() for strength in values for layers in windows.get(method, [()])
