@@ -1,8 +1,13 @@
 """Dashboard speed in a real browser (headless Chromium against ``streamlit run app.py``), from a cold start.
 
-Prints: cold start to the first usable page (server start, imports, cache read and first render), the
-time a layer switch on the Clusters page takes until the new layer's map and sentence are on screen, and
-the time a page switch takes until the new page's content is on screen. Medians over repeated switches.
+Prints: cold start to the first usable page (server start, imports, cache read and first render); a layer
+switch on the Clusters page; a page switch. Medians over repeated switches.
+
+A layer switch is timed three ways: end to end as the test driver sees it (key press sent until the new
+layer's sentence is visible), and inside the page from the key event until the sentence is in the page and
+until the frame showing it is painted (the user's wait, without the driver's round trips). The same switch
+on a bare Streamlit app (one slider and one sentence) is measured in the same run, so the figures also read
+as a ratio to what any Streamlit rerun costs on this machine.
 Uses the shipped cache of the default model (or a synthetic one before it exists; the output says which).
 """
 
@@ -14,16 +19,38 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Locator, Page, sync_playwright
 
 from tests.live_app import BROWSER_ARGS, CHROMIUM, VIEWPORT, server_env, settle, start_server, stop_server
 from ui.data import RESULTS_DIR_ENV
 
-REPEATS = 10
+REPEATS = 30
+BARE_APP = """import streamlit as st
+layer = st.sidebar.slider("Layer", 0, 29, key="layer")
+st.markdown(f"At layer {layer}, a bare Streamlit app.")
+"""
+# Records, for the next key press, when a Markdown block starting with the target text appears and when
+# the frame after it is painted (two animation frames later).
+WATCH = """target => {
+  window.__latency = null;
+  let pressed = null;
+  document.addEventListener('keydown', event => { pressed = event.timeStamp; }, {capture: true, once: true});
+  const observer = new MutationObserver(() => {
+    if (pressed === null) return;
+    const blocks = document.querySelectorAll('[data-testid="stMarkdownContainer"]');
+    if (![...blocks].some(block => block.innerText.startsWith(target))) return;
+    observer.disconnect();
+    const seen = performance.now();
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      window.__latency = {shown: seen - pressed, painted: performance.now() - pressed};
+    }));
+  });
+  observer.observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
 
 
-def summary(seconds: list[float]) -> str:
-    return f"median {statistics.median(seconds) * 1000:.0f} ms, max {max(seconds) * 1000:.0f} ms"
+def ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
 
 
 def timed(page: Page, action: Callable[[], object], wait_for: str) -> float:
@@ -34,6 +61,47 @@ def timed(page: Page, action: Callable[[], object], wait_for: str) -> float:
     elapsed = time.perf_counter() - start
     settle(page)
     return elapsed
+
+
+def layer_switches(page: Page, slider: Locator, n_layers: int) -> dict[str, list[float]]:
+    """Move ``slider`` back and forth over the layers ``REPEATS`` times; seconds per switch, three ways."""
+    slider.focus()
+    slider.press("Home")
+    page.get_by_text("At layer 0,").first.wait_for(timeout=60_000)
+    settle(page)
+    times: dict[str, list[float]] = {"driver": [], "shown": [], "painted": []}
+    layer, last = 0, n_layers - 1
+    for step in range(1, REPEATS + 1):
+        phase = step % (2 * last)
+        target = phase if phase <= last else 2 * last - phase
+        key = "ArrowRight" if target > layer else "ArrowLeft"
+        page.evaluate(WATCH, f"At layer {target},")
+        times["driver"].append(timed(page, lambda key=key: slider.press(key), f"At layer {target},"))
+        page.wait_for_function("window.__latency !== null")
+        latency = page.evaluate("window.__latency")
+        times["shown"].append(latency["shown"] / 1000)
+        times["painted"].append(latency["painted"] / 1000)
+        layer = target
+    return times
+
+
+def report(label: str, times: dict[str, list[float]]) -> None:
+    print(
+        f"{label}: painted {ms(times['painted']):.0f} ms (max {max(times['painted']) * 1000:.0f}), "
+        f"in the page {ms(times['shown']):.0f} ms, driver end to end {ms(times['driver']):.0f} ms (medians of {REPEATS})"
+    )
+
+
+def bare_streamlit(browser_page: Page) -> dict[str, list[float]]:
+    """Layer switches on a one-slider Streamlit app: the floor any rerun pays on this machine."""
+    folder = Path(tempfile.mkdtemp())
+    (folder / "bare.py").write_text(BARE_APP)
+    process, url = start_server(server_env(folder), script=str(folder / "bare.py"))
+    try:
+        browser_page.goto(url)
+        return layer_switches(browser_page, browser_page.get_by_test_id("stSidebar").get_by_role("slider"), 30)
+    finally:
+        stop_server(process)
 
 
 def main() -> None:
@@ -56,31 +124,21 @@ def main() -> None:
             first = timed(page, lambda: nav.get_by_text("Clusters").click(), "Where in the model do the emotions separate?")
             print(f"first visit to Clusters: {first * 1000:.0f} ms")
             slider = page.get_by_test_id("stSidebar").get_by_role("slider")
-            slider.focus()
-            slider.press("End")
-            page.wait_for_timeout(500)
-            settle(page)
-            last_layer = int(page.url.split("layer=")[1].split("&")[0])
-            slider.press("Home")
-            page.get_by_text("At layer 0,").wait_for()
-            settle(page)
-            layer_times, layer = [], 0
-            for step in range(1, REPEATS + 1):
-                phase = step % (2 * last_layer)
-                target = phase if phase <= last_layer else 2 * last_layer - phase  # back and forth over the layers
-                key = "ArrowRight" if target > layer else "ArrowLeft"
-                layer_times.append(timed(page, lambda key=key: slider.press(key), f"At layer {target},"))
-                layer = target
-            print(f"layer switch on Clusters: {summary(layer_times)}")
+            n_layers = int(slider.evaluate("element => element.max")) + 1
+            app_times = layer_switches(page, slider, n_layers)
 
             page_times = []
-            for _ in range(REPEATS // 2):
+            for _ in range(REPEATS // 3):
                 page_times.append(timed(page, lambda: nav.get_by_text("Circuit").click(), "Where the circuit lives"))
                 page_times.append(timed(page, lambda: nav.get_by_text("Clusters").click(), "Where in the model do the emotions separate?"))
-            print(f"page switch (Clusters <-> Circuit): {summary(page_times)}")
+            print(f"page switch (Clusters <-> Circuit): median {ms(page_times):.0f} ms, max {max(page_times) * 1000:.0f} ms")
         finally:
             stop_server(process)
-            browser.close()
+        bare_times = bare_streamlit(page)
+        browser.close()
+    report("layer switch on Clusters", app_times)
+    report("the same switch on a bare Streamlit app", bare_times)
+    print(f"layer switch / bare Streamlit rerun (painted): {ms(app_times['painted']) / ms(bare_times['painted']):.1f}x")
 
 
 if __name__ == "__main__":

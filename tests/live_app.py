@@ -37,10 +37,10 @@ def server_env(synthetic_root: Path) -> dict[str, str]:
     return env
 
 
-def start_server(env: dict[str, str], timeout: float = 90) -> tuple[subprocess.Popen, str]:
-    """``streamlit run app.py`` on a free port; returns the process and its URL once it answers its health check."""
+def start_server(env: dict[str, str], timeout: float = 90, script: str = "app.py") -> tuple[subprocess.Popen, str]:
+    """``streamlit run <script>`` on a free port; returns the process and its URL once it answers its health check."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port)]
+    command = [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true", "--server.port", str(port)]
     command += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

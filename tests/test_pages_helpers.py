@@ -78,7 +78,7 @@ def test_map_frame_filters_and_changes_with_the_layer(results: Results) -> None:
 def test_long_frames_have_one_row_per_cell(results: Results) -> None:
     n_layers, n_heads, d_mlp = SHAPE["n_layers"], SHAPE["n_heads"], SHAPE["d_mlp"]
     assert len(frames.cosine_frame(results.cosine_matrix(1))) == 36
-    assert len(frames.separation_frame(results)) == 2 * n_layers
+    assert len(frames.separation_frame(results, 1)) == 2 * n_layers
     heads = frames.grid_frame(results.head_scores("anger"), "head")
     assert len(heads) == n_layers * n_heads
     cell = heads.loc[(heads["layer"] == 2) & (heads["head"] == 1), "score"].item()
@@ -113,9 +113,9 @@ def test_circuit_components_lists_heads_then_neurons(results: Results) -> None:
 
 def test_every_chart_builds_and_exports(results: Results) -> None:
     built = [
-        charts.cluster_map(frames.map_frame(results, 1, "umap"), frames.map_extent(results, "umap"), "map"),
-        charts.cosine_heatmap(frames.cosine_frame(results.cosine_matrix(1)), "cos"),
-        charts.separation_chart(frames.separation_frame(results), 1, "sep"),
+        charts.cluster_map(frames.map_frame(results, 1, "umap"), frames.map_extent(results, "umap")),
+        charts.cosine_heatmap(frames.cosine_frame(results.cosine_matrix(1))),
+        charts.separation_chart(frames.separation_frame(results, 1), results.n_layers, "sep"),
         charts.head_heatmap(frames.grid_frame(results.head_scores("anger"), "head"), "heads"),
         charts.neuron_chart(frames.top_per_layer(results.neuron_scores("anger"), 3), "neurons"),
         charts.sublayer_chart(frames.sublayer_frame(results.sublayer_importance("anger")), "parts"),
@@ -123,7 +123,7 @@ def test_every_chart_builds_and_exports(results: Results) -> None:
     ]
     for chart in built:
         assert chart.to_dict()
-    assert chart_bytes(built[1], "svg").startswith(b"<svg")
-    assert chart_bytes(built[1], "png").startswith(b"\x89PNG")
+    assert chart_bytes(lambda: built[1], "svg").startswith(b"<svg")
+    assert chart_bytes(lambda: built[1], "png").startswith(b"\x89PNG")
     assert table_bytes(results.top_heads("anger", 2)).decode().startswith("layer,head,score")
     assert file_stem("clusters", "umap", "layer 3", "") == "clusters_umap_layer-3"

@@ -1,10 +1,20 @@
-"""Altair chart builders; each takes a frame from ``ui.frames`` and returns a chart (no streamlit)."""
+"""Altair chart builders; each takes a frame from ``ui.frames`` and returns a chart (no streamlit).
+
+The Clusters page redraws three charts on every layer switch. Building and validating an Altair chart costs tens of
+milliseconds, so those three are drawn from cached data-free Vega-Lite specs (``spec_for``) with
+``st.vega_lite_chart(frame, spec)``: only the data travels, and the browser swaps the marks instead of rebuilding the chart.
+"""
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Hashable
+from functools import cache
 
 import altair as alt
 import pandas as pd
 
+from emo_core.scenarios import EMOTIONS
 from ui.frames import position_labels
 from ui.palette import emotion_scale, part_scale, valence_scale
 
@@ -18,12 +28,15 @@ def _signed_scale(values: pd.Series) -> alt.Scale:
     return alt.Scale(scheme=DIVERGING, domain=[-bound, bound])
 
 
-def cluster_map(points: pd.DataFrame, extent: tuple[tuple[float, float], tuple[float, float]], title: str) -> alt.Chart:
-    """Prompts as points colored by emotion and shaped by valence; hover shows the prompt, legend clicks highlight."""
+def cluster_map(points: pd.DataFrame, extent: tuple[tuple[float, float], tuple[float, float]]) -> alt.Chart:
+    """Prompts as points colored by emotion and shaped by valence; hover shows the prompt, legend clicks highlight.
+
+    Untitled, so its spec is the same at every layer and the browser swaps the points instead of redrawing the chart.
+    """
     pick = alt.selection_point(fields=["emotion"], bind="legend")
     (x_low, x_high), (y_low, y_high) = extent
     return (
-        alt.Chart(points, title=title)
+        alt.Chart(points)
         .mark_point(filled=True, size=46)
         .encode(
             x=alt.X("x:Q", scale=alt.Scale(domain=[x_low, x_high]), axis=None),
@@ -47,12 +60,11 @@ def cluster_map(points: pd.DataFrame, extent: tuple[tuple[float, float], tuple[f
     )
 
 
-def cosine_heatmap(cosines: pd.DataFrame, title: str) -> alt.LayerChart:
-    """6x6 similarity of the emotion directions, with the numbers written in the cells."""
-    order = list(dict.fromkeys(cosines["emotion"]))
-    base = alt.Chart(cosines, title=title).encode(
-        x=alt.X("other:N", sort=order, title=None, axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
-        y=alt.Y("emotion:N", sort=order, title=None),
+def cosine_heatmap(cosines: pd.DataFrame) -> alt.LayerChart:
+    """6x6 similarity of the emotion directions, with the numbers written in the cells (untitled, like ``cluster_map``)."""
+    base = alt.Chart(cosines).encode(
+        x=alt.X("other:N", sort=list(EMOTIONS), title=None, axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
+        y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None),
     )
     cells = base.mark_rect().encode(
         color=alt.Color("cosine:Q", scale=alt.Scale(scheme=DIVERGING, domain=[-1, 1]), legend=alt.Legend(title="similarity")),
@@ -65,25 +77,42 @@ def cosine_heatmap(cosines: pd.DataFrame, title: str) -> alt.LayerChart:
     return (cells + text).properties(height=300)
 
 
-def separation_chart(separation: pd.DataFrame, layer: int, title: str) -> alt.LayerChart:
-    """Cluster separation and classifier accuracy by layer, with a marker at the current layer."""
-    lines = (
-        alt.Chart(separation, title=title)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X(
-                "layer:Q",
-                title="layer (depth in the model)",
-                scale=alt.Scale(domain=[0, int(separation["layer"].max())], nice=False),
-                axis=alt.Axis(tickMinStep=1),
-            ),
-            y=alt.Y("value:Q", title="score"),
-            color=alt.Color("measure:N", scale=alt.Scale(range=["#333333", "#999999"]), legend=alt.Legend(title=None, orient="bottom")),
-            tooltip=["layer:Q", "measure:N", alt.Tooltip("value:Q", format=".2f")],
+def separation_chart(separation: pd.DataFrame, n_layers: int, title: str) -> alt.LayerChart:
+    """Cluster separation and classifier accuracy by layer, with a dashed rule where the frame's ``current`` column is true."""
+    base = alt.Chart(separation, title=title).encode(
+        x=alt.X(
+            "layer:Q",
+            title="layer (depth in the model)",
+            scale=alt.Scale(domain=[0, n_layers - 1], nice=False),
+            axis=alt.Axis(tickMinStep=1),
         )
     )
-    marker = alt.Chart(pd.DataFrame({"layer": [layer]})).mark_rule(color="#D55E00", strokeDash=[4, 3]).encode(x="layer:Q")
+    lines = base.mark_line(point=True).encode(
+        y=alt.Y("value:Q", title="score"),
+        color=alt.Color("measure:N", scale=alt.Scale(range=["#333333", "#999999"]), legend=alt.Legend(title=None, orient="bottom")),
+        tooltip=["layer:Q", "measure:N", alt.Tooltip("value:Q", format=".2f")],
+    )
+    marker = base.transform_filter("datum.current").mark_rule(color="#D55E00", strokeDash=[4, 3])
     return (lines + marker).properties(height=260)
+
+
+def data_free_spec(chart: alt.TopLevelMixin) -> dict:
+    """The chart's Vega-Lite spec without its data, in Streamlit's look (Altair's default theme off)."""
+    with alt.theme.enable("none"):
+        spec = chart.to_dict()
+    for key in ("data", "datasets"):
+        spec.pop(key, None)
+    return spec
+
+
+@cache
+def _data_free_spec_of(builder: Callable[..., alt.TopLevelMixin], args: tuple) -> dict:
+    return data_free_spec(builder(pd.DataFrame(), *args))
+
+
+def spec_for(builder: Callable[..., alt.TopLevelMixin], *args: Hashable) -> dict:
+    """``builder(frame, *args)``'s data-free spec, built once per process for each set of arguments (a fresh copy each call)."""
+    return copy.deepcopy(_data_free_spec_of(builder, args))
 
 
 def head_heatmap(heads: pd.DataFrame, title: str) -> alt.Chart:

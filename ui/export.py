@@ -1,13 +1,14 @@
 """Download buttons: tables as CSV, charts as PNG or SVG, the view's settings as JSON.
 
-Chart images are rendered only when a button is clicked (``st.download_button`` with a callable),
-so moving a slider never pays for a PNG conversion.
+Chart images are built and rendered only when a button is clicked (``st.download_button`` with a callable),
+so moving a slider never pays for a chart build or a PNG conversion.
 """
 
 from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from functools import partial
 
 import altair as alt
@@ -15,8 +16,9 @@ import pandas as pd
 import streamlit as st
 
 
-def chart_bytes(chart: alt.TopLevelMixin, fmt: str) -> bytes:
-    """The chart rendered as ``png`` or ``svg`` (through vl-convert)."""
+def chart_bytes(make_chart: Callable[[], alt.TopLevelMixin], fmt: str) -> bytes:
+    """The chart ``make_chart`` builds, rendered as ``png`` or ``svg`` (through vl-convert)."""
+    chart = make_chart()
     if fmt == "png":
         binary = io.BytesIO()
         chart.save(binary, format="png", scale_factor=2)
@@ -36,14 +38,14 @@ def file_stem(*parts: object) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(str(part) for part in parts if part != "")).strip("-_")
 
 
-def chart_downloads(chart: alt.TopLevelMixin, stem: str) -> None:
-    """PNG and SVG buttons in a row under a chart."""
+def chart_downloads(make_chart: Callable[[], alt.TopLevelMixin], stem: str) -> None:
+    """PNG and SVG buttons in a row under a chart; ``make_chart`` runs only on a click."""
     row = st.container(horizontal=True)
     row.download_button(
-        "PNG image", partial(chart_bytes, chart, "png"), f"{stem}.png", "image/png", key=f"{stem}.png", icon=":material/image:"
+        "PNG image", partial(chart_bytes, make_chart, "png"), f"{stem}.png", "image/png", key=f"{stem}.png", icon=":material/image:"
     )
     row.download_button(
-        "SVG image", partial(chart_bytes, chart, "svg"), f"{stem}.svg", "image/svg+xml", key=f"{stem}.svg", icon=":material/draw:"
+        "SVG image", partial(chart_bytes, make_chart, "svg"), f"{stem}.svg", "image/svg+xml", key=f"{stem}.svg", icon=":material/draw:"
     )
 
 

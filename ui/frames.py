@@ -10,17 +10,22 @@ import torch
 from emo_core.results import Results
 
 MAP_COLUMNS = ["x", "y", "emotion", "valence", "theme", "scenario", "event", "key"]
+MAP_TEXT = ["emotion", "valence", "theme", "scenario", "event"]
 PART_NAMES = ("attention", "MLP")
 
 
 def map_frame(results: Results, layer: int, method: str, valences: Sequence[str] = (), themes: Sequence[str] = ()) -> pd.DataFrame:
-    """The 2-D map of every prompt at ``layer``, keeping only the given valences and themes (all when empty)."""
+    """The 2-D map of every prompt at ``layer``, keeping only the given valences and themes (all when empty).
+
+    The repeated texts are categories, so the browser receives each scenario once instead of once per prompt
+    (85 KB instead of 615 KB per layer for the default model).
+    """
     points = results.map_points(layer, method)
     if valences:
         points = points[points["valence"].isin(valences)]
     if themes:
         points = points[points["theme"].isin(themes)]
-    return points[MAP_COLUMNS].reset_index(drop=True)
+    return points[MAP_COLUMNS].astype(dict.fromkeys(MAP_TEXT, "category")).reset_index(drop=True)
 
 
 def map_extent(results: Results, method: str, margin: float = 0.05) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -38,10 +43,11 @@ def cosine_frame(matrix: pd.DataFrame) -> pd.DataFrame:
     return long.astype({"cosine": float})
 
 
-def separation_frame(results: Results) -> pd.DataFrame:
-    """Per layer, how separable the emotions are, in long form: ``layer``, ``measure``, ``value``."""
+def separation_frame(results: Results, current: int) -> pd.DataFrame:
+    """Per layer, how separable the emotions are, in long form: ``layer``, ``measure``, ``value``, and ``current`` (the chosen layer)."""
     wide = results.separation_by_layer().rename(columns={"silhouette": "cluster separation", "probe_accuracy": "classifier accuracy"})
-    return wide.melt(id_vars="layer", var_name="measure", value_name="value")
+    long = wide.melt(id_vars="layer", var_name="measure", value_name="value")
+    return long.assign(current=long["layer"] == current)
 
 
 def grid_frame(scores: torch.Tensor, column: str) -> pd.DataFrame:

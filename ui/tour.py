@@ -89,10 +89,13 @@ def step_button(tour: list[Step], index: int, label: str, key: str, primary: boo
     st.button(label, key=key, type="primary" if primary else "secondary", on_click=go, args=(tour, index))
 
 
-def banner(tour: list[Step], page: str) -> None:
+def banner(results: Results, emotion: str, page: str) -> None:
     """While the tour runs and its current step lives on this page, show the step with a Next button."""
     index = st.session_state.get(STEP)
-    if index is None or tour[index].page != page:
+    if index is None:
+        return
+    tour = steps(results, emotion)
+    if tour[index].page != page:
         return
     step = tour[index]
     with st.container(border=True):

@@ -17,7 +17,7 @@ SCORE_FORMAT = {"score": st.column_config.NumberColumn(format="%.4f")}
 results = page_results()
 view = current()
 shape = results.shape
-tour.banner(tour.steps(results, view.emotion), tour.CIRCUIT)
+tour.banner(results, view.emotion, tour.CIRCUIT)
 
 st.title(f"The {view.emotion} circuit")
 st.caption(f"{glossary.ATTENTION_MLP} {glossary.HEAD} {glossary.NEURON}")
@@ -91,23 +91,23 @@ heat = charts.head_heatmap(
 )
 st.altair_chart(heat, width="stretch")
 st.caption("Orange: switching the head off weakens the emotion; blue: it strengthens it; white: no effect.")
-chart_downloads(heat, file_stem("head_importance", view.emotion))
+chart_downloads(lambda: heat, file_stem("head_importance", view.emotion))
 
 neuron_col, sublayer_col = st.columns(2, gap="large")
 with neuron_col:
     dots = charts.neuron_chart(frames.top_per_layer(results.neuron_scores(view.emotion), 10), "The 10 strongest neurons of each layer")
     st.altair_chart(dots, width="stretch")
     st.caption("Each dot is one neuron; higher means it pushes harder toward the emotion.")
-    chart_downloads(dots, file_stem("neurons_by_layer", view.emotion))
+    chart_downloads(lambda: dots, file_stem("neurons_by_layer", view.emotion))
 with sublayer_col:
     bars = charts.sublayer_chart(frames.sublayer_frame(results.sublayer_importance(view.emotion)), "How much each layer part matters")
     st.altair_chart(bars, width="stretch")
     st.caption("How much adding a little of the emotion at this part changes the model's final state toward that emotion.")
-    chart_downloads(bars, file_stem("sublayer_importance", view.emotion))
+    chart_downloads(lambda: bars, file_stem("sublayer_importance", view.emotion))
 
 similarity = results.cross_layer(view.emotion)
 st.markdown(narrative.persistence_sentence(similarity.numpy(), view.emotion))
 cross = charts.cross_layer_heatmap(frames.cross_layer_frame(similarity), f"The {view.emotion} direction compared across layers")
 st.altair_chart(cross, width="stretch")
 st.caption("Each cell compares the emotion's direction after one part of the model with its direction after another (1 = the same).")
-chart_downloads(cross, file_stem("cross_layer", view.emotion))
+chart_downloads(lambda: cross, file_stem("cross_layer", view.emotion))

@@ -20,7 +20,7 @@ METHOD_HELP = (
 
 results = page_results()
 view = current()
-tour.banner(tour.steps(results, view.emotion), tour.CLUSTERS)
+tour.banner(results, view.emotion, tour.CLUSTERS)
 
 st.title("Emotion clusters")
 st.caption(
@@ -44,17 +44,23 @@ with left:
     played = st.button(
         "Play through the layers", icon=":material/play_arrow:", key="clusters_play", help="Watch the clusters form as depth grows."
     )
-    map_slot = st.empty()
-    chart = charts.cluster_map(points, extent, f"{method_name} map of the hidden state at layer {view.layer}")
-    map_slot.altair_chart(chart, width="stretch")
+    map_title = f"{method_name} map of the hidden state at layer {{}}".format
+    map_spec = charts.spec_for(charts.cluster_map, extent)
+    title_slot, map_slot = st.empty(), st.empty()
+    title_slot.markdown(f"**{map_title(view.layer)}**")
+    map_slot.vega_lite_chart(points.drop(columns="key"), map_spec, width="stretch")
     st.caption(
         "Scroll to zoom, drag to pan, double-click to reset. Hover a dot to read its prompt. The map keeps its axes from layer to layer."
     )
-    chart_downloads(chart, file_stem("clusters", method, f"layer{view.layer}"))
+    chart_downloads(
+        lambda: charts.cluster_map(points, extent).properties(title=map_title(view.layer)),
+        file_stem("clusters", method, f"layer{view.layer}"),
+    )
     if played:
         for layer in range(results.n_layers):
+            title_slot.markdown(f"**{map_title(layer)}**")
             frame = frames.map_frame(results, layer, method, valences, themes)
-            map_slot.altair_chart(charts.cluster_map(frame, extent, f"{method_name} map at layer {layer}"), width="stretch")
+            map_slot.vega_lite_chart(frame.drop(columns="key"), map_spec, width="stretch")
             time.sleep(0.25)
         request({LAYER: results.n_layers - 1})
         st.rerun()
@@ -62,21 +68,25 @@ with left:
 with right:
     cosines = results.cosine_matrix(view.layer)
     st.markdown(narrative.closeness_sentence(cosines, view.layer, view.emotion))
-    heatmap = charts.cosine_heatmap(frames.cosine_frame(cosines), f"How alike the emotion directions are at layer {view.layer}")
-    st.altair_chart(heatmap, width="stretch")
+    heatmap_title = f"How alike the emotion directions are at layer {view.layer}"
+    st.markdown(f"**{heatmap_title}**")
+    cosine_long = frames.cosine_frame(cosines)
+    st.vega_lite_chart(cosine_long, charts.spec_for(charts.cosine_heatmap), width="stretch")
     st.caption(f"{glossary.DIRECTION} 1 = the same direction, 0 = unrelated, −1 = opposite.")
-    chart_downloads(heatmap, file_stem("emotion_similarity", f"layer{view.layer}"))
+    chart_downloads(
+        lambda: charts.cosine_heatmap(cosine_long).properties(title=heatmap_title), file_stem("emotion_similarity", f"layer{view.layer}")
+    )
 
 st.subheader("Where in the model do the emotions separate?")
 st.markdown(narrative.separation_sentence(results, view.layer))
-separation = frames.separation_frame(results)
-line = charts.separation_chart(separation, view.layer, "Emotion separation by layer (dashed line: the current layer)")
-st.altair_chart(line, width="stretch")
+separation = frames.separation_frame(results, view.layer)
+separation_title = "Emotion separation by layer (dashed line: the current layer)"
+st.vega_lite_chart(separation, charts.spec_for(charts.separation_chart, results.n_layers, separation_title), width="stretch")
 st.caption(
     "Cluster separation (silhouette) is high when prompts sit closer to others asking for the same emotion than to the rest. "
     "Classifier accuracy is how often a simple linear classifier names the requested emotion from the layer's hidden state."
 )
-chart_downloads(line, file_stem("separation_by_layer"))
+chart_downloads(lambda: charts.separation_chart(separation, results.n_layers, separation_title), file_stem("separation_by_layer"))
 
 with st.expander("The numbers behind these charts"):
     st.markdown(f"**Emotion similarity at layer {view.layer}**")
