@@ -72,6 +72,9 @@ def test_click_through_every_page(server: str, shots: Path) -> None:
         settle(page)
         assert "layer=1" in page.url
         page.get_by_text("At layer 1,").wait_for()
+        page.get_by_text("The numbers behind these charts").click()
+        page.get_by_text("Emotion similarity at layer 1").wait_for()
+        settle(page)
 
         page.get_by_test_id("stSidebarNav").get_by_text("Circuit").click()
         page.get_by_text("Where the circuit lives").wait_for()

@@ -42,6 +42,10 @@ def test_clusters_page_widgets_and_layer_following() -> None:
     assert_clean(app)
     assert chart_data(app) != before and any(block.value.startswith("At layer 2,") for block in app.markdown)
     assert app.query_params["layer"] == "2"
+    assert not app.dataframe  # the numbers are drawn only once their expander is opened
+    app.session_state["clusters_numbers"] = True
+    app.run()
+    assert len(app.dataframe) == 2 and any(block.value.startswith("**Emotion similarity at layer 2") for block in app.markdown)
     app.radio(key="clusters_method").set_value("PCA").run()
     assert_clean(app)
     app.multiselect(key="clusters_valences").set_value(["negative"]).run()

@@ -88,13 +88,15 @@ st.caption(
 )
 chart_downloads(lambda: charts.separation_chart(separation, results.n_layers, separation_title), file_stem("separation_by_layer"))
 
-with st.expander("The numbers behind these charts"):
-    st.markdown(f"**Emotion similarity at layer {view.layer}**")
-    st.dataframe(cosines.round(3), width="stretch")
-    table_download(cosines.rename_axis("emotion").reset_index(), file_stem("emotion_similarity", f"layer{view.layer}"))
-    st.markdown("**Separation by layer**")
-    by_layer = results.separation_by_layer()
-    st.dataframe(by_layer, hide_index=True, width="stretch")
-    table_download(by_layer, file_stem("separation_by_layer"))
-    st.markdown(f"**Map points at layer {view.layer}** ({len(points):,} prompts)")
-    table_download(points, file_stem("clusters", method, f"layer{view.layer}"))
+numbers = st.expander("The numbers behind these charts", key="clusters_numbers", on_change="rerun")
+if numbers.open:  # drawn only while open, so a layer switch does not redraw hidden tables
+    with numbers:
+        st.markdown(f"**Emotion similarity at layer {view.layer}**")
+        st.dataframe(cosines.round(3), width="stretch")
+        table_download(cosines.rename_axis("emotion").reset_index(), file_stem("emotion_similarity", f"layer{view.layer}"))
+        st.markdown("**Separation by layer**")
+        by_layer = results.separation_by_layer()
+        st.dataframe(by_layer, hide_index=True, width="stretch")
+        table_download(by_layer, file_stem("separation_by_layer"))
+        st.markdown(f"**Map points at layer {view.layer}** ({len(points):,} prompts)")
+        table_download(points, file_stem("clusters", method, f"layer{view.layer}"))
