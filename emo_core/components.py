@@ -34,6 +34,27 @@ def neuron_contributions(bundle: ModelBundle, mlp_post: torch.Tensor, directions
     return torch.stack(rows, dim=1)
 
 
+@torch.inference_mode()
+def head_contributions(bundle: ModelBundle, attn_z: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Per-prompt direct write of every head along a direction: the head analogue of ``neuron_contributions``.
+
+    Args:
+        attn_z: ``[n_prompts, n_layers, n_heads * head_dim]`` o_proj inputs.
+        directions: ``[n_layers, d_model]`` unit direction per layer.
+
+    Returns:
+        ``[n_prompts, n_layers, n_heads]``; sum over heads = (attention output - bias) . direction.
+    """
+    shape = bundle.shape
+    rows = []
+    for layer in range(shape.n_layers):
+        w_o = out_weight(bundle.adapter.attn_out(layer)).float().cpu()  # [d_model, H*D]
+        beta = (w_o.T @ directions[layer]).view(shape.n_heads, shape.head_dim)  # [H, D]
+        heads = attn_z[:, layer].float().view(-1, shape.n_heads, shape.head_dim)
+        rows.append((heads * beta).sum(dim=-1))
+    return torch.stack(rows, dim=1)
+
+
 def _norm_projection(bundle: ModelBundle, layer: int, h_mid: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
     """``<MLP-input-norm(h_mid), direction>`` over the last axis (the paper's read-out at layer ``l``)."""
     norm = bundle.adapter.mlp_in_norm(layer)

@@ -8,6 +8,11 @@ to a fixed question, and we average its activations over the reply tokens. The e
 the neutral sentences' mean, at each site and layer, is what steering adds.
 
 The sentences are the judge's training split, never its held-out split nor the evaluation scenarios.
+
+The same shifts rank the circuit's members (``expression_scores``): the paper's contribution formula
+(activation times written vector, read along the emotion's direction), applied to each head's and
+neuron's shift while the model expresses the emotion. Components ranked by their pull on the prompted
+direction move replies little in this model; these are the ones that write the emotion it says.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 
 from emo_core.activations import Progress
 from emo_core.arch import Site
+from emo_core.components import head_contributions, neuron_contributions
 from emo_core.generation import chat_prompt, encode
 from emo_core.interventions import capture
 from emo_core.judge import TRAIN_PATH, read_labelled
@@ -63,3 +69,13 @@ def expression_vectors(bundle: ModelBundle, progress: Progress | None = None) ->
         if progress is not None:
             progress(done + 1, len(classes))
     return {site: torch.stack([means[e][site] - means["neutral"][site] for e in EMOTIONS]) for site in EXPRESSION_SITES}
+
+
+def expression_scores(bundle: ModelBundle, vectors: dict[Site, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heads ``[E, L, H]`` and neurons ``[E, L, d_mlp]`` scored by how much their expression shift writes
+    along the emotion's expressed direction (the unit ``resid_post`` expression vector of their layer)."""
+    resid = vectors["resid_post"]
+    units = resid / resid.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    heads = torch.stack([head_contributions(bundle, vectors["attn_z"][e][None], units[e])[0] for e in range(len(EMOTIONS))])
+    neurons = torch.stack([neuron_contributions(bundle, vectors["mlp_post"][e][None], units[e])[0] for e in range(len(EMOTIONS))])
+    return heads, neurons

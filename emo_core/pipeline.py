@@ -1,10 +1,10 @@
 """``build``: every result the app shows, computed for one model and written as its cache.
 
 Stages: activations of the training emotion prompts (resumable shards) → emotion directions,
-cosines and cross-layer similarity → neuron and head scores → sublayer importance and the circuit →
-2-D maps and cluster separation → expression vectors → steering strengths tuned on training
-prompts with the judge. The evaluation
-skeletons are never read here.
+cosines and cross-layer similarity → neuron and head scores → sublayer importance → 2-D maps and
+cluster separation → expression vectors → the circuit (in the most important sublayers, the heads and
+neurons that write the expressed emotion most) → steering strengths tuned on training prompts with
+the judge. The evaluation skeletons are never read here.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from emo_core.directions import (
     mean_differences,
     nearest_emotions,
 )
-from emo_core.expression import expression_vectors
+from emo_core.expression import expression_scores, expression_vectors
 from emo_core.importance import aligned_local_directions, reference_directions, sublayer_importance
 from emo_core.judge import load_judge
 from emo_core.models import DType, ModelBundle, load_model
@@ -112,7 +112,10 @@ def component_scores(
 
 
 def circuit_table(importance: torch.Tensor, head_scores: torch.Tensor, neuron_scores: torch.Tensor) -> pd.DataFrame:
-    """Every emotion's circuit as rows of (emotion, kind, layer, index, score, rank, sublayer_weight)."""
+    """Every emotion's circuit as rows of (emotion, kind, layer, index, score, rank, sublayer_weight).
+
+    ``importance`` picks the sublayers; ``head_scores`` and ``neuron_scores`` (``[E, L, ...]``) rank the members inside them.
+    """
     rows = []
     for e, emotion in enumerate(EMOTIONS):
         circuit = select_circuit(emotion, importance[e], head_scores[e], neuron_scores[e])
@@ -212,7 +215,8 @@ def build(
     }
     expression = expression_vectors(bundle, progress=_stage(progress, "expression"))
     tensors.update({f"expression.{site}": value for site, value in expression.items()})
-    circuits = circuit_table(importance, head_scores, neuron_scores)
+    tensors["expression.head_scores"], tensors["expression.neuron_scores"] = expression_scores(bundle, expression)
+    circuits = circuit_table(importance, tensors["expression.head_scores"], tensors["expression.neuron_scores"])
     kit = steering_kit(bundle, tensors, circuits)
     steering = tune_steering(kit, load_judge(judge), skeletons, n_prompts=settings.tuning_prompts, progress=_stage(progress, "tuning"))
     tables = {

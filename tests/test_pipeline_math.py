@@ -5,7 +5,8 @@ import torch
 
 import emo_core as ec
 from emo_core.activations import extract, extract_batch, last_token_positions
-from emo_core.components import head_importance, neuron_contributions
+from emo_core.arch import out_weight
+from emo_core.components import head_contributions, head_importance, neuron_contributions
 from emo_core.directions import complete_groups, emotion_directions, mean_differences, nearest_emotions
 from emo_core.importance import aligned_local_directions, importance_batch, reference_directions
 from emo_core.scenarios import EMOTIONS, emotion_prompts, load_skeletons, neutral_prompts
@@ -62,6 +63,21 @@ def test_neuron_contributions_sum_to_the_projection(tiny: ec.ModelBundle, prompt
     w = tiny.adapter.neuron_out_weight(layer).detach().float()
     expected = (acts["mlp_post"][:, layer] @ w.T) @ directions[layer]
     torch.testing.assert_close(contributions[:, layer].sum(-1), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_head_contributions_sum_to_the_attention_output_projection(tiny: ec.ModelBundle, prompts: list) -> None:
+    acts = extract_batch(tiny, prompts)
+    directions = _unit((tiny.shape.n_layers, tiny.shape.d_model), seed=9).float()
+    contributions = head_contributions(tiny, acts["attn_z"], directions)
+    assert contributions.shape == (len(prompts), tiny.shape.n_layers, tiny.shape.n_heads)
+    layer = 2
+    w = out_weight(tiny.adapter.attn_out(layer)).detach().float()  # [d_model, H*D] for Linear and GPT-2's Conv1D
+    expected = (acts["attn_z"][:, layer] @ w.T) @ directions[layer]
+    torch.testing.assert_close(contributions[:, layer].sum(-1), expected, rtol=1e-4, atol=1e-5)
+    head = 1
+    slice_ = slice(head * tiny.shape.head_dim, (head + 1) * tiny.shape.head_dim)
+    written = acts["attn_z"][:, layer, slice_] @ tiny.adapter.head_out_weight(layer, head).detach().float().T
+    torch.testing.assert_close(contributions[:, layer, head], written @ directions[layer], rtol=1e-4, atol=1e-5)
 
 
 def test_directions_recover_planted_emotion_vectors() -> None:

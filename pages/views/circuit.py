@@ -76,6 +76,11 @@ buttons = st.container(horizontal=True)
 buttons.button(f"Select the {view.emotion} circuit ({len(circuit)})", on_click=set_selection, args=(circuit,), key="circuit_select")
 buttons.button("Select the top 5 heads and top 5 neurons", on_click=set_selection, args=(top_k,), key="circuit_top")
 buttons.button("Clear the selection", on_click=set_selection, args=([],), key="circuit_clear")
+st.caption(
+    f"The {view.emotion} circuit is what circuit steering turns up: inside the parts of the model that matter most for "
+    f"{view.emotion}, the heads and neurons that write {view.emotion} most strongly while the model speaks with it. It need "
+    f"not match the top of the tables above, which rank how strongly each part reacts when the model is asked for {view.emotion}."
+)
 with st.expander("Add any head or neuron"):
     kind_col, layer_col, index_col, add_col = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     kind_col.selectbox("Kind", ["head", "neuron"], key=KIND)
