@@ -25,9 +25,10 @@ from tests.live_app import BROWSER_ARGS, CHROMIUM, VIEWPORT, server_env, settle,
 from ui.data import RESULTS_DIR_ENV
 
 REPEATS = 30
-BARE_APP = """import streamlit as st
-layer = st.sidebar.slider("Layer", 0, 29, key="layer")
-st.markdown(f"At layer {layer}, a bare Streamlit app.")
+BARE_LAYERS = 30
+BARE_APP = f"""import streamlit as st
+layer = st.sidebar.slider("Layer", 0, {BARE_LAYERS - 1}, key="layer")
+st.markdown(f"At layer {{layer}}, a bare Streamlit app.")
 """
 # Records, for the next key press, when a Markdown block starting with the target text appears and when
 # the frame after it is painted (two animation frames later).
@@ -99,7 +100,7 @@ def bare_streamlit(browser_page: Page) -> dict[str, list[float]]:
     process, url = start_server(server_env(folder), script=str(folder / "bare.py"))
     try:
         browser_page.goto(url)
-        return layer_switches(browser_page, browser_page.get_by_test_id("stSidebar").get_by_role("slider"), 30)
+        return layer_switches(browser_page, browser_page.get_by_test_id("stSidebar").get_by_role("slider"), BARE_LAYERS)
     finally:
         stop_server(process)
 

@@ -44,7 +44,10 @@ with left:
     played = st.button(
         "Play through the layers", icon=":material/play_arrow:", key="clusters_play", help="Watch the clusters form as depth grows."
     )
-    map_title = f"{method_name} map of the hidden state at layer {{}}".format
+
+    def map_title(layer: int) -> str:
+        return f"{method_name} map of the hidden state at layer {layer}"
+
     map_spec = charts.spec_for(charts.cluster_map, extent)
     title_slot, map_slot = st.empty(), st.empty()
     title_slot.markdown(f"**{map_title(view.layer)}**")
