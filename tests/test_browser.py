@@ -42,6 +42,18 @@ def shoot(page: object, path: Path) -> None:
     page.screenshot(path=path)
 
 
+def tooltip_under_pointer(page: object, chart: object, step: int = 10) -> str:
+    """Sweep the pointer over ``chart`` until Vega shows a tooltip; its text ('' if none appeared)."""
+    box = chart.bounding_box()
+    for y in range(int(box["y"]) + step, int(box["y"] + box["height"]) - step, step):
+        for x in range(int(box["x"]) + step, int(box["x"] + box["width"]) - step, step):
+            page.mouse.move(x, y)
+            text = page.evaluate("document.getElementById('vg-tooltip-element')?.innerText ?? ''")
+            if text.strip():
+                return text
+    return ""
+
+
 def test_click_through_every_page(server: str, shots: Path) -> None:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
@@ -75,6 +87,9 @@ def test_click_through_every_page(server: str, shots: Path) -> None:
         page.get_by_text("The numbers behind these charts").click()
         page.get_by_text("Emotion similarity at layer 1").wait_for()
         settle(page)
+        tooltip = tooltip_under_pointer(page, page.get_by_test_id("stVegaLiteChart").first)
+        assert "Scenario" in tooltip and "Emotion asked for" in tooltip
+        page.mouse.move(0, 0)
 
         page.get_by_test_id("stSidebarNav").get_by_text("Circuit").click()
         page.get_by_text("Where the circuit lives").wait_for()
