@@ -116,3 +116,21 @@ def test_click_through_every_page(server: str, shots: Path) -> None:
         shoot(other, shots / "5_bad_link.png")
         assert other.get_by_test_id("stException").count() == 0
         browser.close()
+
+
+def test_a_link_as_a_fresh_servers_first_request_opens_cleanly(tmp_path: Path) -> None:
+    """Streamlit serves a process's first run in its legacy multipage mode; the link must still open its page, with no dialog."""
+    process, url = start_server(server_env(tmp_path))
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"{url}/clusters?layer=3&emotion=fear")
+            page.get_by_text("At layer 3, fear").first.wait_for(timeout=60_000)
+            settle(page)
+            page.wait_for_timeout(500)
+            assert page.get_by_test_id("stDialog").count() == 0
+            assert "layer=3" in page.url and "emotion=fear" in page.url
+            browser.close()
+    finally:
+        stop_server(process)
