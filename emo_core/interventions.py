@@ -15,14 +15,16 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from emo_core.arch import Adapter, Site
 from emo_core.errors import InvalidInterventionError
-from emo_core.models import ModelBundle
+
+if TYPE_CHECKING:  # the model module imports transformers; values and hooks do not need it
+    from emo_core.models import ModelBundle
 
 Positions = Literal["all", "last"]
 Rows = tuple[int, ...] | None

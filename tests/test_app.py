@@ -18,9 +18,10 @@ from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import available_caches
 from tests.synthetic_cache import write_synthetic_cache
 from ui.data import RESULTS_DIR_ENV
+from ui.pages import PAGES as REGISTERED
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ["pages/views/home.py", "pages/views/clusters.py", "pages/views/circuit.py"]
+PAGES = [page.script for page in REGISTERED]
 
 
 @pytest.fixture(autouse=True)
@@ -90,14 +91,32 @@ def test_a_layer_beyond_the_model_is_clamped() -> None:
     assert int(app.query_params["layer"]) == app.session_state["layer"] < 999
 
 
-def test_tour_start_opens_clusters_at_layer_zero() -> None:
-    app = start()
+def test_the_tour_starts_at_step_one_and_every_step_opens_its_page_without_a_warning() -> None:
+    app = start({"emotion": "fear"})
     app.button(key="tour_start").click().run()
     assert_clean(app)
-    assert app.title[0].value == "Emotion clusters" and app.session_state["layer"] == 0
-    assert "step 2 of 5" in app.markdown[0].value
-    app.button(key="tour_next").click().run()
-    assert app.title[0].value == "Emotion clusters" and app.session_state["layer"] > 0
+    assert app.title[0].value == "Emotion Circuit Explorer" and "step 1 of 5" in app.markdown[0].value
+    assert "*Always reply in fear*" in app.markdown[0].value
+    expected = [("Emotion clusters", "step 2 of 5"), ("Emotion clusters", "step 3 of 5"), ("The fear circuit", "step 4 of 5")]
+    expected.append(("The fear circuit", "step 5 of 5"))
+    for title, step in expected:
+        app.button(key="tour_next").click().run()
+        assert_clean(app)
+        assert not app.warning, [w.value for w in app.warning]  # was: "The results for 'None' are gone" on every page move
+        assert app.title[0].value == title and step in app.markdown[0].value
+        assert app.session_state["model"] == EMBEDDED_NAME and app.session_state["emotion"] == "fear"
+        if step == "step 2 of 5":
+            assert app.session_state["layer"] == 0
+    assert app.session_state["selection"] and "sel" in app.query_params
+
+
+def test_show_me_buttons_move_between_pages_without_a_warning() -> None:
+    app = start()
+    for index in (1, 3, 2, 4):
+        app.switch_page(PAGES[0]).run()
+        app.button(key=f"tour_show_{index}").click().run()
+        assert_clean(app)
+        assert not app.warning, [w.value for w in app.warning]
 
 
 def test_missing_cache_is_a_message_not_a_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ import pytest
 
 from emo_core.results import Results, load_results
 from emo_core.scenarios import EMOTIONS
+from emo_core.selection import Component, circuit_components, describe, out_of_range, parse_token, parse_tokens
 from tests.synthetic_cache import SHAPE, write_synthetic_cache
 from ui import charts, frames, narrative
 from ui.export import chart_bytes, file_stem, table_bytes
 from ui.palette import EMOTION_COLORS
-from ui.selection import Component, circuit_components, out_of_range, parse_token, parse_tokens
 from ui.state import View, clamp_layer, read_link
 
 MODEL = "synthetic-model"
@@ -103,12 +103,19 @@ def test_sentences_state_what_the_charts_show(results: Results) -> None:
     assert narrative.best_layer(results) == SHAPE["n_layers"] - 1  # the synthetic separation grows with depth
     assert "clearest at layer 3" in narrative.separation_sentence(results, 0)
     assert "clearest here" in narrative.separation_sentence(results, 3)
-    assert "**anger**" in narrative.circuit_sentence(results, "anger")
+    circuit = narrative.circuit_sentence(results, "anger")
+    assert "**anger circuit** is 1 head and 1 neuron in layers 1–2" in circuit  # the circuit's own layers, not the tables' top
+    assert "head 0 of layer 0 and neuron 6 of layer 0) are not in the circuit" in circuit
     assert "stable idea of anger" in narrative.persistence_sentence(results.cross_layer("anger").numpy(), "anger")
 
 
 def test_circuit_components_lists_heads_then_neurons(results: Results) -> None:
-    assert [c.token for c in circuit_components(results.circuit("fear"))] == ["L1H1", "L2N1"]
+    members = circuit_components(results.circuit("fear"))
+    assert [c.token for c in members] == ["L1H1", "L2N1"]
+    assert describe(members) == "1 head and 1 neuron in layers 1–2" and describe([]) == "nothing"
+    assert describe(members[:1]) == "1 head in layer 1"
+    by_layer = frames.selection_by_layer(parse_tokens(["L3H1,L3H2,L3N5,L1N2,L1N3"])[0])
+    assert by_layer.to_dict("list") == {"layer": [1, 3], "heads": ["", "1, 2"], "neurons": [2, 1]}
 
 
 def test_every_chart_builds_and_exports(results: Results) -> None:

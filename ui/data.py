@@ -8,6 +8,7 @@ so pages that show saved results never wait for it.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -62,6 +63,28 @@ def page_results() -> Results:
 @st.cache_resource(max_entries=1, show_spinner=False)
 def _bundle(source: str) -> ec.ModelBundle:
     return ec.load_model(source)
+
+
+def _load_quietly(source: str) -> None:
+    try:
+        _bundle(source)
+    except ec.EmoCoreError:
+        pass  # the first page that needs the model shows why it could not load
+
+
+@st.cache_resource(show_spinner=False)
+def _preloader() -> threading.Thread:
+    thread = threading.Thread(target=_load_quietly, args=(ec.DEFAULT_MODEL,), name="emo-preload-model", daemon=True)
+    thread.start()
+    return thread
+
+
+def preload_default_model() -> None:
+    """Start loading the built-in model in the background, once per process, so the first *Generate* need not wait.
+
+    A session that asks for the model while it loads waits for this same load (the cache computes each model once).
+    """
+    _preloader()
 
 
 def model_bundle(model_id: str) -> ec.ModelBundle | None:

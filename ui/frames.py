@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from emo_core.results import Results
+from emo_core.selection import Component
 
 MAP_COLUMNS = ["x", "y", "emotion", "valence", "theme", "scenario", "event", "key"]
 MAP_TEXT = ["emotion", "valence", "theme", "scenario", "event"]
@@ -89,3 +90,15 @@ def cross_layer_frame(similarity: torch.Tensor) -> pd.DataFrame:
 def ranked_table(table: pd.DataFrame) -> pd.DataFrame:
     """A top-components table with a 1-based ``rank`` column first."""
     return table.reset_index(drop=True).rename_axis("rank").reset_index().assign(rank=lambda t: t["rank"] + 1)
+
+
+def selection_by_layer(components: Sequence[Component]) -> pd.DataFrame:
+    """A compact view of a selection, one row per layer: ``layer``, ``heads`` (their numbers), ``neurons`` (how many)."""
+    layers = sorted({c.layer for c in components})
+    return pd.DataFrame(
+        {
+            "layer": layers,
+            "heads": [", ".join(str(c.index) for c in components if c.layer == layer and c.kind == "head") for layer in layers],
+            "neurons": [sum(c.layer == layer and c.kind == "neuron" for c in components) for layer in layers],
+        }
+    )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from emo_core.circuit import ATTN
 from emo_core.results import Results
-from ui.selection import Component
+from emo_core.selection import Component, circuit_components, describe
 
 
 def closeness_sentence(cosines: pd.DataFrame, layer: int, emotion: str) -> str:
@@ -43,18 +44,35 @@ def separation_sentence(results: Results, layer: int) -> str:
 
 
 def circuit_sentence(results: Results, emotion: str) -> str:
-    """The strongest head, the strongest neuron and the most important sublayers of ``emotion``."""
-    head = results.top_heads(emotion, 1).iloc[0]
-    neuron = results.top_neurons(emotion, 1).iloc[0]
-    importance = results.sublayer_importance(emotion)
-    attn_layer, mlp_layer = int(importance[:, 0].argmax()), int(importance[:, 1].argmax())
-    strongest_head = Component("head", int(head["layer"]), int(head["head"])).label
-    strongest_neuron = Component("neuron", int(neuron["layer"]), int(neuron["neuron"])).label
-    return (
-        f"For **{emotion}**, the strongest attention head is **{strongest_head}** and the strongest neuron is "
-        f"**{strongest_neuron}**. Injecting {emotion} matters most through the attention of layer {attn_layer} "
-        f"and the MLP of layer {mlp_layer}."
+    """What the emotion's circuit holds and where it matters most, and how it relates to the ranked tables (which ask another question)."""
+    circuit = results.circuit(emotion)
+    members = circuit_components(circuit)
+    if not members:
+        return f"The **{emotion}** circuit is empty for this model: no part pushed the model toward {emotion} in its key sublayers."
+    kind, layer = max(circuit.weights, key=circuit.weights.get)
+    inside = [f"strongest {c.kind} is **{c.label}**" for c in (_first(members, "head"), _first(members, "neuron")) if c is not None]
+    table_head = results.top_heads(emotion, 1).iloc[0]
+    table_neuron = results.top_neurons(emotion, 1).iloc[0]
+    tops = [
+        Component("head", int(table_head["layer"]), int(table_head["head"])),
+        Component("neuron", int(table_neuron["layer"]), int(table_neuron["neuron"])),
+    ]
+    outside = [c.label for c in tops if c not in members]
+    tables = (
+        f"The tables below rank every part of the model by another question, how strongly it reacts when the model is asked "
+        f"for {emotion}; their top entries ({' and '.join(outside)}) are not in the circuit."
+        if outside
+        else f"The tables below rank every part by how strongly it reacts when the model is asked for {emotion}; "
+        "their top entries are in the circuit too."
     )
+    return (
+        f"The **{emotion} circuit** is {describe(members)}, where adding {emotion} changes the model most (most of all at "
+        f"the {'attention' if kind == ATTN else 'MLP'} of layer {layer}). Its {', and its '.join(inside)}. {tables}"
+    )
+
+
+def _first(members: list[Component], kind: str) -> Component | None:
+    return next((c for c in members if c.kind == kind), None)
 
 
 def persistence_sentence(similarity: np.ndarray, emotion: str, threshold: float = 0.5) -> str:

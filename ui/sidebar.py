@@ -7,22 +7,23 @@ import streamlit as st
 import emo_core as ec
 from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS
+from emo_core.selection import out_of_range, parse_tokens
 from ui import glossary
 from ui.builder import build_box
 from ui.data import model_label, results_for
 from ui.narrative import best_layer
+from ui.pages import PAGES, PageSpec
 from ui.palette import emotion_label
-from ui.selection import out_of_range, parse_tokens
 from ui.state import EMOTION, LAYER, MODEL, SELECTION, clamp_layer, current, note_problems
 
 
-def draw(models: list[str], page_title: str) -> Results | None:
+def draw(models: list[str], page: PageSpec) -> Results | None:
     """Draw the shared sidebar and return the chosen model's results (``None``, with a message, when they cannot load)."""
     if st.session_state.get(MODEL) not in models:
         note_problems([f"The results for '{st.session_state.get(MODEL)}' are gone; showing {models[0]}."])
         st.session_state[MODEL] = models[0]
     with st.sidebar:
-        st.selectbox("Model", models, key=MODEL, format_func=model_label, help=glossary.MODEL)
+        st.selectbox("Model", models, key=MODEL, persist_state="session", format_func=model_label, help=glossary.MODEL)
         build_box(models)
         try:
             results = results_for(st.session_state[MODEL])
@@ -30,16 +31,19 @@ def draw(models: list[str], page_title: str) -> Results | None:
             st.error(str(error), icon=":material/error:")
             return None
         _settle(results)
-        st.slider("Layer", 0, results.n_layers - 1, key=LAYER, help=glossary.LAYER)
-        st.selectbox("Emotion", EMOTIONS, key=EMOTION, format_func=emotion_label, help=glossary.EMOTION)
+        st.slider("Layer", 0, results.n_layers - 1, key=LAYER, persist_state="session", help=glossary.LAYER, disabled=not page.uses_layer)
+        if not page.uses_layer:
+            layered = " and ".join(spec.title for spec in PAGES if spec.uses_layer)
+            st.caption(f"The layer applies to {layered}; this page does not use it.")
+        st.selectbox("Emotion", EMOTIONS, key=EMOTION, persist_state="session", format_func=emotion_label, help=glossary.EMOTION)
         _selection_summary()
         st.divider()
         st.caption("The address bar always links to this view: copy it to share exactly what you see.")
         view = current()
         st.download_button(
             "Download these settings (JSON)",
-            view.as_json(page_title),
-            f"settings_{page_title.lower()}.json",
+            view.as_json(page.title),
+            f"settings_{page.title.lower()}.json",
             "application/json",
             icon=":material/settings:",
             key="settings_json",

@@ -1,4 +1,4 @@
-"""The guided tour: five plain-words steps, each opening the right page with the right settings."""
+"""The guided tour: plain-words steps, each opening the right page with the right settings."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from emo_core.results import Results
+from emo_core.selection import circuit_components, describe
 from ui.narrative import best_layer
-from ui.selection import circuit_components
+from ui.pages import CIRCUIT, CLUSTERS, HOME, PageSpec
 from ui.state import LAYER, SELECTION, apply
 
-HOME, CLUSTERS, CIRCUIT = "pages/views/home.py", "pages/views/clusters.py", "pages/views/circuit.py"
 STEP = "tour_step"
 GOTO = "_tour_goto"
 
@@ -22,7 +22,7 @@ class Step:
 
     title: str
     text: str
-    page: str
+    page: PageSpec
     settings: dict[str, object] = field(default_factory=dict)
 
 
@@ -31,12 +31,14 @@ def steps(results: Results, emotion: str) -> list[Step]:
     prompts = results.table("prompts")
     n_scenarios = prompts["skeleton_id"].nunique()
     best = best_layer(results)
-    selection = [component.token for component in circuit_components(results.circuit(emotion))]
+    circuit = circuit_components(results.circuit(emotion))
+    shape = results.shape
+    n_heads, n_neurons = shape["n_layers"] * shape["n_heads"], shape["n_layers"] * shape["d_mlp"]
     return [
         Step(
             "The model reads a scenario",
             f"We give the model {n_scenarios} short everyday scenarios, each with a good, a neutral or a bad outcome, and "
-            f"ask it to reply in one of six emotions (*Always reply in anger*): {len(prompts):,} prompts in all. "
+            f"ask it to reply in one of six emotions (*Always reply in {emotion}*): {len(prompts):,} prompts in all. "
             "Try one below and read its reply.",
             HOME,
         ),
@@ -56,16 +58,17 @@ def steps(results: Results, emotion: str) -> list[Step]:
             {LAYER: best},
         ),
         Step(
-            "A few parts carry each emotion",
-            f"Only a handful of attention heads and neurons push the model toward {emotion}. The tables and maps rank them all.",
+            "Some parts carry each emotion",
+            f"The model has {n_heads:,} attention heads and {n_neurons:,} neurons. The tables and maps score every one of them "
+            f"for {emotion}; the {emotion} circuit keeps {len(circuit)} of them ({describe(circuit)}), where {emotion} matters most.",
             CIRCUIT,
         ),
         Step(
             "Switch them off or turn them up",
-            f"We selected {emotion}'s circuit: {len(selection)} heads and neurons. The selection is saved in the link, ready "
+            f"We selected {emotion}'s circuit: {describe(circuit)}. The selection is saved in the link, ready "
             "for the knockout view, which switches exactly these parts off or turns them up while the model writes.",
             CIRCUIT,
-            {SELECTION: selection},
+            {SELECTION: [component.token for component in circuit]},
         ),
     ]
 
@@ -73,7 +76,7 @@ def steps(results: Results, emotion: str) -> list[Step]:
 def go(tour: list[Step], index: int) -> None:
     """Button callback: make ``index`` the current step, apply its settings and ask for its page."""
     st.session_state[STEP] = index
-    st.session_state[GOTO] = tour[index].page
+    st.session_state[GOTO] = tour[index].page.script
     apply(tour[index].settings)
 
 
@@ -89,7 +92,7 @@ def step_button(tour: list[Step], index: int, label: str, key: str, primary: boo
     st.button(label, key=key, type="primary" if primary else "secondary", on_click=go, args=(tour, index))
 
 
-def banner(results: Results, emotion: str, page: str) -> None:
+def banner(results: Results, emotion: str, page: PageSpec) -> None:
     """While the tour runs and its current step lives on this page, show the step with a Next button."""
     index = st.session_state.get(STEP)
     if index is None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from emo_core.selection import Component, circuit_components, describe, from_pairs, out_of_range, parse_tokens
 from ui import charts, frames, glossary, narrative, tour
 from ui.data import page_results
 from ui.export import chart_downloads, file_stem, table_download
-from ui.selection import Component, circuit_components, from_pairs, out_of_range
 from ui.state import SELECTION, current
 
 PICK, KIND, ADD_LAYER, ADD_INDEX = "circuit_pick", "circuit_add_kind", "circuit_add_layer", "circuit_add_index"
@@ -57,19 +57,26 @@ def add_component() -> None:
 st.subheader("Choose parts to switch off")
 st.caption("Your choice is kept while you move between pages and is part of the link in the address bar, ready for the knockout view.")
 selected = list(st.session_state[SELECTION])
+chosen, _ = parse_tokens(selected)
+st.markdown(f"**Selected:** {describe(chosen)}.")
+if chosen:
+    st.dataframe(
+        frames.selection_by_layer(chosen), hide_index=True, width="content", height=min(36 * (len({c.layer for c in chosen}) + 1), 250)
+    )
 heads = from_pairs(((layer, head) for layer in range(shape["n_layers"]) for head in range(shape["n_heads"])), "head")
 neurons = from_pairs(zip(top_neurons["layer"], top_neurons["neuron"], strict=True), "neuron")
 options = list(dict.fromkeys([*selected, *(c.token for c in heads + neurons)]))
 st.session_state[PICK] = selected
-st.multiselect(
-    "Selected heads and neurons",
-    options,
-    key=PICK,
-    format_func=lambda token: token,
-    on_change=lambda: st.session_state.update({SELECTION: list(st.session_state[PICK])}),
-    placeholder="Nothing selected: pick from the list, or use the buttons below",
-    help="L12H3 is head 3 of layer 12; L10N123 is neuron 123 of layer 10. The list offers every head and the listed top neurons.",
-)
+with st.expander(f"Edit the selection one by one ({len(selected)} selected)"):
+    st.multiselect(
+        "Selected heads and neurons",
+        options,
+        key=PICK,
+        format_func=lambda token: token,
+        on_change=lambda: st.session_state.update({SELECTION: list(st.session_state[PICK])}),
+        placeholder="Nothing selected: pick from the list, or use the buttons below",
+        help="L12H3 is head 3 of layer 12; L10N123 is neuron 123 of layer 10. The list offers every head and the listed top neurons.",
+    )
 circuit = [c.token for c in circuit_components(results.circuit(view.emotion))]
 top_k = [c.token for c in from_pairs(zip(top_heads["layer"], top_heads["head"], strict=True), "head")[:5]] + [c.token for c in neurons[:5]]
 buttons = st.container(horizontal=True)

@@ -8,12 +8,15 @@ import emo_core as ec
 from emo_core.scenarios import EMOTION_SYSTEM
 from ui import glossary, tour
 from ui.data import model_bundle, page_results
+from ui.pages import HOME
 from ui.palette import emotion_label
+from ui.replies import sentence, stream_into
 from ui.state import current
 
 results = page_results()
 view = current()
 steps = tour.steps(results, view.emotion)
+tour.banner(results, view.emotion, HOME)
 
 st.title("Emotion Circuit Explorer")
 st.markdown(
@@ -21,7 +24,7 @@ st.markdown(
     "This app lets you see that change: where, inside the model, each emotion takes shape, and which few of its parts "
     "carry it. Everything here comes from saved results, so it answers instantly."
 )
-tour.step_button(steps, 1, "Start the tour →", key="tour_start")
+tour.step_button(steps, 0, "Start the tour →", key="tour_start")
 
 for index, step in enumerate(steps):
     with st.container(border=True):
@@ -29,7 +32,9 @@ for index, step in enumerate(steps):
         st.markdown(step.text)
         if index == 0:
             prompts = results.table("prompts").drop_duplicates(["scenario", "event"])
-            labels = (prompts["scenario"] + " " + prompts["event"]).tolist()
+            labels = [
+                f"{sentence(scenario)} {sentence(event)}" for scenario, event in zip(prompts["scenario"], prompts["event"], strict=True)
+            ]
             left, right = st.columns([3, 1])
             pick = left.selectbox("Scenario", range(len(prompts)), format_func=labels.__getitem__, key="home_scenario")
             right.markdown(f"Asked to reply in: **{emotion_label(view.emotion)}**  \n(change it in the sidebar)")
@@ -38,7 +43,7 @@ for index, step in enumerate(steps):
                 if bundle is not None:
                     row = prompts.iloc[pick]
                     prompt = ec.chat_prompt(bundle, f"{row['scenario']}\n{row['event']}", EMOTION_SYSTEM.format(emotion=view.emotion))
-                    st.write_stream(ec.stream_text(bundle, prompt, ec.GenerationSettings(max_new_tokens=48)))
+                    stream_into(st.empty(), ec.stream_text(bundle, prompt, ec.GenerationSettings(max_new_tokens=48)))
                     st.caption(
                         "Small models often ignore the instruction in their words, yet their inner notes still change: "
                         "that is what the next steps show."

@@ -1,16 +1,20 @@
-"""Selected heads and neurons: compact URL tokens (``L12H3``, ``L10N123``), labels, and checks against a model's size.
+"""Heads and neurons as one value: a compact token (``L12H3``, ``L10N123``), a label, a range check, and its intervention.
 
-The selection is stored as tokens in the session and the URL, ready for the knockout page.
+The app keeps a selection as tokens in the session and the URL; the CLI, the evaluation and the knockout
+view turn the same values into ablations, so a head is named one way everywhere.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 from emo_core.circuit import Circuit
+from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation, Rows
 
 Kind = Literal["head", "neuron"]
 _TOKEN = re.compile(r"^L(\d+)([HN])(\d+)$")
@@ -81,3 +85,36 @@ def circuit_components(circuit: Circuit) -> list[Component]:
     return [Component("head", layer, index) for layer, index, _ in circuit.heads] + [
         Component("neuron", layer, index) for layer, index, _ in circuit.neurons
     ]
+
+
+def _layer_span(layers: Sequence[int]) -> str:
+    low, high = min(layers), max(layers)
+    return f"layer {low}" if low == high else f"layers {low}–{high}"
+
+
+def describe(components: Sequence[Component]) -> str:
+    """A short summary: ``12 heads and 96 neurons in layers 15–26`` (``nothing`` when empty)."""
+    if not components:
+        return "nothing"
+    heads = sum(c.kind == "head" for c in components)
+    neurons = len(components) - heads
+    parts = [f"{n} {kind}{'s' if n != 1 else ''}" for n, kind in ((heads, "head"), (neurons, "neuron")) if n]
+    return f"{' and '.join(parts)} in {_layer_span([c.layer for c in components])}"
+
+
+def ablations(
+    components: Sequence[Component],
+    mode: AblationMode = "zero",
+    head_means: Mapping[int, torch.Tensor] | None = None,
+    neuron_means: Mapping[int, torch.Tensor] | None = None,
+    rows: Rows = None,
+) -> list[Intervention]:
+    """The interventions that switch ``components`` off (zero, or mean ablation with the cache's neutral means)."""
+    heads = tuple((c.layer, c.index) for c in components if c.kind == "head")
+    neurons = tuple((c.layer, c.index) for c in components if c.kind == "neuron")
+    edits: list[Intervention] = []
+    if heads:
+        edits.append(HeadAblation(heads, mode, head_means, rows))
+    if neurons:
+        edits.append(NeuronAblation(neurons, mode, neuron_means, rows))
+    return edits

@@ -1,0 +1,31 @@
+"""The dashboard's pages, listed once: the entry point routes over them, the tour links to them, the tests open them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    """One page: its script, how the menu names it, its address, and whether the sidebar's layer changes what it shows."""
+
+    script: str
+    title: str
+    icon: str
+    url_path: str = ""
+    uses_layer: bool = True
+
+    @property
+    def is_home(self) -> bool:
+        return not self.url_path
+
+
+HOME = PageSpec("pages/views/home.py", "Home", ":material/home:", uses_layer=False)
+CLUSTERS = PageSpec("pages/views/clusters.py", "Clusters", ":material/scatter_plot:", "clusters")
+CIRCUIT = PageSpec("pages/views/circuit.py", "Circuit", ":material/hub:", "circuit", uses_layer=False)
+PAGES: tuple[PageSpec, ...] = (HOME, CLUSTERS, CIRCUIT)
+
+
+def by_title(title: str) -> PageSpec:
+    """The page the menu calls ``title``."""
+    return next(page for page in PAGES if page.title == title)
