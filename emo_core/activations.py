@@ -17,6 +17,7 @@ from emo_core.scenarios import PromptSpec
 
 EXTRACT_SITES: tuple[Site, ...] = ("resid_mid", "resid_post", "attn_z", "mlp_post")
 Progress = Callable[[int, int], None]  # (done, total)
+StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -72,3 +73,25 @@ def extract(
             progress(done, len(prompts))
     bar.close()
     return {site: torch.cat(parts[site]) for site in sites}
+
+
+def neutral_means(bundle: ModelBundle, prompts: Sequence[PromptSpec], batch_size: int = 16) -> dict[Site, torch.Tensor]:
+    """Mean head and neuron activations over every real token of emotion-free prompts: ``attn_z`` ``[L, H*D]``, ``mlp_post`` ``[L, d_mlp]``.
+
+    Mean ablation replaces a component with this mean: it removes what the component says about this
+    prompt while keeping its typical output, where zero ablation also removes the typical output.
+    """
+    sites: tuple[Site, ...] = ("attn_z", "mlp_post")
+    layers = range(bundle.shape.n_layers)
+    totals: dict[Site, torch.Tensor] = {}
+    count = 0
+    for start in range(0, len(prompts), batch_size):
+        batch = encode(bundle, [chat_prompt(bundle, p.user, p.system) for p in prompts[start : start + batch_size]])
+        weights = batch["attention_mask"].float().cpu()[..., None]  # [batch, pos, 1]
+        with torch.inference_mode(), capture(bundle, sites) as captured:
+            bundle.model(**batch)
+        for site in sites:
+            summed = torch.stack([(captured[(site, layer)] * weights).sum(dim=(0, 1)) for layer in layers])
+            totals[site] = totals[site] + summed if site in totals else summed
+        count += int(weights.sum())
+    return {site: total / max(count, 1) for site, total in totals.items()}

@@ -15,7 +15,7 @@ from emo_core.generation import GenerationSettings, chat_prompt
 from emo_core.interventions import HeadAblation, Intervention, NeuronAblation
 from emo_core.judge import load_judge
 from emo_core.models import load_model
-from emo_core.pipeline import build, steering_kit
+from emo_core.pipeline import build
 from emo_core.results import CACHE_ROOT, Results, load_results
 from emo_core.scenarios import EMOTIONS, emotion_prompts, neutral_prompts, read_skeletons
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows, score_replies
@@ -64,7 +64,7 @@ def run_generate(args: argparse.Namespace) -> None:
     bundle = load_model(args.model, dtype=args.dtype, device=args.device)
     needs_cache = args.method in METHODS or any(spec.startswith("top-") for spec in args.ablate)
     results = load_results(bundle.name, args.cache_root) if needs_cache else None
-    kit = steering_kit(bundle, results.cache.tensors, results.table("circuit")) if results is not None else None
+    kit = results.steering_kit(bundle) if results is not None else None
     settings = GenerationSettings(**{**asdict(SCORING_SETTINGS), "max_new_tokens": args.max_new_tokens})
     rows, records = [], []
     for emotion in args.emotions:

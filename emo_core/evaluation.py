@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emo_core.activations import StageProgress
 from emo_core.circuit import Circuit
 from emo_core.generation import chat_prompt
 from emo_core.interventions import HeadAblation, Intervention, NeuronAblation
 from emo_core.judge import HELDOUT_PATH, LABELS, EmotionJudge, judge_accuracy, load_judge, read_labelled
 from emo_core.models import ModelBundle, load_model
-from emo_core.pipeline import StageProgress, steering_kit
 from emo_core.results import CACHE_ROOT, REPORT, Results, load_results
 from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, VALENCES, PromptSpec, emotion_prompts, load_skeletons, neutral_prompts, spread
 from emo_core.scoring import Row, generate_rows, score_replies
@@ -162,7 +162,7 @@ def evaluate(
     bundle = bundle or load_model(source, dtype=dtype, device=device)
     results = load_results(bundle.name, root)
     emotion_judge = load_judge(judge)
-    kit = steering_kit(bundle, results.cache.tensors, results.table("circuit"))
+    kit = results.steering_kit(bundle)
     skeletons = load_skeletons("eval")[: settings.skeletons]
 
     def stage(name: str) -> Callable[[int, int], None] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jinja2 import TemplateError
@@ -52,6 +52,7 @@ class Reply:
     text: str
     token_ids: tuple[int, ...]
     prompt_tokens: int
+    states: torch.Tensor | None = field(default=None, compare=False)  # [n_tokens, k, d_model] when asked to observe layers
 
 
 def chat_prompt(bundle: ModelBundle, user: str, system: str | None = None) -> str:

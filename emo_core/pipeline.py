@@ -10,7 +10,7 @@ the judge. The evaluation skeletons are never read here.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +24,9 @@ from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from emo_core.activations import EXTRACT_SITES, extract
-from emo_core.circuit import ATTN, MLP, circuit_from_table, select_circuit
+from emo_core.activations import EXTRACT_SITES, StageProgress, extract, neutral_means
+from emo_core.calibration import calibrate_reading
+from emo_core.circuit import ATTN, MLP, select_circuit
 from emo_core.components import head_importance, neuron_contributions
 from emo_core.directions import (
     between_emotion_cosines,
@@ -46,8 +47,6 @@ from emo_core.steering import SteeringKit
 from emo_core.store import Manifest, write_cache
 from emo_core.tuning import TUNING_PROMPTS, tune_steering
 
-StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
-
 
 @dataclass(frozen=True)
 class BuildSettings:
@@ -59,6 +58,7 @@ class BuildSettings:
     probe_folds: int = 4
     skeletons: int | None = None  # None: every training skeleton
     tuning_prompts: int = TUNING_PROMPTS
+    mean_prompts: int = 96
 
 
 def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
@@ -135,17 +135,6 @@ def circuit_table(importance: torch.Tensor, head_scores: torch.Tensor, neuron_sc
     return pd.DataFrame(rows)
 
 
-def steering_kit(bundle: ModelBundle, tensors: Mapping[str, torch.Tensor], circuits: pd.DataFrame) -> SteeringKit:
-    """Steering for ``bundle`` from a cache's tensors and circuit table."""
-    return SteeringKit(
-        bundle,
-        tensors["expression.resid_post"],
-        tensors["expression.attn_z"],
-        tensors["expression.mlp_post"],
-        {emotion: circuit_from_table(circuits, emotion) for emotion in EMOTIONS},
-    )
-
-
 def build(
     source: str = "default",
     *,
@@ -217,8 +206,12 @@ def build(
     tensors.update({f"expression.{site}": value for site, value in expression.items()})
     tensors["expression.head_scores"], tensors["expression.neuron_scores"] = expression_scores(bundle, expression)
     circuits = circuit_table(importance, tensors["expression.head_scores"], tensors["expression.neuron_scores"])
-    kit = steering_kit(bundle, tensors, circuits)
+    kit = SteeringKit.from_tensors(bundle, tensors, circuits)
     steering = tune_steering(kit, load_judge(judge), skeletons, n_prompts=settings.tuning_prompts, progress=_stage(progress, "tuning"))
+    reading = calibrate_reading(kit, steering, spread(neutral, settings.tuning_prompts), progress=_stage(progress, "reading"))
+    tensors.update(reading.to_tensors())
+    means = neutral_means(bundle, spread(neutral, settings.mean_prompts), settings.batch_size)
+    tensors.update({f"means.{site}": value for site, value in means.items()})
     tables = {
         "prompts": prompt_table(prompts, skeletons),
         "circuit": circuits,

@@ -28,13 +28,18 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from emo_core.circuit import Circuit, circuit_from_table
 from emo_core.scenarios import EMOTIONS
+from emo_core.steering import SteeringKit, tuned_settings
 from emo_core.store import Cache, CacheError, model_slug, read_cache, read_manifest
+
+if TYPE_CHECKING:
+    from emo_core.models import ModelBundle
 
 CACHE_ROOT = Path(__file__).resolve().parent.parent / "cached_activations"
 REPORT = "report.json"
@@ -142,14 +147,13 @@ class Results:
         """The emotion's circuit as selected at build time."""
         return circuit_from_table(self.table("circuit"), self.emotions[self.emotion_index(emotion)])
 
+    def steering_kit(self, bundle: ModelBundle) -> SteeringKit:
+        """Steering for ``bundle`` (the model these results belong to) from the saved vectors and circuits."""
+        return SteeringKit.from_tensors(bundle, self.cache.tensors, self.table("circuit"))
+
     def steering_settings(self, method: str, emotion: str) -> dict:
         """Tuned ``layers`` and ``strength`` of a steering method for one emotion."""
-        table = self.table("steering")
-        rows = table[(table["method"] == method) & (table["emotion"] == emotion)]
-        if rows.empty:
-            raise ValueError(f"The cache has no {method} steering settings for '{emotion}'.")
-        row = rows.iloc[0]
-        return {"layers": [int(x) for x in str(row["layers"]).split(",") if x], "strength": float(row["strength"])}
+        return tuned_settings(self.table("steering"), method, emotion)
 
     @cached_property
     def report(self) -> dict | None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
 
-from emo_core.circuit import ATTN, MLP, Circuit
+from emo_core.circuit import ATTN, MLP, Circuit, circuit_from_table
 from emo_core.interventions import ComponentEdit, Intervention, ResidualAddition
-from emo_core.models import ModelBundle
 from emo_core.scenarios import EMOTIONS
+
+if TYPE_CHECKING:  # the model module imports transformers; reading saved settings does not need it
+    from emo_core.models import ModelBundle
 
 
 def middle_layers(n_layers: int) -> range:
@@ -76,7 +80,27 @@ class SteeringKit:
             return list(circuit_steering(self.bundle, self.circuits[emotion], self.attn[e], self.mlp[e], strength))
         raise ValueError(f"Unknown steering method '{method}'; choose one of {', '.join(METHODS)}.")
 
+    @classmethod
+    def from_tensors(cls, bundle: ModelBundle, tensors: Mapping[str, torch.Tensor], circuits: pd.DataFrame) -> SteeringKit:
+        """The kit for ``bundle`` from a cache's tensors and circuit table (saved results, or a build's own)."""
+        return cls(
+            bundle,
+            tensors["expression.resid_post"],
+            tensors["expression.attn_z"],
+            tensors["expression.mlp_post"],
+            {emotion: circuit_from_table(circuits, emotion) for emotion in EMOTIONS},
+        )
+
+
+def tuned_settings(table: pd.DataFrame, method: str, emotion: str) -> dict:
+    """The ``layers`` and ``strength`` that tuning chose for ``method`` and ``emotion``, from the ``steering`` table."""
+    rows = table[(table["method"] == method) & (table["emotion"] == emotion)]
+    if rows.empty:
+        raise ValueError(f"The cache has no {method} steering settings for '{emotion}'.")
+    row = rows.iloc[0]
+    return {"layers": [int(x) for x in str(row["layers"]).split(",") if x], "strength": float(row["strength"])}
+
 
 def tuned_steering(kit: SteeringKit, tuned: Mapping[str, object], method: str, emotion: str) -> list[Intervention]:
-    """The edits of ``method`` toward ``emotion`` with the settings ``tune_steering`` chose (``Results.steering_settings``)."""
+    """The edits of ``method`` toward ``emotion`` with the settings ``tune_steering`` chose (``tuned_settings``)."""
     return kit.interventions(method, emotion, float(tuned["strength"]), tuple(tuned["layers"]))

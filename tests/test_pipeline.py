@@ -16,6 +16,7 @@ from emo_core.evaluation import EvalSettings, ablation_sets, bootstrap_interval,
 from emo_core.fluency import degenerate_reason
 from emo_core.pipeline import BuildSettings, build, cluster_separation
 from emo_core.projection import align_to, emotion_coordinates, pca_maps
+from emo_core.reading import EmotionReading, reading_layers
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTIONS
 from emo_core.scoring import Row, generate_rows, score_replies
@@ -152,6 +153,10 @@ def test_build_writes_a_complete_readable_cache(built: Path, tiny_llama: ec.Mode
     assert set(results.table("steering")["method"]) == {"direction", "circuit"}
     assert set(results.table("nearest")["emotion"]) == set(EMOTIONS)
     assert results.circuit("anger").emotion == "anger"
+    reading = EmotionReading.from_tensors(results.cache.tensors)
+    assert reading.layers == reading_layers(n_layers) and reading.units.shape == (6, len(reading.layers), tiny_llama.shape.d_model)
+    assert results.tensor("means.attn_z").shape == (n_layers, tiny_llama.shape.n_heads * tiny_llama.shape.head_dim)
+    assert results.tensor("means.mlp_post").shape == (n_layers, tiny_llama.shape.d_mlp)
     assert not (built / "tiny-llama.work").exists()
 
 
