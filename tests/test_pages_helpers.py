@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from emo_core.results import Results, load_results
 from emo_core.scenarios import EMOTIONS
 from emo_core.selection import Component, circuit_components, describe, out_of_range, parse_token, parse_tokens
 from tests.synthetic_cache import SHAPE, write_synthetic_cache
-from ui import charts, frames, narrative
+from ui import builder, charts, frames, glossary, narrative
 from ui.export import chart_bytes, file_stem, table_bytes
 from ui.palette import EMOTION_COLORS
 from ui.state import View, clamp_layer, read_link
@@ -134,3 +135,53 @@ def test_every_chart_builds_and_exports(results: Results) -> None:
     assert chart_bytes(lambda: built[1], "png").startswith(b"\x89PNG")
     assert table_bytes(results.top_heads("anger", 2)).decode().startswith("layer,head,score")
     assert file_stem("clusters", "umap", "layer 3", "") == "clusters_umap_layer-3"
+
+
+def test_the_words_on_tables_and_charts_match(results: Results) -> None:
+    assert list(frames.separation_table(results).columns) == ["layer", "cluster separation", "classifier accuracy"]
+    assert set(frames.separation_frame(results, 1)["measure"]) == {"cluster separation", "classifier accuracy"}
+    assert list(frames.cosine_frame(results.cosine_matrix(1)).columns) == ["emotion", "other", "similarity"]
+    heatmap = str(charts.cosine_heatmap(frames.cosine_frame(results.cosine_matrix(1))).to_dict())
+    assert "cosine" not in heatmap and "'title': 'similarity'" in heatmap
+    heads = charts.head_heatmap(frames.grid_frame(results.head_scores("anger"), "head"), "heads").to_dict()["encoding"]
+    assert heads["tooltip"][-1]["title"] == heads["color"]["legend"]["title"] == "importance"  # tooltip and legend: one word
+    neurons = charts.neuron_chart(frames.top_per_layer(results.neuron_scores("anger"), 3), "neurons").to_dict()["encoding"]
+    assert neurons["tooltip"][-1]["title"] == neurons["y"]["title"] == "contribution"
+    assert glossary.MLP and glossary.UMAP_PCA and glossary.CIRCUIT
+
+
+def test_cross_layer_labels_name_both_parts_and_half_page_titles_wrap() -> None:
+    order = frames.position_labels(30)
+    ticks = charts.position_ticks(order)
+    assert 6 <= len(ticks) <= charts.MAX_POSITION_LABELS and ticks[:3] == ["Attn 0", "MLP 2", "Attn 5"]
+    assert charts.position_ticks(frames.position_labels(2)) == ["Attn 0", "MLP 0", "Attn 1", "MLP 1"]
+    title = charts.neuron_chart(pd.DataFrame(columns=["layer", "neuron", "score", "rank"]), "The 10 strongest neurons of each layer")
+    assert title.to_dict()["title"] == ["The 10 strongest neurons", "of each layer"]
+
+
+@pytest.mark.parametrize(
+    ("source", "folder"),
+    [
+        ("/tmp/nope", True),
+        ("./my-model", True),
+        ("~/models/x", True),
+        ("..", True),
+        ("a/b/c", True),
+        ("models\\llama", True),
+        ("C:\\models\\llama", True),
+        ("Qwen/Qwen2.5-0.5B-Instruct", False),
+        ("gpt2", False),
+        ("my-org/my.model_v2", False),
+    ],
+)
+def test_paths_are_told_from_hub_ids(source: str, folder: bool) -> None:
+    assert builder.looks_like_folder(source) is folder
+
+
+def test_a_missing_folder_is_named_as_one(tmp_path: Path) -> None:
+    missing = builder.folder_problem(str(tmp_path / "nope"))
+    assert missing and "does not exist on this computer" in missing and "Hub" not in missing
+    assert "looked for" in builder.folder_problem("./surely-not-here")
+    (tmp_path / "file").write_text("x")
+    assert "is a file, not a folder" in builder.folder_problem(str(tmp_path / "file"))
+    assert builder.folder_problem(str(tmp_path)) is None and builder.folder_problem("Qwen/Qwen2.5-0.5B-Instruct") is None

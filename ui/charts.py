@@ -8,6 +8,7 @@ milliseconds, so those three are drawn from cached data-free Vega-Lite specs (``
 from __future__ import annotations
 
 import copy
+import textwrap
 from collections.abc import Callable, Hashable
 from functools import cache
 
@@ -20,6 +21,13 @@ from ui.palette import emotion_scale, part_scale, valence_scale
 
 DIVERGING = "blueorange"
 LAYER_AXIS = alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0))  # layer runs along the bottom of every layer chart
+HALF_WIDTH_TITLE = 26  # characters per title line in half a page (~250 px on a 1024 px screen), where Vega would cut it with '…'
+MAX_POSITION_LABELS = 12  # labels per axis of the cross-layer heatmap: 30 px apart on a 1024 px screen, so none is dropped
+
+
+def _title(text: str, width: int | None = None) -> str | list[str]:
+    """``text`` as one title line, or as lines of at most ``width`` characters (Vega cuts a title that does not fit)."""
+    return textwrap.wrap(text, width) if width and len(text) > width else text
 
 
 def _signed_scale(values: pd.Series) -> alt.Scale:
@@ -43,7 +51,7 @@ def cluster_map(points: pd.DataFrame, extent: tuple[tuple[float, float], tuple[f
             y=alt.Y("y:Q", scale=alt.Scale(domain=[y_low, y_high]), axis=None),
             color=alt.Color(
                 "emotion:N", scale=emotion_scale(), legend=alt.Legend(title="Emotion asked for (click one)", orient="bottom", columns=3)
-            ),
+            ),  # with the Outcome legend beside it, about 400 px wide: the Clusters page keeps the map at least 420 px
             shape=alt.Shape("valence:N", scale=valence_scale(), legend=alt.Legend(title="Outcome", orient="bottom", columns=1)),
             opacity=alt.condition(pick, alt.value(0.85), alt.value(0.07)),
             tooltip=[
@@ -60,21 +68,32 @@ def cluster_map(points: pd.DataFrame, extent: tuple[tuple[float, float], tuple[f
     )
 
 
-def cosine_heatmap(cosines: pd.DataFrame) -> alt.LayerChart:
-    """6x6 similarity of the emotion directions, with the numbers written in the cells (untitled, like ``cluster_map``)."""
-    base = alt.Chart(cosines).encode(
+def cosine_heatmap(similarity: pd.DataFrame) -> alt.LayerChart:
+    """6x6 similarity of the emotion directions, with the numbers written in the cells (untitled, like ``cluster_map``).
+
+    Needs about 300 px: the legend sits under the cells so they keep the width (at 300 px each is ~40 px, room for '−0.40').
+    """
+    base = alt.Chart(similarity).encode(
         x=alt.X("other:N", sort=list(EMOTIONS), title=None, axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
         y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None),
+        tooltip=[  # on both layers: the numbers cover most of each cell
+            alt.Tooltip("emotion:N", title="emotion"),
+            alt.Tooltip("other:N", title="compared with"),
+            alt.Tooltip("similarity:Q", title="similarity", format=".2f"),
+        ],
     )
     cells = base.mark_rect().encode(
-        color=alt.Color("cosine:Q", scale=alt.Scale(scheme=DIVERGING, domain=[-1, 1]), legend=alt.Legend(title="similarity")),
-        tooltip=[alt.Tooltip("emotion:N"), alt.Tooltip("other:N", title="vs"), alt.Tooltip("cosine:Q", title="similarity", format=".2f")],
+        color=alt.Color(
+            "similarity:Q",
+            scale=alt.Scale(scheme=DIVERGING, domain=[-1, 1]),
+            legend=alt.Legend(title="similarity", orient="bottom", direction="horizontal", gradientLength=160),
+        ),
     )
     text = base.mark_text(fontSize=12).encode(
-        text=alt.Text("cosine:Q", format=".2f"),
-        color=alt.condition("abs(datum.cosine) > 0.6", alt.value("white"), alt.value("black")),
+        text=alt.Text("similarity:Q", format=".2f"),
+        color=alt.condition("abs(datum.similarity) > 0.6", alt.value("white"), alt.value("black")),
     )
-    return (cells + text).properties(height=300)
+    return (cells + text).properties(height=340)
 
 
 def separation_chart(separation: pd.DataFrame, n_layers: int, title: str) -> alt.LayerChart:
@@ -90,7 +109,7 @@ def separation_chart(separation: pd.DataFrame, n_layers: int, title: str) -> alt
     lines = base.mark_line(point=True).encode(
         y=alt.Y("value:Q", title="score"),
         color=alt.Color("measure:N", scale=alt.Scale(range=["#333333", "#999999"]), legend=alt.Legend(title=None, orient="bottom")),
-        tooltip=["layer:Q", "measure:N", alt.Tooltip("value:Q", format=".2f")],
+        tooltip=["layer:Q", "measure:N", alt.Tooltip("value:Q", title="score", format=".2f")],
     )
     marker = base.transform_filter("datum.current").mark_rule(color="#D55E00", strokeDash=[4, 3])
     return (lines + marker).properties(height=260)
@@ -124,30 +143,30 @@ def head_heatmap(heads: pd.DataFrame, title: str) -> alt.Chart:
             x=LAYER_AXIS,
             y=alt.Y("head:O", title="head"),
             color=alt.Color("score:Q", scale=_signed_scale(heads["score"]), legend=alt.Legend(title="importance")),
-            tooltip=["layer:O", "head:O", alt.Tooltip("score:Q", format=".4f")],
+            tooltip=["layer:O", "head:O", alt.Tooltip("score:Q", title="importance", format=".4f")],
         )
         .properties(height=260)
     )
 
 
 def neuron_chart(neurons: pd.DataFrame, title: str) -> alt.Chart:
-    """The strongest neurons of every layer as dots: height is how much each pushes toward the emotion."""
+    """The strongest neurons of every layer as dots: height is how much each pushes toward the emotion (drawn in half a page)."""
     return (
-        alt.Chart(neurons, title=title)
+        alt.Chart(neurons, title=_title(title, HALF_WIDTH_TITLE))
         .mark_circle(size=40, opacity=0.75, color="#444444")
         .encode(
             x=LAYER_AXIS,
             y=alt.Y("score:Q", title="contribution"),
-            tooltip=["layer:O", "neuron:Q", "rank:Q", alt.Tooltip("score:Q", format=".4f")],
+            tooltip=["layer:O", "neuron:Q", "rank:Q", alt.Tooltip("score:Q", title="contribution", format=".4f")],
         )
         .properties(height=260)
     )
 
 
 def sublayer_chart(importance: pd.DataFrame, title: str) -> alt.Chart:
-    """Importance of each layer's attention and MLP part, side by side."""
+    """Importance of each layer's attention and MLP part, side by side (drawn in half a page)."""
     return (
-        alt.Chart(importance, title=title)
+        alt.Chart(importance, title=_title(title, HALF_WIDTH_TITLE))
         .mark_bar()
         .encode(
             x=LAYER_AXIS,
@@ -160,18 +179,30 @@ def sublayer_chart(importance: pd.DataFrame, title: str) -> alt.Chart:
     )
 
 
+def position_ticks(order: list[str], most: int = MAX_POSITION_LABELS) -> list[str]:
+    """At most ``most`` of the sublayer names to label, evenly spread, attention and MLP in turn (an odd step alternates them)."""
+    step = max(1, -(-len(order) // most))
+    step += 1 - step % 2
+    return order[::step]
+
+
 def cross_layer_heatmap(similarity: pd.DataFrame, title: str) -> alt.Chart:
     """How similar the emotion's direction is between every pair of sublayer outputs."""
     order = position_labels(int(similarity["from"].nunique()) // 2)
-    axis = alt.Axis(values=order[::4], labelAngle=0)
+    ticks = position_ticks(order)
     return (
         alt.Chart(similarity, title=title)
         .mark_rect()
         .encode(
-            x=alt.X("to:N", sort=order, title="compared with", axis=axis),
-            y=alt.Y("from:N", sort=order, title="direction after", axis=alt.Axis(values=order[::4])),
-            color=alt.Color("similarity:Q", scale=alt.Scale(scheme=DIVERGING, domain=[-1, 1])),
-            tooltip=["from:N", "to:N", alt.Tooltip("similarity:Q", format=".2f")],
+            # labelOverlap off: Vega's default drops every other label, which left only the attention ones
+            x=alt.X("to:N", sort=order, title="compared with", axis=alt.Axis(values=ticks, labelAngle=-45, labelOverlap=False)),
+            y=alt.Y("from:N", sort=order, title="direction after", axis=alt.Axis(values=ticks, labelOverlap=False)),
+            color=alt.Color("similarity:Q", scale=alt.Scale(scheme=DIVERGING, domain=[-1, 1]), legend=alt.Legend(title="similarity")),
+            tooltip=[
+                alt.Tooltip("from:N", title="direction after"),
+                alt.Tooltip("to:N", title="compared with"),
+                alt.Tooltip("similarity:Q", title="similarity", format=".2f"),
+            ],
         )
         .properties(height=420)
     )

@@ -13,6 +13,7 @@ from emo_core.selection import Component
 MAP_COLUMNS = ["x", "y", "emotion", "valence", "theme", "scenario", "event", "key"]
 MAP_TEXT = ["emotion", "valence", "theme", "scenario", "event"]
 PART_NAMES = ("attention", "MLP")
+SEPARATION_NAMES = {"silhouette": "cluster separation", "probe_accuracy": "classifier accuracy"}  # as the charts and tables say them
 
 
 def map_frame(results: Results, layer: int, method: str, valences: Sequence[str] = (), themes: Sequence[str] = ()) -> pd.DataFrame:
@@ -39,15 +40,19 @@ def map_extent(results: Results, method: str, margin: float = 0.05) -> tuple[tup
 
 
 def cosine_frame(matrix: pd.DataFrame) -> pd.DataFrame:
-    """The emotion x emotion cosine table in long form: ``emotion``, ``other``, ``cosine``."""
-    long = matrix.rename_axis(index="emotion", columns="other").stack().rename("cosine").reset_index()
-    return long.astype({"cosine": float})
+    """The emotion x emotion similarity (cosine) table in long form: ``emotion``, ``other``, ``similarity``, the word every chart uses."""
+    long = matrix.rename_axis(index="emotion", columns="other").stack().rename("similarity").reset_index()
+    return long.astype({"similarity": float})
+
+
+def separation_table(results: Results) -> pd.DataFrame:
+    """Per layer, how separable the emotions are: ``layer``, ``cluster separation``, ``classifier accuracy``."""
+    return results.separation_by_layer().rename(columns=SEPARATION_NAMES)
 
 
 def separation_frame(results: Results, current: int) -> pd.DataFrame:
-    """Per layer, how separable the emotions are, in long form: ``layer``, ``measure``, ``value``, and ``current`` (the chosen layer)."""
-    wide = results.separation_by_layer().rename(columns={"silhouette": "cluster separation", "probe_accuracy": "classifier accuracy"})
-    long = wide.melt(id_vars="layer", var_name="measure", value_name="value")
+    """``separation_table`` in long form: ``layer``, ``measure``, ``value``, and ``current`` (the chosen layer)."""
+    long = separation_table(results).melt(id_vars="layer", var_name="measure", value_name="value")
     return long.assign(current=long["layer"] == current)
 
 

@@ -17,3 +17,15 @@ ATTENTION_MLP = (
     "Each layer has two parts: attention (heads that gather information from earlier words) and the MLP "
     "(neurons that transform it). Each adds its result to the model's running notes."
 )
+MLP = (
+    "The MLP is the second part of every layer, after attention: a block of neurons that works on each word on its own, "
+    "turning what attention gathered into new notes."
+)
+UMAP_PCA = (
+    "UMAP and PCA are two ways to squeeze hundreds of numbers into a flat map. UMAP keeps neighbours together (good for "
+    "seeing clusters); PCA shows the two directions along which the prompts differ most (distances are more faithful)."
+)
+CIRCUIT = (
+    "An emotion's circuit is a small set of attention heads and neurons: inside the parts of the model that matter most for "
+    "that emotion, the ones that write it most strongly while the model speaks with it. Turning them up steers replies toward it."
+)

@@ -7,7 +7,7 @@ import streamlit as st
 from emo_core.selection import Component, circuit_components, describe, from_pairs, out_of_range, parse_tokens
 from ui import charts, frames, glossary, narrative, tour
 from ui.data import page_results
-from ui.export import chart_downloads, file_stem, table_download
+from ui.export import chart_downloads, table_download
 from ui.state import SELECTION, current
 
 PICK, KIND, ADD_LAYER, ADD_INDEX = "circuit_pick", "circuit_add_kind", "circuit_add_layer", "circuit_add_index"
@@ -31,12 +31,12 @@ with heads_col:
     st.markdown("**Top attention heads**")
     st.dataframe(top_heads, hide_index=True, width="stretch", height=280, column_config=SCORE_FORMAT)
     st.caption("Score: how much the emotion's signal drops when this head is switched off. Click a column title to sort.")
-    table_download(top_heads, file_stem("top_heads", view.emotion))
+    table_download(top_heads, "top_heads", view.emotion)
 with neurons_col:
     st.markdown("**Top neurons**")
     st.dataframe(top_neurons, hide_index=True, width="stretch", height=280, column_config=SCORE_FORMAT)
     st.caption("Score: how much this neuron pushes the hidden state toward the emotion, averaged over the prompts.")
-    table_download(top_neurons, file_stem("top_neurons", view.emotion))
+    table_download(top_neurons, "top_neurons", view.emotion)
 
 
 def set_selection(tokens: list[str]) -> None:
@@ -103,23 +103,23 @@ heat = charts.head_heatmap(
 )
 st.altair_chart(heat, width="stretch")
 st.caption("Orange: switching the head off weakens the emotion; blue: it strengthens it; white: no effect.")
-chart_downloads(lambda: heat, file_stem("head_importance", view.emotion))
+chart_downloads(lambda: heat, "head_importance", view.emotion)
 
 neuron_col, sublayer_col = st.columns(2, gap="large")
 with neuron_col:
     dots = charts.neuron_chart(frames.top_per_layer(results.neuron_scores(view.emotion), 10), "The 10 strongest neurons of each layer")
     st.altair_chart(dots, width="stretch")
     st.caption("Each dot is one neuron; higher means it pushes harder toward the emotion.")
-    chart_downloads(lambda: dots, file_stem("neurons_by_layer", view.emotion))
+    chart_downloads(lambda: dots, "neurons_by_layer", view.emotion)
 with sublayer_col:
     bars = charts.sublayer_chart(frames.sublayer_frame(results.sublayer_importance(view.emotion)), "How much each layer part matters")
     st.altair_chart(bars, width="stretch")
     st.caption("How much adding a little of the emotion at this part changes the model's final state toward that emotion.")
-    chart_downloads(lambda: bars, file_stem("sublayer_importance", view.emotion))
+    chart_downloads(lambda: bars, "sublayer_importance", view.emotion)
 
 similarity = results.cross_layer(view.emotion)
 st.markdown(narrative.persistence_sentence(similarity.numpy(), view.emotion))
 cross = charts.cross_layer_heatmap(frames.cross_layer_frame(similarity), f"The {view.emotion} direction compared across layers")
 st.altair_chart(cross, width="stretch")
 st.caption("Each cell compares the emotion's direction after one part of the model with its direction after another (1 = the same).")
-chart_downloads(lambda: cross, file_stem("cross_layer", view.emotion))
+chart_downloads(lambda: cross, "cross_layer", view.emotion)
