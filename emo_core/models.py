@@ -113,7 +113,11 @@ def _load_hub_or_folder(
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     except (OSError, ValueError) as error:
-        hint = "check the folder has a config.json" if is_folder else "check the id and your network connection"
+        hint = (
+            "check the folder has a config.json"
+            if is_folder
+            else "check the id and your network connection (there is no folder of that name on this computer either)"
+        )
         raise ModelLoadError(f"Could not load {where}: {hint}.") from error
     spec_for(config.get_text_config().model_type)
     try:
