@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench
+.PHONY: run dev test lint bench
 
 $(STAMP): requirements.txt requirements-embedded.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +12,13 @@ $(STAMP): requirements.txt requirements-embedded.txt requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -r requirements-embedded.txt
 	touch $(STAMP)
 
+# No file watcher: an installed app needs none, and on a big tree it floods the log with "Inotify queue overflowed".
 run: $(STAMP)
-	$(PY) -m streamlit run app.py --server.headless true
+	$(PY) -m streamlit run app.py --server.headless true --server.fileWatcherType none
+
+# For development: reloads when a source file changes, and shows Streamlit's developer toolbar.
+dev: $(STAMP)
+	$(PY) -m streamlit run app.py --server.headless true --server.fileWatcherType auto --client.toolbarMode developer
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
