@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from emo_core.activations import Progress, last_token_positions
 from emo_core.generation import chat_prompt, encode
-from emo_core.interventions import untuple
+from emo_core.interventions import capture
 from emo_core.models import ModelBundle
 from emo_core.scenarios import PromptSpec
 
@@ -44,26 +43,6 @@ def aligned_local_directions(local: torch.Tensor, reference: torch.Tensor) -> to
     return local * signs
 
 
-def _record_residuals(bundle: ModelBundle, store: dict[str, list[torch.Tensor]]) -> list[torch.utils.hooks.RemovableHandle]:
-    adapter = bundle.adapter
-
-    def keep_input(module: nn.Module, args: tuple) -> None:
-        store["mid"].append(args[0])
-
-    def keep_output(module: nn.Module, args: tuple, output: object) -> None:
-        store["post"].append(untuple(output))
-
-    def keep_final(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        store["final"].append(output)
-
-    handles = []
-    for layer in range(bundle.shape.n_layers):
-        handles.append(adapter.mlp_in_norm(layer).register_forward_pre_hook(keep_input))
-        handles.append(adapter.layer(layer).register_forward_hook(keep_output))
-    handles.append(adapter.final_norm().register_forward_hook(keep_final))
-    return handles
-
-
 def importance_batch(
     bundle: ModelBundle, texts: Sequence[str], reference: torch.Tensor, mid_dirs: torch.Tensor, post_dirs: torch.Tensor
 ) -> torch.Tensor:
@@ -77,25 +56,20 @@ def importance_batch(
     batch = encode(bundle, texts)
     rows = torch.arange(len(texts))
     last = last_token_positions(batch["attention_mask"]).cpu()
-    store: dict[str, list[torch.Tensor]] = {"mid": [], "post": [], "final": []}
-    handles = _record_residuals(bundle, store)
-    try:
-        with torch.enable_grad():
+    n_layers = bundle.shape.n_layers
+    with torch.enable_grad():
+        with capture(bundle, ["resid_mid", "resid_post"], grad=True) as captured:
             bundle.model(**batch, logits_to_keep=1)
-            final = store["final"][0][rows, last].float()  # [batch, d_model]
-            scores = final @ reference.to(final.device).T  # [batch, emotion]
-            residuals = store["mid"] + store["post"]
-            per_emotion = []
-            for e in range(reference.shape[0]):
-                grads = torch.autograd.grad(scores[:, e].sum(), residuals, retain_graph=e < reference.shape[0] - 1)
-                at_last = torch.stack([g[rows, last].float().cpu() for g in grads], dim=1)  # [batch, 2 L, d]
-                n_layers = len(store["mid"])
-                mid = (at_last[:, :n_layers] * mid_dirs[e]).sum(-1)
-                post = (at_last[:, n_layers:] * post_dirs[e]).sum(-1)
-                per_emotion.append(torch.stack([mid, post], dim=-1))
-    finally:
-        for handle in handles:
-            handle.remove()
+        final = bundle.adapter.final_norm()(captured[("resid_post", n_layers - 1)][rows, last]).float()  # [batch, d_model]
+        scores = final @ reference.to(final.device).T  # [batch, emotion]
+        residuals = [captured.parts[(site, layer)][0] for site in ("resid_mid", "resid_post") for layer in range(n_layers)]
+        per_emotion = []
+        for e in range(reference.shape[0]):
+            grads = torch.autograd.grad(scores[:, e].sum(), residuals, retain_graph=e < reference.shape[0] - 1)
+            at_last = torch.stack([g[rows, last].float().cpu() for g in grads], dim=1)  # [batch, 2 L, d]
+            mid = (at_last[:, :n_layers] * mid_dirs[e]).sum(-1)
+            post = (at_last[:, n_layers:] * post_dirs[e]).sum(-1)
+            per_emotion.append(torch.stack([mid, post], dim=-1))
     return torch.stack(per_emotion, dim=1)
 
 

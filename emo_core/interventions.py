@@ -273,13 +273,36 @@ class Captured(dict):
 
     With ``positions`` given it is ``[batch, d]`` from the first forward pass; otherwise the
     per-call ``[batch, pos, d]`` tensors are concatenated along ``pos`` (prefill then decode steps).
+
+    With ``capture(..., grad=True)`` the values stay in the autograd graph (on the model's device, in
+    its dtype), and ``parts[(site, layer)]`` lists the tensors each forward call actually used, whole
+    (every position), which is what ``torch.autograd.grad`` takes gradients with respect to.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: dict[tuple[Site, int], list[torch.Tensor]] = {}
+
+
+def _in_graph(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``x`` itself if autograd tracks it, else a fresh leaf that it will track (a frozen model's first site)."""
+    if x.requires_grad or not torch.is_grad_enabled():
+        return x, False
+    return x.detach().requires_grad_(True), True
 
 
 def _make_capture_hook(
-    store: dict[tuple[Site, int], list[torch.Tensor]], key: tuple[Site, int], positions: torch.Tensor | None, token: int, kind: str
+    store: dict[tuple[Site, int], list[torch.Tensor]],
+    key: tuple[Site, int],
+    positions: torch.Tensor | None,
+    token: int,
+    kind: str,
+    grad: bool,
 ) -> Hook:
     def record(x: torch.Tensor) -> None:
+        if grad:
+            store[key].append(x)  # whole and live: gradients are taken with respect to what the model used
+            return
         if positions is not None:
             if store[key]:
                 return
@@ -288,15 +311,31 @@ def _make_capture_hook(
 
     if kind == "post":
 
-        def forward_hook(module: nn.Module, args: tuple, output: object) -> None:
-            if token in _ACTIVE.get():
-                record(untuple(output))
+        def forward_hook(module: nn.Module, args: tuple, output: object) -> object:
+            if token not in _ACTIVE.get():
+                return None
+            tensor = untuple(output)
+            if grad:
+                tensor, fresh = _in_graph(tensor)
+                record(tensor)
+                return _retuple(output, tensor) if fresh else None
+            record(tensor)
+            return None
 
         return forward_hook
 
-    def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if token in _ACTIVE.get():
-            record(args[0] if args else kwargs["hidden_states"])
+    def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if token not in _ACTIVE.get():
+            return None
+        tensor = args[0] if args else kwargs["hidden_states"]
+        if grad:
+            tensor, fresh = _in_graph(tensor)
+            record(tensor)
+            if not fresh:
+                return None
+            return ((tensor, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": tensor})
+        record(tensor)
+        return None
 
     return pre_hook
 
@@ -307,11 +346,15 @@ def capture(
     sites: Sequence[Site],
     layers: Sequence[int] | None = None,
     positions: torch.Tensor | None = None,
+    grad: bool = False,
 ) -> Iterator[Captured]:
     """Record activations at ``sites`` of ``layers`` (all layers by default).
 
     Args:
         positions: ``[batch]`` token index per row (e.g. the last prompt token); ``None`` keeps all.
+        grad: keep the activations in the autograd graph (run the model with gradients enabled), so
+            ``torch.autograd.grad(metric, captured.parts[key])`` gives the metric's gradient at every
+            position of every call; values are then on the model's device and dtype.
 
     Yields:
         A ``Captured`` dict filled once the block exits. Captures see active interventions that
@@ -328,7 +371,7 @@ def capture(
             for layer in layer_ids:
                 key = (site, layer)
                 if site == "resid_post":
-                    hook = _make_capture_hook(store, key, positions, token, "post")
+                    hook = _make_capture_hook(store, key, positions, token, "post", grad)
                     handles.append(adapter.layer(layer).register_forward_hook(hook))
                     continue
                 module = {
@@ -337,7 +380,7 @@ def capture(
                     "attn_z": adapter.attn_out,
                     "mlp_post": adapter.mlp_out,
                 }[site](layer)
-                hook = _make_capture_hook(store, key, positions, token, "pre")
+                hook = _make_capture_hook(store, key, positions, token, "pre", grad)
                 handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
         return handles
 
@@ -346,4 +389,13 @@ def capture(
             yield result
     finally:
         for key, parts in store.items():
-            result[key] = parts[0] if positions is not None else torch.cat(parts, dim=1)
+            if grad:
+                result.parts[key] = parts
+                first = parts[0]
+                result[key] = (
+                    first[torch.arange(first.shape[0], device=first.device), positions.to(first.device)]
+                    if positions is not None
+                    else torch.cat(parts, dim=1)
+                )
+            else:
+                result[key] = parts[0] if positions is not None else torch.cat(parts, dim=1)
