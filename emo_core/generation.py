@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +25,7 @@ from transformers import (
 )
 
 from emo_core.errors import InvalidPromptError
-from emo_core.fastpath import small_batch_linear
+from emo_core.fastpath import layout_choice, small_batch_linear
 from emo_core.interventions import Intervention, intervene
 from emo_core.models import ModelBundle
 
@@ -138,10 +139,12 @@ def _decode(
     generators = [torch.Generator(device="cpu").manual_seed(settings.seed) for _ in range(len(input_ids))]
     finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     eos_tensor = torch.tensor(eos_ids, device=input_ids.device)
+    layouts = layout_choice(bundle.model)  # measured once per process and model shape
     sequence = input_ids
     step_input, cache = input_ids, None
     for _ in range(settings.max_new_tokens):
-        with torch.inference_mode(), small_batch_linear(), intervene(bundle, *interventions):
+        # Hooks live only inside this forward call; with no interventions there is nothing to attach.
+        with torch.inference_mode(), small_batch_linear(layouts), intervene(bundle, *interventions) if interventions else nullcontext():
             out = bundle.model(
                 input_ids=step_input,
                 attention_mask=attention_mask,

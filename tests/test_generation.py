@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import emo_core as ec
-from emo_core.fastpath import small_batch_linear
 from emo_core.interventions import ResidualAddition
 
 SETTINGS = ec.GenerationSettings(max_new_tokens=12)
@@ -78,13 +77,3 @@ def test_chat_template_date_is_pinned(embedded: ec.ModelBundle) -> None:
         assert ec.chat_prompt(embedded, "hi").startswith(ec.generation.PINNED_DATE)
     finally:
         tokenizer.chat_template = original
-
-
-def test_small_batch_layout_matches_linear() -> None:
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(64, 96)
-    for rows in (1, 2, 3, 9):
-        x = torch.randn(rows, 1, 64)
-        with small_batch_linear():
-            fast = layer(x)
-        torch.testing.assert_close(fast, layer(x))
