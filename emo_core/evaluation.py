@@ -5,9 +5,10 @@ Everything here runs on the evaluation skeletons, which nothing is fitted or tun
 - the judge's accuracy on its held-out sentences;
 - steering accuracy: prompted vs direction vs circuit steering (and the unsteered reply as chance),
   per emotion and per valence, with the share of degenerate replies;
-- ablation: switching off the top-k neurons / heads of the emotion's circuit against as many random
-  components from the same layers, as the drop of the target emotion's probability with bootstrap
-  95% intervals, on a steered and on a prompted emotional baseline;
+- ablation: knockout curves (``knockout_curves.py``): the top-k heads / neurons of the causal ranking
+  and of the paper's ranking switched off against k random ones from the same layers, on a steered,
+  an asked and a continued emotional baseline, read by the internal reading and (for a few k) by the
+  judge, with bootstrap 95% intervals, the target sets' specificity and their harm;
 - cluster structure: each emotion's nearest other emotion and the separation score per layer.
 """
 
@@ -17,44 +18,32 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from emo_core.activations import StageProgress
 from emo_core.circuit import Circuit
 from emo_core.generation import chat_prompt
 from emo_core.interventions import HeadAblation, Intervention, NeuronAblation
-from emo_core.judge import HELDOUT_PATH, LABELS, EmotionJudge, judge_accuracy, load_judge, read_labelled
+from emo_core.judge import HELDOUT_PATH, LABELS, judge_accuracy, load_judge, read_labelled
+from emo_core.knockout_curves import CurveSettings, knockout_curves
 from emo_core.models import ModelBundle, load_model
 from emo_core.results import CACHE_ROOT, REPORT, Results, load_results
-from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, VALENCES, PromptSpec, emotion_prompts, load_skeletons, neutral_prompts, spread
+from emo_core.scenarios import EMOTIONS, VALENCES, emotion_prompts, load_skeletons, neutral_prompts
 from emo_core.scoring import Row, generate_rows, score_replies
 from emo_core.steering import METHODS, SteeringKit, tuned_steering
-
-NEURON_KS = (1, 2, 4, 8)
-HEAD_KS = (1, 2, 4)
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How much of the evaluation split to use; the defaults fit in 15 minutes on 2 CPU cores."""
+    """How much of the evaluation split to use."""
 
     skeletons: int = 32
-    ablation_prompts: int = 8  # per emotion
-    prompted_ablation_prompts: int = 4  # per emotion; prompted replies are rarely emotional, so this baseline says less
     bootstrap: int = 2000
     seed: int = 0
-
-
-def bootstrap_interval(values: Sequence[float], n: int, seed: int) -> list[float]:
-    """95% percentile-bootstrap interval of the mean."""
-    data = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, len(data), size=(n, len(data)))].mean(axis=1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    curves: CurveSettings = CurveSettings()
 
 
 def summarise(scores: pd.DataFrame) -> dict:
@@ -95,57 +84,6 @@ def ablation_sets(circuit: Circuit, kind: str, k: int, shape: dict[str, int], rn
     return make(tuple(top)), make(tuple(control))
 
 
-def ablation_report(
-    bundle: ModelBundle,
-    judge: EmotionJudge,
-    results: Results,
-    baseline: Callable[[str, PromptSpec], tuple[str, tuple[Intervention, ...]]],
-    prompts: Sequence[PromptSpec],
-    settings: EvalSettings,
-    progress: Callable[[int, int], None] | None,
-) -> dict:
-    """Target-probability drops of top-k vs random ablations on top of an emotional ``baseline``.
-
-    ``baseline(emotion, prompt)`` gives the templated prompt and edits that make the reply to an
-    emotion-free ``prompt`` emotional.
-    """
-    rng = random.Random(settings.seed)
-    conditions: list[tuple[str, int, str]] = [("base", 0, "")]
-    conditions += [
-        (kind, k, which) for kind, ks in (("neurons", NEURON_KS), ("heads", HEAD_KS)) for k in ks for which in ("target", "random")
-    ]
-    rows, keys = [], []
-    for emotion in EMOTIONS:
-        circuit = results.circuit(emotion)
-        for prompt in prompts:
-            text, edits = baseline(emotion, prompt)
-            for kind, k, which in conditions:
-                extra: tuple[Intervention, ...] = ()
-                if kind != "base":
-                    top, control = ablation_sets(circuit, kind, k, results.shape, rng)
-                    extra = (top if which == "target" else control,)
-                rows.append(Row(text, emotion, edits + extra))
-                keys.append((emotion, prompt.key, kind, k, which))
-    scores = score_replies(judge, rows, generate_rows(bundle, rows, progress=progress, desc="ablation"))
-    table = pd.DataFrame(keys, columns=["emotion", "prompt", "kind", "k", "which"]).assign(p=scores["p_target"].to_numpy())
-    base = table[table["kind"] == "base"].set_index(["emotion", "prompt"])["p"]
-    report: dict = {"baseline_p_target": float(base.mean())}
-    for kind, ks in (("neurons", NEURON_KS), ("heads", HEAD_KS)):
-        report[kind] = {}
-        for k in ks:
-            entry = {}
-            for which in ("target", "random"):
-                chosen = table[(table["kind"] == kind) & (table["k"] == k) & (table["which"] == which)].set_index(["emotion", "prompt"])[
-                    "p"
-                ]
-                drops = (base - chosen).to_numpy()
-                entry[f"{which}_drop"] = float(drops.mean())
-                entry[f"{which}_ci95"] = bootstrap_interval(drops, settings.bootstrap, settings.seed)
-            entry["ratio"] = entry["target_drop"] / entry["random_drop"] if entry["random_drop"] > 0 else None
-            report[kind][str(k)] = entry
-    return report
-
-
 def evaluate(
     source: str = "default",
     *,
@@ -181,30 +119,9 @@ def evaluate(
         scores = score_replies(emotion_judge, rows, generate_rows(bundle, rows, progress=stage(f"steering: {method}"), desc=method))
         report["steering"][method] = summarise(scores)
 
-    picked = spread(neutral_prompts(skeletons), settings.ablation_prompts)
-
-    def steered(emotion: str, prompt: PromptSpec) -> tuple[str, tuple[Intervention, ...]]:
-        edits = tuned_steering(kit, results.steering_settings("direction", emotion), "direction", emotion)
-        return chat_prompt(bundle, prompt.user, prompt.system), tuple(edits)
-
-    def prompted(emotion: str, prompt: PromptSpec) -> tuple[str, tuple[Intervention, ...]]:
-        return chat_prompt(bundle, prompt.user, EMOTION_SYSTEM.format(emotion=emotion)), ()
-
+    curves = replace(settings.curves, bootstrap=settings.bootstrap, seed=settings.seed)
     report["ablation"] = {
-        "baseline": "direction steering (tuned strength) on emotion-free evaluation prompts",
-        **ablation_report(bundle, emotion_judge, results, steered, picked, settings, stage("ablation: steered")),
-        "prompted": {
-            "baseline": "the emotion-eliciting prompt, no steering",
-            **ablation_report(
-                bundle,
-                emotion_judge,
-                results,
-                prompted,
-                picked[: settings.prompted_ablation_prompts],
-                settings,
-                stage("ablation: prompted"),
-            ),
-        },
+        "curves": knockout_curves(bundle, results, emotion_judge, neutral_prompts(skeletons), curves, progress),
     }
     nearest = results.table("nearest")
     separation = results.separation_by_layer()

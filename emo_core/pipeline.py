@@ -4,7 +4,8 @@ Stages: activations of the training emotion prompts (resumable shards) → emoti
 cosines and cross-layer similarity → neuron and head scores → sublayer importance → 2-D maps and
 cluster separation → expression vectors → the circuit (in the most important sublayers, the heads and
 neurons that write the expressed emotion most) → steering strengths tuned on training prompts with
-the judge. The evaluation skeletons are never read here.
+the judge → causal rankings (what switching each head and neuron off does to the emotion reading and
+to the neutral loss, by attribution patching). The evaluation skeletons are never read here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from emo_core.activations import EXTRACT_SITES, StageProgress, extract, neutral_means
+from emo_core.attribution import CausalSettings, causal_effects, training_openings
 from emo_core.calibration import calibrate_reading
 from emo_core.circuit import ATTN, MLP, select_circuit
 from emo_core.components import head_importance, neuron_contributions
@@ -59,6 +61,7 @@ class BuildSettings:
     skeletons: int | None = None  # None: every training skeleton
     tuning_prompts: int = TUNING_PROMPTS
     mean_prompts: int = 96
+    causal: CausalSettings = CausalSettings()
 
 
 def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
@@ -212,6 +215,7 @@ def build(
     tensors.update(reading.to_tensors())
     means = neutral_means(bundle, spread(neutral, settings.mean_prompts), settings.batch_size)
     tensors.update({f"means.{site}": value for site, value in means.items()})
+    tensors.update(causal_effects(kit, reading, steering, means, neutral, training_openings(), settings.causal, progress))
     tables = {
         "prompts": prompt_table(prompts, skeletons),
         "circuit": circuits,

@@ -14,6 +14,11 @@ training prompts in the ``prompts`` table's order):
   emotion coordinates (its projections on the layer's six emotion directions);
 - ``separation`` ``[L]`` (silhouette in the emotion coordinates) and ``probe_accuracy`` ``[L]`` (a
   linear probe on the raw states of held-out skeletons): how well emotions separate at each layer.
+- ``causal.<baseline>.<kind>.<mode>`` ``[E, L, units]`` (baseline ``steered``, ``asked`` or ``continued``;
+  kind ``heads`` or ``neurons``; mode ``zero`` or ``mean``): estimated drop of each emotion's reading when a
+  part is switched off, on replies expressing it; ``causal.harm.<kind>.<mode>`` ``[L, units]`` and
+  ``causal.harm.base`` ``[1]``: estimated rise of the neutral-prompt language-model loss, and that loss
+  (``attribution.py``; ``causal_ranking`` ranks them);
 
 and these tables: ``prompts`` (key, skeleton_id, theme, valence, emotion, scenario, event),
 ``circuit`` (emotion, kind, layer, index, score, rank, sublayer_weight), ``nearest`` (layer,
@@ -33,6 +38,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from emo_core.causal import causal_scores, others_mean, ranking_table
 from emo_core.circuit import Circuit, circuit_from_table
 from emo_core.scenarios import EMOTIONS
 from emo_core.steering import SteeringKit, tuned_settings
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
 
 CACHE_ROOT = Path(__file__).resolve().parent.parent / "cached_activations"
 REPORT = "report.json"
+CAUSAL_BASELINES = ("steered", "asked", "continued")
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,44 @@ class Results:
     def steering_settings(self, method: str, emotion: str) -> dict:
         """Tuned ``layers`` and ``strength`` of a steering method for one emotion."""
         return tuned_settings(self.table("steering"), method, emotion)
+
+    def causal_effects(self, baseline: str = "steered", kind: str = "neurons", mode: str = "mean") -> torch.Tensor:
+        """``[E, L, units]`` estimated drop of each emotion's reading (positive = it falls) when each head or neuron is
+        switched off, on the ``baseline`` reply toward that emotion (``attribution.py``)."""
+        if baseline not in CAUSAL_BASELINES or kind not in ("heads", "neurons") or mode not in ("zero", "mean"):
+            raise ValueError(
+                f"No causal ranking for baseline '{baseline}', kind '{kind}', mode '{mode}'; choose a baseline of "
+                f"{', '.join(CAUSAL_BASELINES)}, heads or neurons, zero or mean."
+            )
+        return self._causal(f"causal.{baseline}.{kind}.{mode}")
+
+    def causal_harm(self, kind: str = "neurons", mode: str = "mean") -> tuple[torch.Tensor, float]:
+        """``[L, units]`` estimated rise of the language-model loss on neutral prompts per part, and that loss untouched."""
+        return self._causal(f"causal.harm.{kind}.{mode}"), float(self._causal("causal.harm.base")[0])
+
+    def causal_scores(self, baseline: str = "steered", kind: str = "neurons", mode: str = "mean") -> torch.Tensor:
+        """``[E, L, units]`` ranking scores: specific drops of the emotion's reading, ``-inf`` for harmful parts (``causal.py``)."""
+        harm, base = self.causal_harm(kind, mode)
+        return causal_scores(self.causal_effects(baseline, kind, mode), harm, base)
+
+    def causal_ranking(
+        self, emotion: str, kind: str = "neurons", mode: str = "mean", baseline: str = "steered", k: int | None = None
+    ) -> pd.DataFrame:
+        """One emotion's heads or neurons ranked by what switching them off does: ``layer``, ``head``/``neuron``,
+        ``own`` (drop of its reading), ``others`` (mean drop of the other emotions' readings), ``harm``, ``score``, ``eligible``."""
+        e = self.emotion_index(emotion)
+        own = self.causal_effects(baseline, kind, mode)
+        harm, base = self.causal_harm(kind, mode)
+        table = ranking_table(own[e], others_mean(own)[e], harm, causal_scores(own, harm, base)[e], kind.removesuffix("s"))
+        return table if k is None else table.head(k)
+
+    def _causal(self, name: str) -> torch.Tensor:
+        if name not in self.cache.tensors:
+            raise CacheError(
+                f"The cache at {self.folder} has no causal rankings ('{name}'; it predates them); "
+                "rebuild it with `python -m emo_core build`."
+            )
+        return self.cache.tensors[name]
 
     @cached_property
     def report(self) -> dict | None:

@@ -12,8 +12,9 @@ import torch
 
 import emo_core as ec
 from emo_core.cli import main, parse_ablation
-from emo_core.evaluation import EvalSettings, ablation_sets, bootstrap_interval, evaluate
+from emo_core.evaluation import EvalSettings, ablation_sets, evaluate
 from emo_core.fluency import degenerate_reason
+from emo_core.knockout_curves import CurveSettings, bootstrap_interval
 from emo_core.pipeline import BuildSettings, build, cluster_separation
 from emo_core.projection import align_to, emotion_coordinates, pca_maps
 from emo_core.reading import EmotionReading, reading_layers
@@ -157,6 +158,8 @@ def test_build_writes_a_complete_readable_cache(built: Path, tiny_llama: ec.Mode
     assert reading.layers == reading_layers(n_layers) and reading.units.shape == (6, len(reading.layers), tiny_llama.shape.d_model)
     assert results.tensor("means.attn_z").shape == (n_layers, tiny_llama.shape.n_heads * tiny_llama.shape.head_dim)
     assert results.tensor("means.mlp_post").shape == (n_layers, tiny_llama.shape.d_mlp)
+    assert results.causal_effects("continued", "heads", "zero").shape == (6, n_layers, tiny_llama.shape.n_heads)
+    assert set(results.causal_ranking("fear", "neurons", "mean", "asked").columns) >= {"layer", "neuron", "own", "others", "harm", "score"}
     assert not (built / "tiny-llama.work").exists()
 
 
@@ -178,9 +181,8 @@ def test_an_interrupted_build_resumes_to_the_same_cache(built: Path, tiny_llama:
 
 
 def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBundle) -> None:
-    report = evaluate(
-        bundle=tiny_llama, root=built, settings=EvalSettings(skeletons=1, ablation_prompts=1, prompted_ablation_prompts=1, bootstrap=50)
-    )
+    curves = CurveSettings(prompts=1, draws=1, target_draws=2, ks=(1, 2), harm_prompts=1, judged_prompts=2, judged=(("neurons", 2),))
+    report = evaluate(bundle=tiny_llama, root=built, settings=EvalSettings(skeletons=1, bootstrap=50, curves=curves))
     on_disk = json.loads((built / "tiny-llama" / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert 0 <= report["judge"]["heldout_accuracy"] <= 1
@@ -188,11 +190,17 @@ def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBund
         summary = report["steering"][method]
         assert set(summary["per_emotion"]) == set(EMOTIONS)
         assert all(0 <= summary[key] <= 1 for key in ("overall", "degenerate_rate"))
-    for kind, ks in (("neurons", ("1", "2", "4", "8")), ("heads", ("1", "2", "4"))):
-        for k in ks:
-            for entry in (report["ablation"][kind][k], report["ablation"]["prompted"][kind][k]):
-                assert entry["target_ci95"][0] <= entry["target_drop"] <= entry["target_ci95"][1]
+    reading = report["ablation"]["curves"]["reading"]
+    assert set(reading) == {"steered", "asked", "continued"}
+    for ranking in ("causal", "paper"):
+        for kind in ("heads", "neurons"):
+            for entry in reading["steered"][ranking][kind]["1"].values():
+                assert entry["top_ci95"][0] <= entry["top_drop"] <= entry["top_ci95"][1]
                 assert entry["random_ci95"][0] <= entry["random_drop"] <= entry["random_ci95"][1]
+    assert set(reading["asked"]["causal"]["neurons"]["4"]) == set(EMOTIONS)  # the target set, with its specificity
+    assert "others_own" in reading["asked"]["causal"]["neurons"]["4"]["fear"]
+    assert set(report["ablation"]["curves"]["judged"]["neurons"]["2"]) == set(EMOTIONS)
+    assert report["ablation"]["curves"]["harm"]["base_loss"] > 0
     assert set(report["clusters"]["nearest"]["0"]) == set(EMOTIONS)
 
 

@@ -1,0 +1,76 @@
+"""Causal rankings from the stored effects: a score that asks for specificity and harmlessness, and the ranked table.
+
+``attribution.py`` estimates, for every head and neuron, how far switching it off lowers each emotion's
+reading (on a baseline reply expressing that emotion) and how far it raises the language-model loss on
+neutral prompts. This module turns those estimates into a ranking; it needs only torch and pandas, so
+the app can import it cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+import torch
+
+Kind = Literal["heads", "neurons"]
+HARM_BOUND = 0.01  # a ranked part may raise the neutral-prompt loss by at most 1% (estimated); four of them stay under 5%
+OTHERS_WEIGHT = 1.5  # a part must lower its emotion 1.5 times as much as it lowers the other emotions on average to score above 0
+
+
+def others_mean(own: torch.Tensor) -> torch.Tensor:
+    """``[E, L, units]``: for each emotion, the mean effect on the *other* emotions' readings (each on its own baseline)."""
+    n = own.shape[0]
+    return (own.sum(dim=0, keepdim=True) - own) / max(n - 1, 1)
+
+
+def harmful(harm: torch.Tensor, base_loss: float) -> torch.Tensor:
+    """``[L, units]`` parts whose estimated change of the neutral loss exceeds ``HARM_BOUND`` of it, either way.
+
+    A large first-order change in either direction marks a part the model cannot do without (a
+    knockout of such a part is far from linear), so both directions count.
+    """
+    return harm.abs() > HARM_BOUND * base_loss
+
+
+def causal_scores(own: torch.Tensor, harm: torch.Tensor, base_loss: float) -> torch.Tensor:
+    """Ranking scores ``[E, L, units]``: own drop minus ``OTHERS_WEIGHT`` x the others' mean drop; harmful parts get ``-inf``.
+
+    Args:
+        own: ``[E, L, units]`` estimated drop of each emotion's reading (positive = it falls) on its baseline.
+        harm: ``[L, units]`` estimated rise of the neutral-prompt loss (nats per token).
+        base_loss: the neutral-prompt loss with nothing switched off.
+    """
+    score = own - OTHERS_WEIGHT * others_mean(own).clamp(min=0)
+    return score.masked_fill(harmful(harm, base_loss)[None], float("-inf"))
+
+
+def top_units(score: torch.Tensor, k: int) -> list[tuple[int, int]]:
+    """The ``k`` best ``(layer, index)`` of a ``[L, units]`` score grid, best first, never a ``-inf`` one."""
+    width = score.shape[1]
+    finite = int(torch.isfinite(score).sum())
+    flat = score.flatten().topk(min(k, finite)).indices
+    return [(int(i) // width, int(i) % width) for i in flat]
+
+
+def ranking_table(own: torch.Tensor, others: torch.Tensor, harm: torch.Tensor, score: torch.Tensor, index_name: str) -> pd.DataFrame:
+    """One emotion's parts ranked by score: ``layer``, ``index_name``, ``own``, ``others``, ``harm``, ``score``, ``eligible``.
+
+    All arguments are ``[L, units]``; parts that fail the harm bound come last with ``eligible`` False.
+    """
+    n_layers, width = own.shape
+    layer = torch.arange(n_layers).repeat_interleave(width)
+    index = torch.arange(width).repeat(n_layers)
+    table = pd.DataFrame(
+        {
+            "layer": layer.numpy(),
+            index_name: index.numpy(),
+            "own": own.flatten().numpy(),
+            "others": others.flatten().numpy(),
+            "harm": harm.flatten().numpy(),
+            "score": score.flatten().numpy(),
+        }
+    )
+    table["eligible"] = torch.isfinite(score.flatten()).numpy()
+    ranked = table.sort_values(["eligible", "score", "own"], ascending=[False, False, False], kind="stable")
+    return ranked.reset_index(drop=True)

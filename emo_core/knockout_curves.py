@@ -1,0 +1,354 @@
+"""Knockout curves: the top-k heads or neurons of a ranking switched off, against k random ones from the same layers.
+
+Measured on the evaluation split only, on three emotional baselines (``attribution.BASELINES``):
+*steered* (direction steering toward the emotion), *asked* (the emotion request in the system prompt)
+and *continued* (the reply begins with an emotional sentence from ``datasets/continued_openings.jsonl``,
+written for this and never fitted on, and the model writes on; only what it writes is read or judged).
+
+Two measures:
+
+- the internal reading (``reading.py``) over the baseline reply, teacher-forced (``attribution.forced_pass``):
+  continuous and cheap, so it gives the whole curve, k = 1 ... 64, for both rankings (the causal one
+  of that baseline, and the paper's ``head_scores``/``neuron_scores``). Random controls: each draw is
+  its own matched random set (as many parts in each layer as the top-k set, none of them), evaluated on
+  one prompt. The issue's target sets (top-2 heads, top-4 neurons of the causal ranking) get at least
+  20 draws per emotion, their drop of the *other* emotions' readings (on the same reply, and on each
+  other emotion's own baseline reply) and their harm (language-model loss on neutral evaluation prompts);
+- the judge's probability of the target emotion over generated replies, for a few k on one baseline,
+  with one reply per prompt per condition (48 prompts by default: 12 cannot tell a knockout from chance),
+  every random reply with its own draw.
+
+Every drop is baseline minus knocked-out (positive = the emotion fell), with 95% bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from emo_core.attribution import BASELINES, Baseline, ForcedReply, baseline_rows, forced_pass, forced_rows, lm_loss, opening_sentences
+from emo_core.causal import top_units
+from emo_core.generation import chat_prompt
+from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation
+from emo_core.judge import EmotionJudge
+from emo_core.models import ModelBundle
+from emo_core.reading import EmotionReading
+from emo_core.results import Results
+from emo_core.scenarios import DATASET_DIR, EMOTIONS, NEUTRAL_SYSTEM, PromptSpec, spread
+from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows, score_replies
+from emo_core.steering import SteeringKit
+
+OPENINGS_PATH = DATASET_DIR / "continued_openings.jsonl"
+KS = (1, 2, 4, 8, 16, 32, 64)
+RANKINGS = ("causal", "paper")
+KINDS = ("heads", "neurons")
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    """What the curves measure; the defaults are sized for ``evaluate`` on 2 CPU cores."""
+
+    prompts: int = 4  # evaluation prompts per emotion and baseline for the reading curves
+    draws: int = 4  # random draws per curve point and emotion (one prompt each; 24 per point over the six emotions)
+    target_draws: int = 20  # random draws per emotion for the target sets
+    target_ks: Mapping[str, int] = field(default_factory=lambda: {"heads": 2, "neurons": 4})
+    ks: tuple[int, ...] = KS
+    baselines: tuple[Baseline, ...] = BASELINES
+    rankings: tuple[str, ...] = RANKINGS
+    mode: AblationMode = "mean"
+    harm_prompts: int = 8
+    judged_baseline: Baseline = "steered"
+    judged_prompts: int = 48
+    judged: tuple[tuple[str, int], ...] = (("heads", 8), ("neurons", 16))
+    batch_size: int = 32
+    bootstrap: int = 2000
+    seed: int = 0
+
+
+def bootstrap_interval(values: Sequence[float], n: int, seed: int) -> list[float]:
+    """95% percentile-bootstrap interval of the mean."""
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(n, len(data)))].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def difference_interval(top: Sequence[float], control: Sequence[float], n: int, seed: int, paired: bool = False) -> list[float]:
+    """95% bootstrap interval of mean(top) - mean(control); ``paired`` resamples both with the same indices."""
+    a, b = np.asarray(top, dtype=float), np.asarray(control, dtype=float)
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(a), size=(n, len(a)))
+    j = i if paired else rng.integers(0, len(b), size=(n, len(b)))
+    diffs = a[i].mean(axis=1) - b[j].mean(axis=1)
+    return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
+
+
+def matched_random(top: Sequence[tuple[int, int]], width: int, rng: random.Random) -> list[tuple[int, int]]:
+    """As many random ``(layer, index)`` in each layer as ``top`` has there, none of them: the same-layer control."""
+    chosen = set(top)
+    drawn = []
+    for layer in sorted({layer for layer, _ in top}):
+        count = sum(1 for other, _ in top if other == layer)
+        pool = [(layer, i) for i in range(width) if (layer, i) not in chosen]
+        drawn.extend(rng.sample(pool, min(count, len(pool))))
+    return drawn
+
+
+def knockout(results: Results, kind: str, units: Sequence[tuple[int, int]], mode: AblationMode) -> Intervention:
+    """Switch ``units`` off, with the cache's neutral means for mean ablation."""
+    if kind == "heads":
+        means = dict(enumerate(results.tensor("means.attn_z"))) if mode == "mean" else None
+        return HeadAblation(tuple(units), mode, means)
+    means = dict(enumerate(results.tensor("means.mlp_post"))) if mode == "mean" else None
+    return NeuronAblation(tuple(units), mode, means)
+
+
+def ranked_units(results: Results, ranking: str, baseline: Baseline, kind: str, emotion: str, mode: AblationMode, k: int) -> list:
+    """The top ``k`` ``(layer, index)`` of a ranking: ``causal`` (this baseline's, harmful parts excluded) or ``paper``."""
+    e = results.emotion_index(emotion)
+    if ranking == "causal":
+        return top_units(results.causal_scores(baseline, kind, mode)[e], k)
+    scores = results.head_scores(emotion) if kind == "heads" else results.neuron_scores(emotion)
+    return top_units(scores, k)
+
+
+def _width(results: Results, kind: str) -> int:
+    return results.shape["n_heads"] if kind == "heads" else results.shape["d_mlp"]
+
+
+def evaluation_openings() -> dict[str, list[str]]:
+    """The *continued* baseline's opening sentences at evaluation time (outside every training set)."""
+    return opening_sentences(OPENINGS_PATH, per_emotion=100)
+
+
+@dataclass
+class _Plan:
+    """Forced rows to run and, for each, where its reading goes."""
+
+    rows: list[ForcedReply] = field(default_factory=list)
+    keys: list[tuple] = field(default_factory=list)
+
+    def add(self, row: ForcedReply, key: tuple) -> None:
+        self.rows.append(row)
+        self.keys.append(key)
+
+
+def _readings(bundle: ModelBundle, reading: EmotionReading, plan: _Plan, batch_size: int, progress: Progress | None) -> torch.Tensor:
+    out = []
+    for start in range(0, len(plan.rows), batch_size):
+        states, _, _ = forced_pass(bundle, plan.rows[start : start + batch_size], reading.layers)
+        out.append(reading(states.float()))
+        if progress is not None:
+            progress(min(start + batch_size, len(plan.rows)), len(plan.rows))
+    return torch.cat(out)
+
+
+def _summary(top: np.ndarray, control: np.ndarray, settings: CurveSettings) -> dict:
+    entry = {
+        "top_drop": float(top.mean()),
+        "top_ci95": bootstrap_interval(top, settings.bootstrap, settings.seed),
+        "random_drop": float(control.mean()),
+        "random_ci95": bootstrap_interval(control, settings.bootstrap, settings.seed),
+        "difference_ci95": difference_interval(top, control, settings.bootstrap, settings.seed),
+        "n_top": len(top),
+        "n_random": len(control),
+    }
+    entry["ratio"] = entry["top_drop"] / entry["random_drop"] if entry["random_drop"] > 0 else None
+    return entry
+
+
+def reading_curves(
+    bundle: ModelBundle,
+    results: Results,
+    kit: SteeringKit,
+    reading: EmotionReading,
+    prompts: Sequence[PromptSpec],
+    baseline: Baseline,
+    settings: CurveSettings,
+    progress: Progress | None = None,
+) -> dict:
+    """Reading curves of one baseline: per ranking, kind, k and emotion, the top-k drop vs matched random drops.
+
+    Also, for the target sets, the mean drop of the other emotions' readings on the same reply
+    (``others_same``) and on each other emotion's own baseline reply (``others_own``).
+    """
+    rng = random.Random(f"{settings.seed}-{baseline}")
+    picked = spread(prompts, settings.prompts)
+    openings = evaluation_openings() if baseline == "continued" else None
+    rows = baseline_rows(kit, results.table("steering"), picked, baseline, openings)
+    replies = generate_rows(bundle, rows, SCORING_SETTINGS, desc=f"{baseline} baselines")
+    base_rows = forced_rows(rows, replies)  # emotion-major: row e * P + p
+    n = len(picked)
+    plan = _Plan()
+    for i, row in enumerate(base_rows):
+        plan.add(row, ("base", i))
+
+    def with_knockout(i: int, edit: Intervention) -> ForcedReply:
+        row = base_rows[i]
+        return ForcedReply(row.prompt, row.tokens, (*row.edits, edit))
+
+    sets: dict[tuple, list] = {}
+    for e, emotion in enumerate(EMOTIONS):
+        for ranking in settings.rankings:
+            for kind in KINDS:
+                target = ranking == "causal" and kind in settings.target_ks
+                ks = sorted({*settings.ks, *((settings.target_ks[kind],) if target else ())})
+                for k in ks:
+                    top = ranked_units(results, ranking, baseline, kind, emotion, settings.mode, k)
+                    if not top:
+                        continue
+                    key = (emotion, ranking, kind, k)
+                    sets[key] = top
+                    for p in range(n):
+                        plan.add(with_knockout(e * n + p, knockout(results, kind, top, settings.mode)), ("top", key, p))
+                    is_target = target and k == settings.target_ks[kind]
+                    for d in range(settings.target_draws if is_target else settings.draws):
+                        control = matched_random(top, _width(results, kind), rng)
+                        plan.add(with_knockout(e * n + d % n, knockout(results, kind, control, settings.mode)), ("random", key, d % n))
+                    if is_target:
+                        for f in range(len(EMOTIONS)):
+                            if f != e:
+                                for p in range(n):
+                                    plan.add(with_knockout(f * n + p, knockout(results, kind, top, settings.mode)), ("cross", key, f, p))
+    values = _readings(bundle, reading, plan, settings.batch_size, progress)  # [rows, E]
+    base = values[: len(base_rows)]
+    top_drops: dict[tuple, list] = {}
+    random_drops: dict[tuple, list] = {}
+    others_same: dict[tuple, list] = {}
+    others_own: dict[tuple, list] = {}
+    for key, value in zip(plan.keys[len(base_rows) :], values[len(base_rows) :], strict=True):
+        emotion = key[1][0]
+        e = EMOTIONS.index(emotion)
+        if key[0] == "cross":
+            f, p = key[2], key[3]
+            others_own.setdefault(key[1], []).append(float(base[f * n + p, f] - value[f]))
+            continue
+        p = key[2]
+        drop = base[e * n + p] - value  # [E]
+        (top_drops if key[0] == "top" else random_drops).setdefault(key[1], []).append(float(drop[e]))
+        if key[0] == "top":
+            others_same.setdefault(key[1], []).append(float((drop.sum() - drop[e]) / (len(EMOTIONS) - 1)))
+    curves: dict = {
+        "n_prompts": n,
+        "baseline_reading": {emotion: float(base[e * n : (e + 1) * n, e].mean()) for e, emotion in enumerate(EMOTIONS)},
+    }
+    for key, top in top_drops.items():
+        emotion, ranking, kind, k = key
+        entry = _summary(np.array(top), np.array(random_drops[key]), settings)
+        entry["others_same"] = float(np.mean(others_same[key]))
+        entry["units"] = [list(unit) for unit in sets[key]]
+        if key in others_own:
+            entry["others_own"] = float(np.mean(others_own[key]))
+            entry["others_own_ci95"] = bootstrap_interval(others_own[key], settings.bootstrap, settings.seed)
+            entry["specificity"] = entry["top_drop"] / entry["others_own"] if entry["others_own"] > 0 else None
+        curves.setdefault(ranking, {}).setdefault(kind, {}).setdefault(str(k), {})[emotion] = entry
+    return curves
+
+
+def harm_report(
+    bundle: ModelBundle, results: Results, prompts: Sequence[PromptSpec], sets: Mapping[str, tuple[str, list]], mode: AblationMode
+) -> dict:
+    """Relative rise of the language-model loss on neutral prompts when each named set is switched off."""
+    texts = [chat_prompt(bundle, p.user, NEUTRAL_SYSTEM) for p in prompts]
+    total, count = lm_loss(bundle, texts)
+    base = total / count
+    out: dict = {"base_loss": base}
+    seen: dict[tuple, float] = {}
+    for name, (kind, units) in sets.items():
+        key = (kind, tuple(sorted(units)))
+        if key not in seen:
+            seen[key] = lm_loss(bundle, texts, [knockout(results, kind, units, mode)])[0] / count
+        out[name] = {"loss": seen[key], "relative_rise": seen[key] / base - 1}
+    return out
+
+
+def judged_knockouts(
+    bundle: ModelBundle,
+    results: Results,
+    kit: SteeringKit,
+    judge: EmotionJudge,
+    prompts: Sequence[PromptSpec],
+    settings: CurveSettings,
+    progress: Progress | None = None,
+) -> dict:
+    """The judge's probability of the target emotion: baseline replies vs top-k and random-k knockouts, one reply per prompt each."""
+    rng = random.Random(f"{settings.seed}-judged")
+    baseline = settings.judged_baseline
+    picked = spread(prompts, settings.judged_prompts)
+    openings = evaluation_openings() if baseline == "continued" else None
+    base_rows = baseline_rows(kit, results.table("steering"), picked, baseline, openings)
+    n = len(picked)
+    rows, keys = list(base_rows), [("base", None)] * len(base_rows)
+    for e, emotion in enumerate(EMOTIONS):
+        for kind, k in settings.judged:
+            top = ranked_units(results, "causal", baseline, kind, emotion, settings.mode, k)
+            for p in range(n):
+                row = base_rows[e * n + p]
+                control = matched_random(top, _width(results, kind), rng)
+                for which, units in (("top", top), ("random", control)):
+                    rows.append(Row(row.prompt, emotion, (*row.interventions, knockout(results, kind, units, settings.mode))))
+                    keys.append((which, (emotion, kind, k, p)))
+    scores = score_replies(judge, rows, generate_rows(bundle, rows, SCORING_SETTINGS, progress=progress, desc="judged knockouts"))
+    p_target = scores["p_target"].to_numpy()
+    degenerate = scores["degenerate"].to_numpy()
+    base = p_target[: len(base_rows)]
+    drops: dict[tuple, dict[str, list]] = {}
+    for (which, key), value, bad in zip(keys[len(base_rows) :], p_target[len(base_rows) :], degenerate[len(base_rows) :], strict=True):
+        emotion, kind, k, p = key
+        entry = drops.setdefault((emotion, kind, k), {"top": [], "random": [], "degenerate_top": []})
+        entry[which].append(float(base[EMOTIONS.index(emotion) * n + p] - value))
+        if which == "top":
+            entry["degenerate_top"].append(bool(bad))
+    out: dict = {
+        "baseline": baseline,
+        "n_prompts": n,
+        "baseline_p_target": {emotion: float(base[e * n : (e + 1) * n].mean()) for e, emotion in enumerate(EMOTIONS)},
+    }
+    for (emotion, kind, k), entry in drops.items():
+        summary = _summary(np.array(entry["top"]), np.array(entry["random"]), settings)
+        summary["difference_ci95"] = difference_interval(entry["top"], entry["random"], settings.bootstrap, settings.seed, paired=True)
+        summary["degenerate_top"] = float(np.mean(entry["degenerate_top"]))
+        out.setdefault(kind, {}).setdefault(str(k), {})[emotion] = summary
+    return out
+
+
+def knockout_curves(
+    bundle: ModelBundle,
+    results: Results,
+    judge: EmotionJudge,
+    prompts: Sequence[PromptSpec],
+    settings: CurveSettings = CurveSettings(),
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """``ablation.curves`` of the report: reading curves per baseline, target-set harm, and judged knockouts."""
+    kit = results.steering_kit(bundle)
+    reading = EmotionReading.from_tensors(results.cache.tensors)
+
+    def stage(name: str) -> Progress | None:
+        return None if progress is None else (lambda done, total: progress(name, done, total))
+
+    report: dict = {"mode": settings.mode, "ks": list(settings.ks), "reading": {}}
+    for baseline in settings.baselines:
+        report["reading"][baseline] = reading_curves(
+            bundle, results, kit, reading, prompts, baseline, settings, stage(f"curves: {baseline}")
+        )
+    harm_sets: dict[str, tuple[str, list]] = {}
+    for emotion in EMOTIONS:
+        for baseline in settings.baselines:
+            for kind, k in settings.target_ks.items():
+                harm_sets[f"{baseline}/{emotion}/{kind}/{k}"] = (
+                    kind,
+                    ranked_units(results, "causal", baseline, kind, emotion, settings.mode, k),
+                )
+        for kind, k in settings.judged:
+            units = ranked_units(results, "causal", settings.judged_baseline, kind, emotion, settings.mode, k)
+            harm_sets[f"{settings.judged_baseline}/{emotion}/{kind}/{k}"] = (kind, units)
+    report["harm"] = harm_report(bundle, results, spread(prompts, settings.harm_prompts), harm_sets, settings.mode)
+    if settings.judged:
+        report["judged"] = judged_knockouts(bundle, results, kit, judge, prompts, settings, stage("curves: judged"))
+    return report

@@ -1,0 +1,176 @@
+"""Attribution patching: every estimate equals the exact first-order change of a real (dosed) ablation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import emo_core as ec
+from emo_core.attribution import (
+    ForcedReply,
+    forced_pass,
+    lm_loss,
+    loss_attribution,
+    reading_attribution,
+)
+from emo_core.causal import causal_scores, others_mean, top_units
+from emo_core.interventions import ComponentEdit
+from emo_core.reading import EmotionReading, unit_directions
+from emo_core.scoring import Row, generate_rows
+
+LAYERS = (1, 2)
+
+
+def _reading(bundle: ec.ModelBundle, seed: int = 0) -> EmotionReading:
+    gen = torch.Generator().manual_seed(seed)
+    vectors = torch.randn(6, bundle.shape.n_layers, bundle.shape.d_model, generator=gen, dtype=torch.float64)
+    units = unit_directions(vectors, LAYERS).to(bundle.dtype)
+    return EmotionReading(LAYERS, units, torch.zeros(6, dtype=bundle.dtype), torch.full((6,), 2.0, dtype=bundle.dtype))
+
+
+def _means(bundle: ec.ModelBundle, seed: int = 1) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    shape = bundle.shape
+    return {
+        "heads": torch.randn(shape.n_layers, shape.n_heads * shape.head_dim, generator=gen).to(bundle.dtype),
+        "neurons": torch.randn(shape.n_layers, shape.d_mlp, generator=gen).to(bundle.dtype),
+    }
+
+
+def _rows(bundle: ec.ModelBundle) -> list[ForcedReply]:
+    steer = ec.ResidualAddition({0: torch.ones(bundle.shape.d_model, dtype=bundle.dtype)}, alpha=0.5)
+    prompts = [ec.chat_prompt(bundle, "I lost my keys.", "Be brief."), ec.chat_prompt(bundle, "My train was late again today.")]
+    return [ForcedReply(prompts[0], (11, 12, 13, 14), (steer,)), ForcedReply(prompts[1], (21, 22))]
+
+
+def _dosed(bundle: ec.ModelBundle, kind: str, mode: str, layer: int, unit: int, means: dict, dose: float) -> ComponentEdit:
+    """Move one unit a fraction ``dose`` of the way to its ablated value, at every position."""
+    width = bundle.shape.head_dim if kind == "heads" else 1
+    channels = tuple(range(unit * width, (unit + 1) * width))
+    target = means[kind][layer, list(channels)] if mode == "mean" else torch.zeros(width, dtype=bundle.dtype)
+    return ComponentEdit("attn_z" if kind == "heads" else "mlp_post", layer, channels, scale=1 - dose, add=dose * target)
+
+
+def _reading_metric(bundle: ec.ModelBundle, reading: EmotionReading, rows: list[ForcedReply], weights: torch.Tensor, edits=()) -> float:
+    states, _, _ = forced_pass(bundle, rows, reading.layers, edits)
+    return float((reading(states.to(reading.units.dtype)) * weights).sum())
+
+
+def _slope(metric, dosed, dose: float = 1e-2) -> float:
+    """d metric / d dose at 0, by Richardson-extrapolated central differences (error O(dose^4)).
+
+    The doses are not tiny because norms compute in float32 even in a float64 model, which puts a
+    noise floor of about 1e-7 under every metric.
+    """
+
+    def central(h: float) -> float:
+        return (metric([dosed(h)]) - metric([dosed(-h)])) / (2 * h)
+
+    return (4 * central(dose / 2) - central(dose)) / 3
+
+
+@pytest.mark.parametrize(("kind", "layer", "unit"), [("heads", 0, 1), ("heads", 2, 3), ("neurons", 1, 5), ("neurons", 2, 40)])
+def test_reading_attribution_is_the_first_order_change_of_a_dosed_ablation(tiny: ec.ModelBundle, kind: str, layer: int, unit: int) -> None:
+    reading, means, rows = _reading(tiny), _means(tiny), _rows(tiny)
+    weights = torch.tensor([[1.0, 0, 0, 0, 0, 0], [0, 0, 0.5, 0, 0, -0.5]], dtype=tiny.dtype)
+    estimate = reading_attribution(tiny, reading, rows, weights, means)
+    for mode in ("zero", "mean"):
+        finite = _slope(
+            lambda edits: _reading_metric(tiny, reading, rows, weights, edits),
+            lambda dose, mode=mode: _dosed(tiny, kind, mode, layer, unit, means, dose),
+        )
+        got = float(estimate[kind][mode][:, layer, unit].sum())
+        assert got == pytest.approx(finite, rel=1e-2, abs=1e-4), (mode, got, finite)
+
+
+def test_loss_attribution_is_the_first_order_change_of_a_dosed_ablation(tiny: ec.ModelBundle) -> None:
+    means = _means(tiny)
+    prompts = [ec.chat_prompt(tiny, "I lost my keys."), ec.chat_prompt(tiny, "The shop was closed when I arrived, so I went home.")]
+    total, count, estimate = loss_attribution(tiny, prompts, means)
+    assert (total, count) == pytest.approx(lm_loss(tiny, prompts), rel=1e-5)
+    for kind, layer, unit in (("heads", 1, 2), ("neurons", 0, 7)):
+        for mode in ("zero", "mean"):
+            finite = _slope(
+                lambda edits: lm_loss(tiny, prompts, edits)[0],
+                lambda dose, kind=kind, layer=layer, unit=unit, mode=mode: _dosed(tiny, kind, mode, layer, unit, means, dose),
+            )
+            assert float(estimate[kind][mode][layer, unit]) == pytest.approx(finite, rel=1e-2, abs=1e-3), (kind, mode)
+
+
+def test_a_full_ablation_is_the_dose_one_edit(tiny: ec.ModelBundle) -> None:
+    """Dose 1 of the dosed edit is the real switch-off (zero and mean), so the estimate's slope is the knockout's."""
+    reading, means, rows = _reading(tiny), _means(tiny), _rows(tiny)
+    weights = torch.eye(6, dtype=tiny.dtype)[:2]
+    head_means = dict(enumerate(means["heads"]))
+    for mode in ("zero", "mean"):
+        real = ec.HeadAblation(((2, 1),), mode, head_means if mode == "mean" else None)
+        full = _dosed(tiny, "heads", mode, 2, 1, means, 1.0)
+        assert _reading_metric(tiny, reading, rows, weights, [real]) == pytest.approx(_reading_metric(tiny, reading, rows, weights, [full]))
+
+
+def test_forced_pass_reads_what_generation_observed(embedded: ec.ModelBundle) -> None:
+    """Teacher-forcing a steered reply (prompt call, then reply call over one KV cache) gives the states generation saw."""
+    from tests.conftest import tiny_model
+
+    bundle = ec.bundle_from(tiny_model("llama"), embedded.tokenizer, name="tiny-llama")
+    steer = ec.ResidualAddition({0: torch.ones(bundle.shape.d_model, dtype=bundle.dtype)}, alpha=2.0)
+    prompts = [ec.chat_prompt(bundle, "I lost my keys."), ec.chat_prompt(bundle, "My train was late again today, and the next one too.")]
+    settings = ec.GenerationSettings(max_new_tokens=5)
+    rows = [Row(prompts[0], "anger", (steer,)), Row(prompts[1], "fear")]
+    replies = generate_rows(bundle, rows, settings, observe=LAYERS)
+    forced = [ForcedReply(row.prompt, reply.token_ids, row.interventions) for row, reply in zip(rows, replies, strict=True)]
+    states, _, _ = forced_pass(bundle, forced, LAYERS)
+    for i, reply in enumerate(replies):
+        torch.testing.assert_close(states[i], reply.states.mean(dim=0).to(states.dtype), atol=1e-5, rtol=1e-6)
+
+
+def test_scores_ask_for_specificity_and_drop_harmful_parts() -> None:
+    own = torch.zeros(6, 1, 4)
+    own[0, 0, 0] = 1.0  # lowers anger only
+    own[:, 0, 1] = 1.0  # lowers every emotion alike
+    own[0, 0, 2] = 2.0  # lowers anger most, but breaks the model
+    harm = torch.tensor([[0.0, 0.0, 0.5, 0.0]])
+    score = causal_scores(own, harm, base_loss=3.0)
+    assert others_mean(own)[0, 0, 1] == pytest.approx(1.0)
+    assert score[0, 0].argmax() == 0
+    assert score[0, 0, 1] < 0 and score[0, 0, 2] == float("-inf")
+    assert top_units(score[0], 10) == [(0, 0), (0, 3), (0, 1)]
+
+
+def test_an_older_cache_without_causal_rankings_names_the_rebuild(tmp_path) -> None:
+    from emo_core.results import load_results
+    from emo_core.store import CacheError
+    from tests.synthetic_cache import write_synthetic_cache
+
+    write_synthetic_cache(tmp_path, "older-model")
+    results = load_results("older-model", tmp_path)
+    with pytest.raises(CacheError, match="python -m emo_core build"):
+        results.causal_ranking("anger")
+    with pytest.raises(ValueError, match="choose a baseline"):
+        results.causal_effects("shouted")
+
+
+def test_estimates_track_real_knockouts_on_the_built_in_model(embedded: ec.ModelBundle) -> None:
+    """Spot check on SmolLM2: the heads estimated to lower the steered emotion most really lower it, by about as much."""
+    from emo_core.knockout_curves import knockout
+    from emo_core.results import load_results
+    from emo_core.scenarios import NEUTRAL_SYSTEM
+    from emo_core.steering import tuned_steering
+
+    results = load_results(embedded.name)
+    reading = EmotionReading.from_tensors(results.cache.tensors)
+    kit = results.steering_kit(embedded)
+    means = {"heads": results.tensor("means.attn_z"), "neurons": results.tensor("means.mlp_post")}
+    steer = tuple(tuned_steering(kit, results.steering_settings("direction", "sadness"), "direction", "sadness"))
+    prompt = ec.chat_prompt(embedded, "I waited an hour for the bus this morning.\nIt finally came.", NEUTRAL_SYSTEM)
+    (reply,) = generate_rows(embedded, [Row(prompt, "sadness", steer)], ec.GenerationSettings(max_new_tokens=12))
+    row = ForcedReply(prompt, reply.token_ids, steer)
+    weights = torch.zeros(1, 6)
+    weights[0, 1] = 1.0
+    estimate = -reading_attribution(embedded, reading, [row], weights, means)["heads"]["mean"][0]  # drop of the sadness reading
+    base = float(reading(forced_pass(embedded, [row], reading.layers)[0])[0, 1])
+    for unit in top_units(estimate, 3):
+        edit = knockout(results, "heads", [unit], "mean")
+        real = base - float(reading(forced_pass(embedded, [ForcedReply(prompt, reply.token_ids, (*steer, edit))], reading.layers)[0])[0, 1])
+        assert real > 0, unit
+        assert 0.5 * float(estimate[unit]) < real < 2 * float(estimate[unit]), (unit, float(estimate[unit]), real)
