@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import pages, sidebar, state, tour
-from ui.data import model_choices, preload_default_model
+from ui import pages, run, sidebar, state, tour
+from ui.data import model_choices, preload_default_model, wait_for_library
 
 st.set_page_config(page_title="Emotion Circuit Explorer", page_icon="🧠", layout="wide")
 models = model_choices()
-state.seed_from_link(models)
+if state.seed_from_link(models):
+    run.seed_run_from_link(st.query_params.to_dict())
 state.apply_requested()
-page = st.navigation(
-    [st.Page(spec.script, title=spec.title, icon=spec.icon, url_path=spec.url_path or None, default=spec.is_home) for spec in pages.PAGES]
-)
+page = st.navigation([st.Page(p.script, title=p.title, icon=p.icon, url_path=p.url_path or None, default=p.is_home) for p in pages.PAGES])
 tour.follow()
-sidebar.draw(models, pages.by_title(page.title))
-state.write_link()
+spec = pages.by_title(page.title)
+sidebar.draw(models, spec)
+state.write_link(run.run_query(spec.run) if spec.run else None)
 state.show_problems()
+if spec.run:
+    wait_for_library()
 page.run()
 preload_default_model()

@@ -26,7 +26,7 @@ from transformers import (
 
 from emo_core.errors import InvalidPromptError
 from emo_core.fastpath import layout_choice, small_batch_linear
-from emo_core.interventions import Intervention, intervene
+from emo_core.interventions import Intervention, capture, intervene
 from emo_core.models import ModelBundle
 
 PINNED_DATE = "26 Jul 2024"  # some chat templates (Llama 3) insert today's date; pin it for reproducibility
@@ -125,12 +125,17 @@ def iter_tokens(
     Interventions are attached only inside each forward call, so nothing stays hooked between
     yields, and an abandoned stream leaves the model clean.
     """
-    return _decode(bundle, encode(bundle, prompts), settings, interventions)
+    return (tokens for tokens, _ in _decode(bundle, encode(bundle, prompts), settings, interventions))
 
 
 def _decode(
-    bundle: ModelBundle, batch: dict[str, torch.Tensor], settings: GenerationSettings, interventions: Sequence[Intervention]
-) -> Iterator[torch.Tensor]:
+    bundle: ModelBundle,
+    batch: dict[str, torch.Tensor],
+    settings: GenerationSettings,
+    interventions: Sequence[Intervention],
+    observe: Sequence[int] = (),
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Yield each step's tokens ``[batch]`` and, with ``observe`` (layers), the ``resid_post`` states that produced them."""
     input_ids, attention_mask, position_ids = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
     prompt_len = input_ids.shape[1]
     eos_ids = _eos_ids(bundle)
@@ -144,7 +149,12 @@ def _decode(
     step_input, cache = input_ids, None
     for _ in range(settings.max_new_tokens):
         # Hooks live only inside this forward call; with no interventions there is nothing to attach.
-        with torch.inference_mode(), small_batch_linear(layouts), intervene(bundle, *interventions) if interventions else nullcontext():
+        with (
+            torch.inference_mode(),
+            small_batch_linear(layouts),
+            intervene(bundle, *interventions) if interventions else nullcontext(),
+            capture(bundle, ["resid_post"], layers=observe) if observe else nullcontext() as captured,
+        ):
             out = bundle.model(
                 input_ids=step_input,
                 attention_mask=attention_mask,
@@ -164,7 +174,8 @@ def _decode(
             else:
                 tokens = scores.argmax(dim=-1)
         tokens = torch.where(finished, torch.full_like(tokens, pad_id), tokens)
-        yield tokens
+        states = torch.stack([captured[("resid_post", layer)][:, -1] for layer in observe], dim=1) if observe else None
+        yield tokens, states
         finished |= torch.isin(tokens, eos_tensor)
         if bool(finished.all()):
             return
@@ -174,25 +185,71 @@ def _decode(
         step_input = tokens[:, None]
 
 
+def _grow(
+    bundle: ModelBundle,
+    batch: dict[str, torch.Tensor],
+    settings: GenerationSettings,
+    interventions: Sequence[Intervention],
+    observe: Sequence[int],
+    rows: list[list[int]],
+    states: list[list[torch.Tensor]],
+) -> Iterator[None]:
+    """Decode, growing each row's token ids (end of sequence excluded) and the states that produced them in place, step by step."""
+    done = [False] * len(rows)
+    eos_ids = set(_eos_ids(bundle))
+    for tokens, step_states in _decode(bundle, batch, settings, interventions, observe):
+        for i, token in enumerate(tokens.tolist()):
+            if done[i]:
+                continue
+            done[i] = token in eos_ids
+            if step_states is not None and (not done[i] or not rows[i]):  # an empty reply keeps the state that ended it
+                states[i].append(step_states[i])
+            if not done[i]:
+                rows[i].append(token)
+        yield
+
+
+def _replies(bundle: ModelBundle, rows: list[list[int]], states: list[list[torch.Tensor]], prompt_len: int) -> list[Reply]:
+    return [
+        Reply(bundle.tokenizer.decode(ids, skip_special_tokens=True).strip(), tuple(ids), prompt_len, torch.stack(kept) if kept else None)
+        for ids, kept in zip(rows, states, strict=True)
+    ]
+
+
 def generate(
     bundle: ModelBundle,
     prompts: Sequence[str],
     settings: GenerationSettings = GenerationSettings(),
     interventions: Sequence[Intervention] = (),
+    observe: Sequence[int] = (),
 ) -> list[Reply]:
-    """Replies for a batch of templated prompts (see ``chat_prompt``), one per row."""
+    """Replies for a batch of templated prompts (see ``chat_prompt``), one per row.
+
+    With ``observe`` (layers), each reply carries the ``resid_post`` states at those layers that produced
+    its tokens (``Reply.states``, ``[n_tokens, k, d_model]``; one state for an empty reply).
+    """
     batch = encode(bundle, prompts)
     rows: list[list[int]] = [[] for _ in prompts]
-    done = [False] * len(prompts)
-    eos_ids = set(_eos_ids(bundle))
-    for tokens in _decode(bundle, batch, settings, interventions):
-        for i, token in enumerate(tokens.tolist()):
-            if not done[i]:
-                done[i] = token in eos_ids
-                if not done[i]:
-                    rows[i].append(token)
-    prompt_len = batch["input_ids"].shape[1]
-    return [Reply(bundle.tokenizer.decode(ids, skip_special_tokens=True).strip(), tuple(ids), prompt_len) for ids in rows]
+    states: list[list[torch.Tensor]] = [[] for _ in prompts]
+    for _ in _grow(bundle, batch, settings, interventions, observe, rows, states):
+        pass
+    return _replies(bundle, rows, states, batch["input_ids"].shape[1])
+
+
+def stream_replies(
+    bundle: ModelBundle,
+    prompts: Sequence[str],
+    settings: GenerationSettings = GenerationSettings(),
+    interventions: Sequence[Intervention] = (),
+    observe: Sequence[int] = (),
+) -> Iterator[list[Reply]]:
+    """Every row's reply so far after each decoding step, for a live UI: each text is decoded from all of the
+    row's tokens so far (redraw it; never append it). The last item equals ``generate``'s result."""
+    batch = encode(bundle, prompts)
+    rows: list[list[int]] = [[] for _ in prompts]
+    states: list[list[torch.Tensor]] = [[] for _ in prompts]
+    for _ in _grow(bundle, batch, settings, interventions, observe, rows, states):
+        yield _replies(bundle, rows, states, batch["input_ids"].shape[1])
 
 
 def stream_text(
@@ -201,15 +258,9 @@ def stream_text(
     settings: GenerationSettings = GenerationSettings(),
     interventions: Sequence[Intervention] = (),
 ) -> Iterator[str]:
-    """Yield the growing reply text of one prompt after each token (for a live UI)."""
-    eos_ids = set(_eos_ids(bundle))
-    ids: list[int] = []
-    for tokens in iter_tokens(bundle, [prompt], settings, interventions):
-        token = int(tokens[0])
-        if token in eos_ids:
-            return
-        ids.append(token)
-        yield bundle.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    """Yield the growing reply text of one prompt after each token (the whole text so far, for redrawing)."""
+    for (reply,) in stream_replies(bundle, [prompt], settings, interventions):
+        yield reply.text
 
 
 def on_rows(intervention: Intervention, rows: tuple[int, ...]) -> Intervention:

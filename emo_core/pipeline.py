@@ -201,6 +201,8 @@ def build(
         "attn_diff": mean_differences(acts["attn_z"], groups),
         "mlp_diff": mean_differences(acts["mlp_post"], groups),
         "umap": torch.from_numpy(umap),
+        "map.coordinates": torch.from_numpy(coordinates).transpose(0, 1).contiguous(),  # [L, N, E]: where new runs are placed
+        "map.centre": torch.from_numpy(post_np.mean(axis=0)),  # [L, d_model]
         "pca": torch.from_numpy(pca),
         "separation": torch.from_numpy(separation),
         "probe_accuracy": torch.from_numpy(probe_accuracy),

@@ -35,11 +35,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import torch
 
 from emo_core.causal import causal_scores, others_mean, ranking_table
 from emo_core.circuit import Circuit, circuit_from_table
+from emo_core.placement import place_on_map
+from emo_core.reading import EmotionReading
 from emo_core.scenarios import EMOTIONS
 from emo_core.steering import SteeringKit, tuned_settings
 from emo_core.store import Cache, CacheError, model_slug, read_cache, read_manifest
@@ -105,6 +108,14 @@ class Results:
         xy = self.tensor(method)[self.check_layer(layer)].numpy()
         return self.table("prompts").assign(x=xy[:, 0], y=xy[:, 1])
 
+    def place_states(self, states: torch.Tensor, layer: int, method: str = "umap") -> np.ndarray:
+        """Map positions ``[m, 2]`` at ``layer`` for new last-token ``resid_post`` states ``[m, d_model]`` (see ``place_on_map``)."""
+        layer = self.check_layer(layer)
+        directions = self.tensor("directions.resid_post")[:, layer].float()  # [E, d]
+        new = ((states.float() - self.tensor("map.centre")[layer]) @ directions.T).numpy()
+        positions = self.tensor(method)[layer].numpy()
+        return place_on_map(new, self.tensor("map.coordinates")[layer].numpy(), positions)
+
     def cosine_matrix(self, layer: int) -> pd.DataFrame:
         """The emotion x emotion cosine table at ``layer``."""
         values = self.tensor("cosines")[self.check_layer(layer)].numpy()
@@ -153,6 +164,11 @@ class Results:
     def circuit(self, emotion: str) -> Circuit:
         """The emotion's circuit as selected at build time."""
         return circuit_from_table(self.table("circuit"), self.emotions[self.emotion_index(emotion)])
+
+    def reading(self) -> EmotionReading:
+        """The model's calibrated internal emotion reading (raises ``CacheError`` naming the rebuild for an older cache)."""
+        names = ("reading.layers", "reading.calibration", "expression.resid_post")
+        return EmotionReading.from_tensors({name: self.tensor(name) for name in names})
 
     def steering_kit(self, bundle: ModelBundle) -> SteeringKit:
         """Steering for ``bundle`` (the model these results belong to) from the saved vectors and circuits."""

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from emo_core.activations import Progress
 from emo_core.fluency import degenerate_reason
 from emo_core.generation import GenerationSettings, Reply, generate, on_rows
-from emo_core.interventions import Intervention, capture
+from emo_core.interventions import Intervention
 from emo_core.judge import LABELS, EmotionJudge
 from emo_core.models import ModelBundle
-from emo_core.reading import READ_SITE
 
 SCORING_SETTINGS = GenerationSettings(max_new_tokens=32, repetition_penalty=1.05, no_repeat_ngram_size=3)
 
@@ -65,20 +62,12 @@ def generate_rows(
     for start in range(0, len(unique), batch_size):
         chunk = unique[start : start + batch_size]
         edits = [on_rows(edit, (i,)) for i, row in enumerate(chunk) for edit in row.interventions]
-        with capture(bundle, [READ_SITE], layers=observe) if observe else nullcontext() as captured:
-            batch = generate(bundle, [row.prompt for row in chunk], settings, edits)
-        replies.extend(_with_states(batch, captured, observe) if observe else batch)
+        replies.extend(generate(bundle, [row.prompt for row in chunk], settings, edits, observe))
         bar.update(len(chunk))
         if progress is not None:
             progress(len(replies), len(unique))
     bar.close()
     return [replies[i] for i in source]
-
-
-def _with_states(replies: list[Reply], captured: dict, layers: Sequence[int]) -> list[Reply]:
-    stacked = torch.stack([captured[(READ_SITE, layer)] for layer in layers], dim=2)  # [batch, pos, k, d]
-    first = replies[0].prompt_tokens - 1  # the last prompt token produces the first reply token
-    return [replace(reply, states=stacked[i, first : first + max(len(reply.token_ids), 1)]) for i, reply in enumerate(replies)]
 
 
 def score_replies(judge: EmotionJudge, rows: Sequence[Row], replies: Sequence[Reply]) -> pd.DataFrame:

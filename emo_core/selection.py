@@ -17,6 +17,7 @@ from emo_core.circuit import Circuit
 from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation, Rows
 
 Kind = Literal["head", "neuron"]
+MAX_PARTS = 512  # parts switched off at once: enough for any circuit, small enough to carry in a link
 _TOKEN = re.compile(r"^L(\d+)([HN])(\d+)$")
 _LETTER: dict[str, str] = {"head": "H", "neuron": "N"}
 

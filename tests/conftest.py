@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from transformers import (
@@ -17,6 +19,8 @@ from transformers import (
 )
 
 import emo_core as ec
+
+os.environ.setdefault("EMO_PRELOAD_MODEL", "0")  # no app started by a test loads the model in the background
 
 VOCAB = 49152  # the embedded tokenizer's size, so tiny models can share it
 _COMMON = dict(

@@ -61,6 +61,15 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
         "pca": rand(n_layers, n_points, 2),
         "separation": torch.linspace(0.0, 0.5, n_layers),
         "probe_accuracy": torch.linspace(0.3, 0.9, n_layers),
+        "expression.resid_post": rand(n_emotions, n_layers, d_model),
+        "expression.attn_z": rand(n_emotions, n_layers, n_heads * head_dim),
+        "expression.mlp_post": rand(n_emotions, n_layers, d_mlp),
+        "reading.layers": torch.tensor([float(n_layers - 2)]),
+        "reading.calibration": torch.stack([torch.zeros(n_emotions), torch.ones(n_emotions)]),
+        "means.attn_z": rand(n_layers, n_heads * head_dim),
+        "means.mlp_post": rand(n_layers, d_mlp),
+        "map.coordinates": rand(n_layers, n_points, n_emotions),
+        "map.centre": rand(n_layers, d_model),
     }
     nearest = []
     for layer in range(n_layers):
@@ -74,7 +83,11 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
         for emotion in EMOTIONS
         for rank, (kind, layer) in enumerate((("head", 1), ("neuron", 2)))
     ]
-    steering = [{"method": "direction", "emotion": emotion, "layers": "1,2", "strength": 1.0} for emotion in EMOTIONS]
+    steering = [
+        {"method": method, "emotion": emotion, "layers": "1,2" if method == "direction" else "", "strength": 1.0}
+        for method in ("direction", "circuit")
+        for emotion in EMOTIONS
+    ]
     tables = {
         "prompts": prompts,
         "nearest": pd.DataFrame(nearest),

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
+from streamlit.testing.v1 import AppTest
+
 import emo_core as ec
 from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTION_SYSTEM
 from tests.test_app import assert_clean, results_dir, start
 from ui.data import results_root
+from ui.pages import KNOCKOUT, STEER
 from ui.replies import plain
 
 __all__ = ["results_dir"]
@@ -25,3 +30,60 @@ def test_home_reply_shows_the_librarys_reply_once(embedded: ec.ModelBundle) -> N
     shown = [block.value for block in app.markdown]
     assert len(reply) > 20 and plain(reply) in shown
     assert sum(reply[:12] in block.replace("\\", "") for block in shown) == 1
+
+
+RUN = {"emotion": "anger", "scenario": "work_eval_00:negative", "baseline": "steered", "method": "direction", "tokens": "16"}
+
+
+def knockout_run(query: dict[str, str]) -> tuple[AppTest, list[ec.Reply]]:
+    """Open the Knockout page from a link, press Generate, and return the app and its three replies (baseline, knocked out, control)."""
+    app = start(query)
+    app.switch_page(KNOCKOUT.script).run(timeout=180)
+    app.button(key="knockout_generate").click().run(timeout=180)
+    assert_clean(app)
+    return app, app.session_state["knockout_last"][1]
+
+
+def test_knockout_changes_the_knocked_out_reply_never_the_baseline() -> None:
+    small, replies_small = knockout_run({**RUN, "sel": "L23H1,L23N5"})
+    big, replies_big = knockout_run({**RUN, "sel": ",".join(f"L{layer}H{head}" for layer in range(15, 27) for head in range(4))})
+    assert replies_small[0] == replies_big[0]  # the baseline never sees the knockout
+    assert replies_small[1].text != replies_big[1].text and replies_big[1].text != replies_big[0].text
+    shown = [block.value for block in big.markdown]
+    assert any(plain(replies_big[0].text)[:20] in block for block in shown)  # the page shows the replies it generated
+    assert any(block.startswith("**The replies part at token") for block in shown)
+    assert any("a random set of 48 parts from the same layers moved it by" in block for block in shown)
+
+
+def test_a_link_reproduces_a_sampled_run_and_sessions_keep_their_own_replies() -> None:
+    sampled = {**RUN, "decode": "sample", "seed": "11", "sel": "L20H3,L21H4,L22N100", "mode": "mean"}
+    _, first = knockout_run(sampled)
+    _, again = knockout_run(sampled)
+    assert [r.text for r in first] == [r.text for r in again]
+    other = {**sampled, "sel": "L16H0,L17H1,L18H2,L19H3"}
+    _, solo_other = knockout_run(other)
+    results: dict[str, list[ec.Reply]] = {}
+    threads = [
+        threading.Thread(target=lambda name=name, q=q: results.update({name: knockout_run(q)[1]}))
+        for name, q in (("a", sampled), ("b", other))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.text for r in results["a"]] == [r.text for r in first]
+    assert [r.text for r in results["b"]] == [r.text for r in solo_other]
+
+
+def test_steer_writes_a_steered_reply_beside_the_plain_one_at_two_strengths() -> None:
+    texts = []
+    for strength in ("1", "3"):
+        app = start({**RUN, "method": "direction", "strength": strength})
+        app.switch_page(STEER.script).run(timeout=180)
+        app.button(key="steer_generate").click().run(timeout=180)
+        assert_clean(app)
+        plain_reply, steered = app.session_state["steer_last"][1]
+        assert plain_reply.text != steered.text
+        assert any("The judge's anger probability went from" in block.value for block in app.markdown)
+        texts.append((plain_reply.text, steered.text))
+    assert texts[0][0] == texts[1][0] and texts[0][1] != texts[1][1]

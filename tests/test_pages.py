@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.test_app import PAGES, assert_clean, no_model, results_dir, start
+from emo_core.defaults import EMBEDDED_NAME
+from emo_core.results import load_results
+from emo_core.selection import circuit_components, parse_tokens
+from tests.test_app import assert_clean, no_model, results_dir, start
+from ui.data import results_root
+from ui.pages import PAGES as REGISTERED
 
 __all__ = ["no_model", "results_dir"]  # autouse fixtures shared with test_app
 
@@ -23,7 +28,11 @@ def open_page(page: str, query: dict[str, str] | None = None) -> AppTest:
     return app
 
 
-@pytest.mark.parametrize("page", PAGES)
+SAVED_RESULT_PAGES = [page.script for page in REGISTERED if not page.run]
+LIVE_PAGES = [page.script for page in REGISTERED if page.run]
+
+
+@pytest.mark.parametrize("page", SAVED_RESULT_PAGES)
 def test_page_renders_from_the_cache(page: str) -> None:
     app = open_page(page)
     assert app.title and app.caption
@@ -79,3 +88,55 @@ def test_circuit_page_refuses_a_head_the_model_lacks() -> None:
     app.button(key="circuit_add").click().run()
     assert_clean(app)
     assert any("does not exist" in w.value for w in app.warning) and app.session_state["selection"] == []
+
+
+@pytest.mark.parametrize("page", LIVE_PAGES)
+def test_live_pages_draw_their_controls_and_say_when_the_model_cannot_load(page: str) -> None:
+    app = start({"scenario": "work_eval_01:negative", "baseline": "asked", "method": "circuit", "decode": "sample", "seed": "7"})
+    app.switch_page(page).run()
+    assert not app.exception
+    assert any("could not be loaded" in e.value for e in app.error)
+    assert app.selectbox(key="run_scenario").value == "work_eval_01:negative"
+    assert app.query_params["seed"] == "7" and app.query_params["decode"] == "sample" and app.query_params["method"] == "circuit"
+    assert app.session_state["run_sample"] is True and app.session_state["run_seed"] == 7
+
+
+def test_bad_run_links_give_messages_and_defaults() -> None:
+    query = {"scenario": "nope", "baseline": "loud", "method": "magic", "strength": "-3", "tokens": "9999", "seed": "x", "mode": "half"}
+    app = start(query)
+    warnings = " ".join(w.value for w in app.warning)  # shown once, on the first page the link opens
+    for part in ("'nope'", "'loud'", "'magic'", "'-3'", "'9999'", "'x'", "'half'"):
+        assert part in warnings
+    app.switch_page(LIVE_PAGES[0]).run()
+    assert not app.exception
+    assert app.session_state["knockout_baseline"] == "steered" and app.session_state["run_tokens"] == 48
+    assert app.query_params["baseline"] == "steered" and app.query_params["scenario"] != "nope"
+
+
+def test_a_typed_scenario_travels_in_the_link_and_an_oversized_one_is_refused() -> None:
+    app = start({"text": "I waited for the bus\nIt never came."})
+    app.switch_page(LIVE_PAGES[0]).run()
+    assert app.text_area(key="run_text").value == "I waited for the bus\nIt never came."
+    assert app.query_params["text"] == "I waited for the bus\nIt never came." and "scenario" not in app.query_params
+    app = start({"text": "x" * 1001})
+    assert any("1,001 characters" in w.value for w in app.warning) and app.session_state["run_scenario"]
+
+
+def test_knockout_presets_select_the_circuit_the_top_parts_and_a_matched_random_set() -> None:
+    app = start({"emotion": "fear"})
+    app.switch_page(LIVE_PAGES[0]).run()
+    app.button(key="knockout_preset_circuit").click().run()
+    circuit = [c.token for c in circuit_components(load_results(EMBEDDED_NAME, results_root()).circuit("fear"))]
+    assert app.session_state["selection"] == circuit and app.query_params["sel"] == ",".join(circuit)
+    app.button(key="knockout_preset_random").click().run()
+    drawn = parse_tokens(app.session_state["selection"])[0]
+    layers = lambda parts: sorted((c.kind, c.layer) for c in parts)  # noqa: E731
+    assert layers(drawn) == layers(parse_tokens(circuit)[0]) and not set(app.session_state["selection"]) & set(circuit)
+    app.number_input(key="knockout_k").set_value(3).run()
+    app.button(key="knockout_preset_heads").click().run()
+    assert len(app.session_state["selection"]) == 3 and all("H" in token for token in app.session_state["selection"])
+    app.button(key="knockout_preset_clear").click().run()
+    assert app.session_state["selection"] == [] and "sel" not in app.query_params
+    app.number_input(key="knockout_neuron_rank").set_value(2).run()
+    app.button(key="knockout_add_ranked").click().run()
+    assert len(app.session_state["selection"]) == 1 and "N" in app.session_state["selection"][0]

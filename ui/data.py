@@ -7,6 +7,7 @@ so pages that show saved results never wait for it.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from pathlib import Path
@@ -65,6 +66,9 @@ def _bundle(source: str) -> ec.ModelBundle:
     return ec.load_model(source)
 
 
+PRELOAD_ENV = "EMO_PRELOAD_MODEL"  # "0" turns the background load off (the tests do, so no test loads the model by surprise)
+
+
 def _load_quietly(source: str) -> None:
     try:
         _bundle(source)
@@ -73,22 +77,36 @@ def _load_quietly(source: str) -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def _preloader() -> threading.Thread:
-    thread = threading.Thread(target=_load_quietly, args=(ec.DEFAULT_MODEL,), name="emo-preload-model", daemon=True)
-    thread.start()
-    return thread
+def _preloader() -> threading.Event:
+    imported = threading.Event()
+
+    def work() -> None:
+        try:  # everything a live page imports, in this one thread: transformers' lazy imports are not safe from two threads at once
+            for module in ("emo_core.knockout", "emo_core.judge", "ui.live"):
+                importlib.import_module(module)
+        finally:
+            imported.set()
+        if os.environ.get(PRELOAD_ENV, "1") != "0":
+            _load_quietly(ec.DEFAULT_MODEL)
+
+    threading.Thread(target=work, name="emo-preload", daemon=True).start()
+    return imported
 
 
 def preload_default_model() -> None:
-    """Start loading the built-in model in the background, once per process, so the first *Generate* need not wait.
-
-    A session that asks for the model while it loads waits for this same load (the cache computes each model once).
-    """
+    """Start importing the live pages' libraries and loading the built-in model in the background, once per process,
+    so the first *Generate* need not wait. A session that asks for the model meanwhile waits for this same load."""
     _preloader()
+
+
+def wait_for_library() -> None:
+    """Wait until the background import is done (a page that generates text imports the same libraries)."""
+    _preloader().wait()
 
 
 def model_bundle(model_id: str) -> ec.ModelBundle | None:
     """The model itself, loaded once per process with a spinner; ``None`` (and a message) if it cannot load."""
+    wait_for_library()
     try:
         with st.spinner(f"Loading {model_id} (only the first time; a few seconds)…"):
             return _bundle(model_source(model_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -107,3 +108,10 @@ def selection_by_layer(components: Sequence[Component]) -> pd.DataFrame:
             "neurons": [sum(c.layer == layer and c.kind == "neuron" for c in components) for layer in layers],
         }
     )
+
+
+def moved_frame(positions: np.ndarray, runs: Sequence[str]) -> pd.DataFrame:
+    """Runs placed on a map, in order (``x``, ``y``, ``run``, ``order``), with the angle that points each marker along the move."""
+    dx, dy = np.diff(positions[:, 0]), np.diff(positions[:, 1])
+    angles = [0.0, *np.degrees(np.arctan2(dx, dy)).tolist()]  # Vega turns shapes clockwise from pointing up
+    return pd.DataFrame({"x": positions[:, 0], "y": positions[:, 1], "run": list(runs), "order": range(len(runs)), "angle": angles})

@@ -14,6 +14,7 @@ class PageSpec:
     icon: str
     url_path: str = ""
     uses_layer: bool = True
+    run: str | None = None  # the live-run settings it keeps in the link (``ui.run.PAGE_KEYS``)
 
     @property
     def is_home(self) -> bool:
@@ -23,7 +24,9 @@ class PageSpec:
 HOME = PageSpec("pages/views/home.py", "Home", ":material/home:", uses_layer=False)
 CLUSTERS = PageSpec("pages/views/clusters.py", "Clusters", ":material/scatter_plot:", "clusters")
 CIRCUIT = PageSpec("pages/views/circuit.py", "Circuit", ":material/hub:", "circuit", uses_layer=False)
-PAGES: tuple[PageSpec, ...] = (HOME, CLUSTERS, CIRCUIT)
+KNOCKOUT = PageSpec("pages/views/knockout.py", "Knockout", ":material/power_settings_new:", "knockout", run="knockout")
+STEER = PageSpec("pages/views/steer.py", "Steer", ":material/tune:", "steer", uses_layer=False, run="steer")
+PAGES: tuple[PageSpec, ...] = (HOME, CLUSTERS, CIRCUIT, KNOCKOUT, STEER)
 
 
 def by_title(title: str) -> PageSpec:

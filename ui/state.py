@@ -86,10 +86,10 @@ def clamp_layer(layer: int, n_layers: int) -> tuple[int, str | None]:
     return n_layers - 1, f"Layer {layer} does not exist in this model (layers 0 to {n_layers - 1}); showing layer {n_layers - 1}."
 
 
-def seed_from_link(models: list[str]) -> None:
-    """On a session's first run, copy the URL's settings into the session (later runs keep the widgets' values)."""
+def seed_from_link(models: list[str]) -> bool:
+    """On a session's first run, copy the URL's settings into the session and return True (later runs keep the widgets' values)."""
     if st.session_state.get(SEEDED):
-        return
+        return False
     st.session_state[SEEDED] = True
     found, problems = read_link(st.query_params.to_dict(), models)
     st.session_state.update(found)
@@ -97,6 +97,7 @@ def seed_from_link(models: list[str]) -> None:
     st.session_state.setdefault(EMOTION, EMOTIONS[0])
     st.session_state.setdefault(SELECTION, [])
     note_problems(problems)
+    return True
 
 
 def note_problems(problems: list[str]) -> None:
@@ -120,9 +121,9 @@ def current() -> View:
     )
 
 
-def write_link() -> None:
-    """Make the address bar a link to the current view."""
-    wanted = current().query()
+def write_link(extra: Mapping[str, str] | None = None) -> None:
+    """Make the address bar a link to the current view (and ``extra``, a page's own settings)."""
+    wanted = {**current().query(), **(extra or {})}
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
 

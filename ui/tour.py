@@ -9,7 +9,8 @@ import streamlit as st
 from emo_core.results import Results
 from emo_core.selection import circuit_components, describe
 from ui.narrative import best_layer
-from ui.pages import CIRCUIT, CLUSTERS, HOME, PageSpec
+from ui.pages import CIRCUIT, CLUSTERS, HOME, KNOCKOUT, PageSpec
+from ui.run import BASELINE, MODE
 from ui.state import LAYER, SELECTION, apply
 
 STEP = "tour_step"
@@ -64,11 +65,19 @@ def steps(results: Results, emotion: str) -> list[Step]:
             CIRCUIT,
         ),
         Step(
-            "Switch them off or turn them up",
-            f"We selected {emotion}'s circuit: {describe(circuit)}. The selection is saved in the link, ready "
-            "for the knockout view, which switches exactly these parts off or turns them up while the model writes.",
+            "Pick parts to switch off",
+            f"We selected {emotion}'s circuit: {describe(circuit)}. The selection is saved in the link, ready for the Knockout "
+            "page, which switches exactly these parts off while the model writes.",
             CIRCUIT,
             {SELECTION: [component.token for component in circuit]},
+        ),
+        Step(
+            "Switch them off and watch",
+            f"Here the reply is steered toward {emotion}, and the circuit is switched off in a second copy of the model. Press "
+            f"*Generate*: both replies appear side by side, with what the judge reads in the words and how much {emotion} the model "
+            "holds inside, next to a random set of parts of the same size.",
+            KNOCKOUT,
+            {SELECTION: [component.token for component in circuit], BASELINE: "steered", MODE: "zero"},
         ),
     ]
 

@@ -1,0 +1,198 @@
+"""Knockout runs: an emotional baseline, the parts switched off, and how far the emotion moves against chance.
+
+A knockout only shows something on a reply that carries the emotion, so every run starts from a
+baseline: *plain* (no emotion asked), *asked* (the emotion request in the system prompt) or *steered*
+(the cache's tuned direction or circuit steering). The built-in model ignores emotion requests, so on
+it only *steered* replies are reliably emotional. The matched control for a selection is a random set
+with the same number of heads and neurons in each of its layers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from emo_core.generation import GenerationSettings, chat_prompt, encode, on_rows
+from emo_core.interventions import AblationMode, Intervention, capture, intervene
+from emo_core.judge import EmotionJudge, target_probability
+from emo_core.models import ModelBundle
+from emo_core.reading import READ_SITE, EmotionReading
+from emo_core.results import Results
+from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, NEUTRAL_SYSTEM, Baseline
+from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows
+from emo_core.selection import Component, ablations
+from emo_core.steering import SteeringKit, tuned_steering
+
+Progress = Callable[[int, int], None]
+
+
+def baseline_prompt(bundle: ModelBundle, user: str, emotion: str, baseline: Baseline) -> str:
+    """The templated prompt of a baseline: the emotion request in the system prompt only for *asked*."""
+    return chat_prompt(bundle, user, EMOTION_SYSTEM.format(emotion=emotion) if baseline == "asked" else NEUTRAL_SYSTEM)
+
+
+def baseline_edits(
+    results: Results, kit: SteeringKit, emotion: str, baseline: Baseline, method: str = "direction", strength: float | None = None
+) -> list[Intervention]:
+    """The steering a baseline applies (none unless *steered*): the tuned settings, or ``strength`` instead of the tuned one."""
+    if baseline != "steered":
+        return []
+    tuned = results.steering_settings(method, emotion)
+    return tuned_steering(kit, {**tuned, "strength": tuned["strength"] if strength is None else strength}, method, emotion)
+
+
+def knockout_edits(
+    results: Results, components: Sequence[Component], mode: AblationMode, rows: tuple[int, ...] | None = None
+) -> list[Intervention]:
+    """Switch ``components`` off: zero ablation, or mean ablation with the cache's means over neutral prompts."""
+    if mode == "zero":
+        return ablations(components, "zero", rows=rows)
+    heads, neurons = results.tensor("means.attn_z"), results.tensor("means.mlp_post")
+    return ablations(components, "mean", dict(enumerate(heads)), dict(enumerate(neurons)), rows)
+
+
+def matched_random(components: Sequence[Component], shape: dict[str, int], rng: random.Random) -> list[Component]:
+    """As many random heads and neurons as ``components`` has in each layer, none of them: the matched control."""
+    chosen = set(components)
+    drawn: list[Component] = []
+    for kind, width in (("head", shape["n_heads"]), ("neuron", shape["d_mlp"])):
+        for layer in sorted({c.layer for c in components if c.kind == kind}):
+            count = sum(c.layer == layer and c.kind == kind for c in components)
+            pool = [Component(kind, layer, index) for index in range(width) if Component(kind, layer, index) not in chosen]
+            drawn.extend(rng.sample(pool, min(count, len(pool))))
+    return drawn
+
+
+def top_components(scores: torch.Tensor, kind: Literal["head", "neuron"], k: int) -> list[Component]:
+    """The ``k`` highest-scoring heads or neurons of a ``[L, width]`` score grid, best first."""
+    width = scores.shape[1]
+    return [Component(kind, int(i) // width, int(i) % width) for i in scores.flatten().topk(k).indices]
+
+
+def last_token_states(bundle: ModelBundle, prompts: Sequence[str], edits: Sequence[Intervention], layers: Sequence[int]) -> torch.Tensor:
+    """One batched forward pass: the ``resid_post`` state at each row's last prompt token, ``[rows, len(layers), d_model]``.
+
+    ``edits`` carry their own ``rows`` (see ``on_rows``), so every row can have its own interventions.
+    """
+    batch = encode(bundle, prompts)
+    last = torch.full((len(prompts),), batch["input_ids"].shape[1] - 1)  # left padding: every row ends at the last column
+    with torch.inference_mode(), intervene(bundle, *edits), capture(bundle, [READ_SITE], layers=layers, positions=last) as captured:
+        bundle.model(**batch, logits_to_keep=1)
+    return torch.stack([captured[(READ_SITE, layer)] for layer in layers], dim=1)
+
+
+@dataclass(frozen=True)
+class Meter:
+    """The effect meter: emotion readings at the prompt's last token for the baseline, the knockout and its matched control."""
+
+    baseline: torch.Tensor  # [E]
+    knocked_out: torch.Tensor  # [E]
+    control: torch.Tensor  # [E]
+    states: torch.Tensor  # [3, n_extra_layers, d_model]: baseline, knocked-out, control at ``extra_layers``
+
+
+def effect_meter(
+    bundle: ModelBundle,
+    reading: EmotionReading,
+    prompt: str,
+    shared: Sequence[Intervention],
+    knockout: Sequence[Intervention],
+    control: Sequence[Intervention],
+    extra_layers: Sequence[int] = (),
+) -> Meter:
+    """Baseline, baseline with the knockout, and baseline with the control, as three rows of one forward pass."""
+    edits = [
+        *(on_rows(edit, (0, 1, 2)) for edit in shared),
+        *(on_rows(edit, (1,)) for edit in knockout),
+        *(on_rows(edit, (2,)) for edit in control),
+    ]
+    layers = [*reading.layers, *extra_layers]
+    states = last_token_states(bundle, [prompt] * 3, edits, layers)
+    readings = reading(states[:, : len(reading.layers)])
+    return Meter(readings[0], readings[1], readings[2], states[:, len(reading.layers) :])
+
+
+@dataclass(frozen=True)
+class ChanceCheck:
+    """How much a knockout lowers the target emotion, next to matched random knockouts (one value per random draw).
+
+    Drops are baseline minus knocked-out, averaged over the prompts: positive means the emotion fell.
+    """
+
+    emotion: str
+    n_prompts: int
+    reading_drop: float
+    random_reading_drops: tuple[float, ...]
+    judge_drop: float | None = None
+    random_judge_drops: tuple[float, ...] | None = None
+
+    @property
+    def reading_rank(self) -> int:
+        """How many random draws lowered the reading at least as much as the selection did."""
+        return sum(drop >= self.reading_drop for drop in self.random_reading_drops)
+
+
+def chance_check(
+    bundle: ModelBundle,
+    reading: EmotionReading,
+    results: Results,
+    prompts: Sequence[tuple[str, Sequence[Intervention]]],
+    emotion: str,
+    selection: Sequence[Component],
+    mode: AblationMode = "zero",
+    n_draws: int = 20,
+    seed: int = 0,
+    judge: EmotionJudge | None = None,
+    settings: GenerationSettings = SCORING_SETTINGS,
+    progress: Progress | None = None,
+) -> ChanceCheck:
+    """The selection's knockout and ``n_draws`` matched random knockouts on every prompt.
+
+    Args:
+        prompts: ``(templated prompt, baseline edits)`` pairs, e.g. twelve evaluation scenarios.
+        judge: also generate every reply and compare the judge's probability of ``emotion`` (slower).
+    """
+    rng = random.Random(seed)
+    sets = [list(selection)] + [matched_random(selection, results.shape, rng) for _ in range(n_draws)]
+    target = EMOTIONS.index(emotion)
+    conditions = len(sets) + 1  # the baseline, then every knockout
+    drops = np.zeros((len(prompts), len(sets)))
+    steps = len(prompts) * (2 if judge is not None else 1)
+    for p, (prompt, shared) in enumerate(prompts):
+        edits = [on_rows(edit, tuple(range(conditions))) for edit in shared]
+        for s, parts in enumerate(sets):
+            edits.extend(knockout_edits(results, parts, mode, rows=(s + 1,)))
+        values = reading(last_token_states(bundle, [prompt] * conditions, edits, reading.layers))[:, target]
+        drops[p] = (values[0] - values[1:]).numpy()
+        if progress is not None:
+            progress(p + 1, steps)
+    judged: np.ndarray | None = None
+    if judge is not None:
+        rows = [
+            Row(prompt, emotion, tuple(shared) + tuple(knockout_edits(results, parts, mode)) if parts else tuple(shared))
+            for prompt, shared in prompts
+            for parts in [[], *sets]
+        ]
+        done = len(prompts)
+
+        def report(finished: int, total: int) -> None:
+            if progress is not None:
+                progress(done + round(finished / total * len(prompts)), steps)
+
+        replies = generate_rows(bundle, rows, settings, progress=report, desc="chance check")
+        probs = target_probability(judge.predict_proba([reply.text for reply in replies]), emotion).reshape(len(prompts), conditions)
+        judged = probs[:, :1] - probs[:, 1:]
+    means = drops.mean(axis=0)
+    return ChanceCheck(
+        emotion,
+        len(prompts),
+        float(means[0]),
+        tuple(float(x) for x in means[1:]),
+        None if judged is None else float(judged.mean(axis=0)[0]),
+        None if judged is None else tuple(float(x) for x in judged.mean(axis=0)[1:]),
+    )

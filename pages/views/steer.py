@@ -1,0 +1,124 @@
+"""Steer: turn an emotion up (by asking, along its direction, or through its circuit) and compare with the plain reply."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import emo_core as ec
+from emo_core.knockout import baseline_edits, baseline_prompt
+from emo_core.scenarios import load_skeletons, neutral_prompts, spread
+from ui import glossary, live, live_charts, steer_sweep, tour
+from ui.data import model_bundle, page_results
+from ui.pages import STEER
+from ui.run import MAX_STRENGTH, STEER_METHOD, STEER_METHODS, STRENGTH
+from ui.state import current
+
+LAST, TUNED_FOR = "steer_last", "steer_strength_for"
+METHOD_LABELS = {"direction": "along its direction", "circuit": "through its circuit", "ask": "by asking"}
+SWEEP_SCENARIOS = 5
+
+results = page_results()
+view = current()
+emotion = view.emotion
+tour.banner(results, emotion, STEER)
+
+st.title(f"Turn {emotion} up")
+st.caption(
+    f"Make the model reply with {emotion} and compare with its plain reply. *Direction* adds the emotion's direction to the hidden "
+    f"state in the middle layers; *circuit* adds it only at the {emotion} circuit's heads and neurons; *ask* just puts the request "
+    f"in the prompt. {glossary.DIRECTION}"
+)
+scenario_col, method_col = st.columns([3, 2], gap="large")
+with scenario_col:
+    user = live.scenario_controls()
+with method_col:
+    method = st.radio(
+        f"Turn {emotion} up", STEER_METHODS, key=STEER_METHOD, format_func=METHOD_LABELS.get, horizontal=True, persist_state="session"
+    )
+    tuned = None if method == "ask" else results.steering_settings(method, emotion)["strength"]
+    if tuned is not None and (
+        st.session_state.get(STRENGTH) is None or st.session_state.get(TUNED_FOR, (emotion, method)) != (emotion, method)
+    ):
+        st.session_state[STRENGTH] = tuned
+    st.session_state[TUNED_FOR] = (emotion, method)
+    if tuned is None:
+        st.caption("Asking has no strength: the request is in the prompt or not.")
+        strength = None
+    else:
+        strength = st.slider(
+            "Strength",
+            0.0,
+            min(MAX_STRENGTH, 3 * tuned),
+            key=STRENGTH,
+            step=0.25,
+            help=f"0 leaves the model untouched. The tuned strength, {tuned:g}, was chosen on training scenarios as the strongest "
+            "that keeps replies fluent.",
+        )
+        st.button(f"Back to the tuned strength ({tuned:g})", on_click=lambda: st.session_state.update({STRENGTH: tuned}), key="steer_reset")
+
+bundle = model_bundle(view.model)
+if bundle is None or user is None:
+    st.stop()
+reading = results.reading()
+kit = results.steering_kit(bundle)
+plain_prompt = baseline_prompt(bundle, user, emotion, "plain")
+if method == "ask":
+    steered_prompt, edits = baseline_prompt(bundle, user, emotion, "asked"), []
+else:
+    steered_prompt, edits = plain_prompt, baseline_edits(results, kit, emotion, "steered", method, strength)
+
+settings = live.decoding_controls()
+run_key = (view.model, user, emotion, method, strength, settings)
+clicked = st.button("Generate", type="primary", icon=":material/play_arrow:", key="steer_generate")
+plain_col, steered_col = st.columns(2, gap="large")
+plain_col.markdown("**Plain reply**")
+steered_col.markdown(f"**{emotion.capitalize()} {METHOD_LABELS[method]}**" + (f" (strength {strength:g})" if strength is not None else ""))
+slots = [plain_col.empty(), steered_col.empty()]
+if clicked:
+    st.button("Stop", icon=":material/stop:", key="steer_stop")
+    rows = [ec.generation.on_rows(edit, (1,)) for edit in edits]
+    with live.model_turn():
+        stream = ec.generation.stream_replies(bundle, [plain_prompt, steered_prompt], settings, rows, observe=reading.layers)
+        replies = live.stream_into_columns(slots, stream, keep=LAST + "_partial")
+    st.session_state[LAST] = (run_key, replies, live.read_out(replies, reading))
+last = st.session_state.get(LAST)
+if last is not None:
+    key, replies, outs = last
+    if key != run_key:
+        st.caption("These replies are from earlier settings; press *Generate* to write them again.")
+    start = live.first_difference(replies[0].token_ids, replies[1].token_ids)
+    for slot, reply in zip(slots, replies, strict=True):
+        slot.markdown(live.marked(bundle, reply, start))
+    for column, out, name in ((plain_col, outs[0], "plain"), (steered_col, outs[1], "steered")):
+        with column:
+            live.show_read_out(out, emotion, key=f"steer_{name}")
+    st.markdown(
+        f"The judge's {emotion} probability went from {outs[0].probability(emotion):.2f} to {outs[1].probability(emotion):.2f}; "
+        f"inside the model, {emotion} went from {outs[0].level(emotion):.2f} to {outs[1].level(emotion):.2f}."
+    )
+
+if tuned is not None:
+    st.subheader("How much is too much?")
+    st.markdown(
+        f"Steering harder makes replies more {emotion}, up to the point where they stop being language. The sweep writes replies to "
+        f"this scenario and {SWEEP_SCENARIOS} evaluation scenarios at each strength and shows how often the judge reads {emotion} "
+        "and how many replies broke down (repeats, symbols, non-words)."
+    )
+    if st.button("Sweep the strength", icon=":material/ssid_chart:", key="steer_sweep"):
+        evaluation = [
+            baseline_prompt(bundle, p.user, emotion, "plain") for p in spread(neutral_prompts(load_skeletons("eval")), SWEEP_SCENARIOS)
+        ]
+        bar = st.progress(0.0, text="Writing replies…")
+        with live.model_turn():
+            sweep = steer_sweep.sweep(bundle, results, kit, emotion, method, tuned, [plain_prompt, *evaluation], bar)
+        bar.empty()
+        st.session_state["steer_sweep_result"] = ((view.model, user, emotion, method), sweep)
+    stored = st.session_state.get("steer_sweep_result")
+    if stored is not None and stored[0] == (view.model, user, emotion, method):
+        sweep: pd.DataFrame = stored[1]
+        st.altair_chart(live_charts.dose_response(steer_sweep.long_form(sweep, emotion), emotion, tuned), width="stretch")
+        st.caption(
+            f"Dashed line: the tuned strength ({tuned:g}). Shaded: strengths where more than {steer_sweep.MAX_BROKEN:.0%} of replies "
+            "broke down."
+        )

@@ -1,0 +1,143 @@
+"""Knockout runs: baselines, matched controls, the effect meter and the chance check, each against a direct recomputation."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import emo_core as ec
+from emo_core.knockout import (
+    baseline_edits,
+    baseline_prompt,
+    chance_check,
+    effect_meter,
+    knockout_edits,
+    last_token_states,
+    matched_random,
+    top_components,
+)
+from emo_core.placement import place_on_map
+from emo_core.reading import READ_SITE
+from emo_core.results import Results, load_results
+from emo_core.selection import Component, parse_tokens
+from tests.conftest import tiny_model
+from tests.synthetic_cache import write_synthetic_cache
+
+SELECTION = parse_tokens(["L1H0,L1H2,L2N3,L2N7,L0N1"])[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(embedded: ec.ModelBundle) -> ec.ModelBundle:
+    return ec.bundle_from(tiny_model("llama").float(), embedded.tokenizer, name="tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def results(tiny_llama: ec.ModelBundle, tmp_path_factory: pytest.TempPathFactory) -> Results:
+    shape = {**vars(tiny_llama.shape)}
+    root: Path = tmp_path_factory.mktemp("knockout_cache")
+    write_synthetic_cache(root, "tiny-llama", shape=shape)
+    return load_results("tiny-llama", root)
+
+
+@pytest.fixture
+def prompt(tiny_llama: ec.ModelBundle) -> str:
+    return baseline_prompt(tiny_llama, "I lost my wallet\nSomeone handed it in.", "anger", "plain")
+
+
+def test_matched_random_has_the_same_count_per_layer_and_kind_and_avoids_the_selection(results: Results) -> None:
+    drawn = matched_random(SELECTION, results.shape, random.Random(3))
+    count = lambda parts: sorted((c.kind, c.layer) for c in parts)  # noqa: E731
+    assert count(drawn) == count(SELECTION) and not set(drawn) & set(SELECTION)
+    assert drawn == matched_random(SELECTION, results.shape, random.Random(3))
+    assert drawn != matched_random(SELECTION, results.shape, random.Random(4))
+
+
+def test_top_components_are_the_highest_scores() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.2], [0.8, 0.0, 0.5]])
+    assert top_components(scores, "head", 3) == [Component("head", 0, 1), Component("head", 1, 0), Component("head", 1, 2)]
+
+
+def test_baselines(tiny_llama: ec.ModelBundle, results: Results) -> None:
+    kit = results.steering_kit(tiny_llama)
+    assert "Always reply in fear" in baseline_prompt(tiny_llama, "x", "fear", "asked")
+    assert "Always reply" not in baseline_prompt(tiny_llama, "x", "fear", "steered")
+    assert baseline_edits(results, kit, "fear", "plain") == [] and baseline_edits(results, kit, "fear", "asked") == []
+    (steer,) = baseline_edits(results, kit, "fear", "steered", "direction")
+    assert steer.alpha == 1.0 and set(steer.vectors) == {1, 2}
+    assert baseline_edits(results, kit, "fear", "steered", "direction", strength=2.5)[0].alpha == 2.5
+
+
+def test_mean_ablation_sets_parts_to_the_cached_means(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
+    edits = knockout_edits(results, [Component("neuron", 2, 3), Component("head", 1, 2)], "mean")
+    batch = ec.generation.encode(tiny_llama, [prompt])
+    with torch.inference_mode(), ec.intervene(tiny_llama, *edits), ec.capture(tiny_llama, ["mlp_post", "attn_z"], layers=[1, 2]) as seen:
+        tiny_llama.model(**batch)
+    assert torch.allclose(seen[("mlp_post", 2)][0, :, 3], results.tensor("means.mlp_post")[2, 3].expand(batch["input_ids"].shape[1]))
+    d = tiny_llama.shape.head_dim
+    head_mean = results.tensor("means.attn_z")[1, 2 * d : 3 * d]
+    assert torch.allclose(seen[("attn_z", 1)][0, :, 2 * d : 3 * d], head_mean.expand(batch["input_ids"].shape[1], d))
+
+
+def test_effect_meter_rows_equal_separate_passes(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
+    reading = results.reading()
+    kit = results.steering_kit(tiny_llama)
+    shared = baseline_edits(results, kit, "anger", "steered")
+    knocked = knockout_edits(results, SELECTION, "zero")
+    control = knockout_edits(results, matched_random(SELECTION, results.shape, random.Random(0)), "zero")
+    meter = effect_meter(tiny_llama, reading, prompt, shared, knocked, control, extra_layers=(0,))
+    for value, edits in ((meter.baseline, shared), (meter.knocked_out, shared + knocked), (meter.control, shared + control)):
+        alone = last_token_states(tiny_llama, [prompt], edits, reading.layers)
+        torch.testing.assert_close(value, reading(alone)[0], rtol=1e-4, atol=1e-4)
+    assert meter.states.shape == (3, 1, tiny_llama.shape.d_model)
+    assert not torch.allclose(meter.baseline, meter.knocked_out)
+
+
+def test_last_token_states_read_the_last_prompt_token(tiny_llama: ec.ModelBundle, prompt: str) -> None:
+    states = last_token_states(tiny_llama, [prompt], [], [1])
+    batch = ec.generation.encode(tiny_llama, [prompt])
+    with torch.inference_mode(), ec.capture(tiny_llama, [READ_SITE], layers=[1]) as seen:
+        tiny_llama.model(**batch)
+    torch.testing.assert_close(states[0, 0], seen[(READ_SITE, 1)][0, -1])
+
+
+class FixedJudge:
+    """Gives every reply the same probabilities."""
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.tile(np.linspace(0.1, 0.2, 7), (len(texts), 1))
+
+
+def test_chance_check_compares_the_selection_with_matched_random_sets(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
+    reading = results.reading()
+    other = baseline_prompt(tiny_llama, "My flight was delayed\nThey gave us vouchers.", "anger", "plain")
+    prompts = [(prompt, []), (other, [])]
+
+    def drop(parts: list[Component]) -> float:  # the anger reading's mean drop over the prompts, one pass per prompt and set
+        values = []
+        for text, _ in prompts:
+            base = reading(last_token_states(tiny_llama, [text], [], reading.layers))[0, 0]
+            knocked = reading(last_token_states(tiny_llama, [text], knockout_edits(results, parts, "zero"), reading.layers))[0, 0]
+            values.append(float(base - knocked))
+        return float(np.mean(values))
+
+    check = chance_check(tiny_llama, reading, results, prompts, "anger", SELECTION, n_draws=3, seed=5)
+    assert len(check.random_reading_drops) == 3 and check.n_prompts == 2
+    assert check.reading_drop == pytest.approx(drop(SELECTION), abs=1e-4)
+    first_random = matched_random(SELECTION, results.shape, random.Random(5))
+    assert check.random_reading_drops[0] == pytest.approx(drop(first_random), abs=1e-4)
+    settings = ec.GenerationSettings(max_new_tokens=3)
+    judged = chance_check(tiny_llama, reading, results, prompts, "anger", SELECTION, n_draws=2, judge=FixedJudge(), settings=settings)
+    assert judged.judge_drop == pytest.approx(0.0) and judged.random_judge_drops == (0.0, 0.0)
+
+
+def test_place_on_map_puts_a_mapped_point_where_it_is() -> None:
+    rng = np.random.default_rng(0)
+    coordinates, positions = rng.normal(size=(50, 6)), rng.normal(size=(50, 2))
+    placed = place_on_map(coordinates[[7, 20]], coordinates, positions)
+    np.testing.assert_allclose(placed, positions[[7, 20]], atol=1e-3)
+    middle = place_on_map(coordinates[:1] * 0 + 1e6, coordinates, positions)
+    assert np.all(np.isfinite(middle))

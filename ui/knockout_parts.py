@@ -1,0 +1,141 @@
+"""Choosing the parts to switch off on the Knockout page: presets, the clickable head grid, neurons by number or rank.
+
+Every change goes through a button or chart callback, so the selection (and the link) is up to date before the
+page draws; the head grid's key changes after each click so a click always toggles exactly one cell.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from emo_core.knockout import matched_random, top_components
+from emo_core.results import Results
+from emo_core.selection import MAX_PARTS, Component, circuit_components, out_of_range, parse_tokens
+from ui.state import SELECTION
+
+GRID_CLICKS, RANDOM_DRAWS = "knockout_grid_clicks", "knockout_random_draws"
+PROBLEM = "knockout_parts_problem"
+K, NEURON_LAYER, NEURON_INDEX, NEURON_RANK = "knockout_k", "knockout_neuron_layer", "knockout_neuron_index", "knockout_neuron_rank"
+
+
+def selected() -> list[Component]:
+    """The session's selection as components."""
+    return parse_tokens(st.session_state.get(SELECTION, []))[0]
+
+
+def _set(components: list[Component]) -> None:
+    if len(components) > MAX_PARTS:
+        st.session_state[PROBLEM] = f"At most {MAX_PARTS} parts can be switched off at once; kept the first {MAX_PARTS}."
+        components = components[:MAX_PARTS]
+    st.session_state[SELECTION] = [c.token for c in dict.fromkeys(components)]
+
+
+def _toggle(component: Component) -> None:
+    current = selected()
+    _set([c for c in current if c != component] if component in current else [*current, component])
+
+
+def head_scores(results: Results, emotion: str) -> tuple[torch.Tensor, str]:
+    """The score the head grid is coloured by and ranked with, and its name."""
+    return results.head_scores(emotion), "importance"
+
+
+def neuron_scores(results: Results, emotion: str) -> torch.Tensor:
+    """The score neurons are ranked by."""
+    return results.neuron_scores(emotion)
+
+
+def presets(results: Results, emotion: str) -> None:
+    """Buttons: the emotion's circuit, its top-k heads or neurons, a matched random set, or nothing."""
+    shape = results.shape
+    circuit = circuit_components(results.circuit(emotion))
+    k = int(st.session_state.get(K, 4))
+    heads = top_components(head_scores(results, emotion)[0], "head", k)
+    neurons = top_components(neuron_scores(results, emotion), "neuron", k)
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    row.button(f"The {emotion} circuit ({len(circuit)})", on_click=_set, args=(circuit,), key="knockout_preset_circuit")
+    row.number_input("k", 1, 64, 4, key=K, width=90)
+    row.button(f"Top {k} heads", on_click=_set, args=(heads,), key="knockout_preset_heads")
+    row.button(f"Top {k} neurons", on_click=_set, args=(neurons,), key="knockout_preset_neurons")
+    row.button(
+        "Random parts, same layers",
+        on_click=_draw_random,
+        args=(circuit, shape),
+        key="knockout_preset_random",
+        help="As many random heads and neurons as the current selection (or the circuit) has in each of its layers: the fair control.",
+    )
+    row.button("Clear", on_click=_set, args=([],), key="knockout_preset_clear")
+
+
+def _draw_random(circuit: list[Component], shape: dict[str, int]) -> None:
+    draws = st.session_state.get(RANDOM_DRAWS, 0) + 1
+    st.session_state[RANDOM_DRAWS] = draws
+    _set(matched_random(selected() or circuit, shape, random.Random(draws)))
+
+
+def grid_clicked(key: str) -> None:
+    cells = st.session_state[key]["selection"].get("cell", [])
+    for cell in cells:
+        _toggle(Component("head", int(cell["layer"]), int(cell["head"])))
+    st.session_state[GRID_CLICKS] = st.session_state.get(GRID_CLICKS, 0) + 1
+
+
+def grid_frame(scores: torch.Tensor, chosen: list[Component]) -> pd.DataFrame:
+    """One row per head: ``layer``, ``head``, ``score``, ``token``, ``selected``, ``state``."""
+    n_layers, n_heads = scores.shape
+    picked = {(c.layer, c.index) for c in chosen if c.kind == "head"}
+    rows = [
+        {
+            "layer": layer,
+            "head": head,
+            "score": float(scores[layer, head]),
+            "token": f"L{layer}H{head}",
+            "selected": (layer, head) in picked,
+            "state": "switched off" if (layer, head) in picked else "on",
+        }
+        for layer in range(n_layers)
+        for head in range(n_heads)
+    ]
+    return pd.DataFrame(rows)
+
+
+def grid_key() -> str:
+    """The head grid's widget key; it changes after every click, so the chart starts each time with nothing clicked."""
+    return f"knockout_grid_{st.session_state.get(GRID_CLICKS, 0)}"
+
+
+def neuron_adders(results: Results, emotion: str) -> None:
+    """Add a neuron by layer and number, or the neuron of a given rank."""
+    shape = results.shape
+    by_number, by_rank = st.columns(2, vertical_alignment="bottom")
+    with by_number:
+        layer_col, index_col, add_col = st.columns([1, 1, 1], vertical_alignment="bottom")
+        layer_col.number_input("Layer", 0, shape["n_layers"] - 1, key=NEURON_LAYER)
+        index_col.number_input("Neuron", 0, shape["d_mlp"] - 1, key=NEURON_INDEX)
+        add_col.button("Add neuron", on_click=_add_numbered, args=(shape,), key="knockout_add_neuron")
+    with by_rank:
+        rank_col, add_col = st.columns([2, 1], vertical_alignment="bottom")
+        rank_col.number_input("Or the neuron ranked", 1, 1000, key=NEURON_RANK, help="1 = the neuron that matters most for the emotion.")
+        add_col.button("Add it", on_click=_add_ranked, args=(results, emotion), key="knockout_add_ranked")
+    if st.session_state.get(PROBLEM):
+        st.warning(st.session_state.pop(PROBLEM))
+
+
+def _add_numbered(shape: dict[str, int]) -> None:
+    component = Component("neuron", int(st.session_state[NEURON_LAYER]), int(st.session_state[NEURON_INDEX]))
+    problem = out_of_range(component, shape["n_layers"], shape["n_heads"], shape["d_mlp"])
+    if problem:
+        st.session_state[PROBLEM] = problem
+    elif component not in selected():
+        _set([*selected(), component])
+
+
+def _add_ranked(results: Results, emotion: str) -> None:
+    rank = int(st.session_state[NEURON_RANK])
+    component = top_components(neuron_scores(results, emotion), "neuron", rank)[-1]
+    if component not in selected():
+        _set([*selected(), component])

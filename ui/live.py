@@ -1,0 +1,172 @@
+"""Live runs on the one shared model: the run's controls, taking turns on the model, streaming replies into columns, read-outs.
+
+Every browser session shares one loaded model. Interventions never leak between sessions (their hooks act
+only in the thread that runs them, and only during its own forward calls), but two generations at once
+would each run at half speed, so sessions take turns, and a session that has to wait is told so.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import emo_core as ec
+from emo_core.judge import LABELS, EmotionJudge, load_judge
+from emo_core.reading import EmotionReading
+from emo_core.scenarios import EMOTIONS
+from ui import live_charts
+from ui.replies import plain
+from ui.run import MAX_TEXT, MAX_TOKENS, SAMPLE, SCENARIO, SEED, TEXT, TOKENS, check_text, default_scenario, scenario_by_key, scenarios
+
+SOURCE = "run_source"
+OURS, MINE = "One of ours", "My own words"
+CURSOR = " ▌"
+
+
+@st.cache_resource(show_spinner=False)
+def _model_turn() -> threading.Lock:
+    return threading.Lock()
+
+
+@contextmanager
+def model_turn() -> Iterator[None]:
+    """Run on the shared model when no other session is generating; say so while waiting."""
+    lock = _model_turn()
+    if not lock.acquire(blocking=False):
+        note = st.info(
+            "Another user is generating on the shared model; yours starts as soon as theirs ends…", icon=":material/hourglass_top:"
+        )
+        lock.acquire()
+        note.empty()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@st.cache_resource(show_spinner="Loading the emotion judge (only the first time)…")
+def judge() -> EmotionJudge:
+    """The offline MiniLM emotion judge, loaded once per process."""
+    return load_judge("minilm")
+
+
+def _source_changed() -> None:
+    if st.session_state[SOURCE] == OURS and not st.session_state.get(SCENARIO):
+        st.session_state[SCENARIO] = default_scenario()
+    if st.session_state[SOURCE] == MINE:
+        st.session_state[SCENARIO] = ""
+
+
+def scenario_controls() -> str | None:
+    """Pick one of our scenarios or type one; returns the user turn, or ``None`` after saying why it cannot be used."""
+    st.session_state[SOURCE] = OURS if st.session_state.get(SCENARIO) else MINE
+    st.radio("Scenario", (OURS, MINE), key=SOURCE, horizontal=True, on_change=_source_changed, label_visibility="collapsed")
+    if st.session_state[SOURCE] == OURS:
+        by_key = scenario_by_key()
+        key = st.selectbox(
+            "Scenario and outcome",
+            [item.key for item in scenarios()],
+            key=SCENARIO,
+            format_func=lambda key: by_key[key].label,
+            persist_state="session",
+            help="Our everyday scenarios (training and evaluation sets), each with a good, a neutral or a bad outcome.",
+        )
+        return by_key[key].user
+    text = st.text_area(
+        "Your scenario",
+        key=TEXT,
+        max_chars=MAX_TEXT,
+        height=90,
+        persist_state="session",
+        placeholder="I waited an hour for the bus.\nIt drove past without stopping.",
+        help="A situation in the first person, and what happened; the model replies to it.",
+    )
+    problem = check_text(text)
+    if problem:
+        st.warning(problem, icon=":material/edit_note:")
+        return None
+    return text
+
+
+def decoding_controls() -> ec.GenerationSettings:
+    """Greedy or seeded sampling, the seed (shown and changeable) and the reply length."""
+    greedy_col, seed_col, length_col = st.columns([2, 1, 2], vertical_alignment="bottom")
+    sample = greedy_col.toggle(
+        "Sample (vary the wording)",
+        key=SAMPLE,
+        persist_state="session",
+        help="Off: always the most likely next word (greedy), so a run repeats exactly. On: random words, repeatable with the seed.",
+    )
+    seed = seed_col.number_input("Seed", 0, 2**31 - 1, key=SEED, disabled=not sample, persist_state="session")
+    tokens = length_col.slider("Reply length (tokens)", 8, MAX_TOKENS, key=TOKENS, persist_state="session")
+    return ec.GenerationSettings(max_new_tokens=int(tokens), do_sample=bool(sample), seed=int(seed), repetition_penalty=1.05)
+
+
+def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
+    """The first token index where two replies differ (``None`` when they are the same)."""
+    for index, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return index
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def marked(bundle: ec.ModelBundle, reply: ec.Reply, start: int | None) -> str:
+    """The reply as Markdown, with the part from token ``start`` on highlighted (where it parts from the other reply)."""
+    if start is None:
+        return plain(reply.text)
+    prefix = bundle.tokenizer.decode(reply.token_ids[:start], skip_special_tokens=True).strip()
+    if not reply.text.startswith(prefix):
+        return plain(reply.text)
+    rest = reply.text[len(prefix) :]
+    return f"{plain(prefix)}:orange-background[{plain(rest)}]" if rest.strip() else plain(reply.text)
+
+
+def stream_into_columns(slots: Sequence[st.delta_generator.DeltaGenerator], stream: Iterator[list[ec.Reply]], keep: str) -> list[ec.Reply]:
+    """Redraw each slot with its row's reply after every token; the replies so far are kept in the session under ``keep``."""
+    replies: list[ec.Reply] = []
+    for replies in stream:
+        for slot, reply in zip(slots, replies, strict=False):
+            slot.markdown(plain(reply.text) + CURSOR)
+        st.session_state[keep] = replies
+    return replies
+
+
+@dataclass(frozen=True)
+class ReadOut:
+    """What the judge and the model's internal reading say about one reply."""
+
+    probabilities: np.ndarray  # [len(LABELS)]
+    per_token: np.ndarray  # [n_tokens, E] calibrated internal reading
+    mean: np.ndarray  # [E] the reading averaged over the reply
+
+    def level(self, emotion: str) -> float:
+        return float(self.mean[EMOTIONS.index(emotion)])
+
+    def probability(self, emotion: str) -> float:
+        return float(self.probabilities[LABELS.index(emotion)])
+
+
+def read_out(replies: Sequence[ec.Reply], reading: EmotionReading) -> list[ReadOut]:
+    """The judge's probabilities and the internal reading per token of each reply."""
+    probabilities = judge().predict_proba([reply.text for reply in replies])
+    outs = []
+    for reply, probs in zip(replies, probabilities, strict=True):
+        per_token = reading(reply.states).numpy()
+        outs.append(ReadOut(probs, per_token, per_token.mean(axis=0)))
+    return outs
+
+
+def show_read_out(out: ReadOut, emotion: str, key: str) -> None:
+    """The judge's emotion probabilities as bars and the internal reading per generated token as a small line."""
+    bars = pd.DataFrame({"label": list(LABELS), "probability": out.probabilities})
+    st.altair_chart(live_charts.judge_bars(bars, emotion), width="stretch", key=f"{key}_bars")
+    tokens = pd.DataFrame(out.per_token, columns=list(EMOTIONS)).rename_axis("token").reset_index()
+    st.altair_chart(
+        live_charts.reading_line(tokens.melt(id_vars="token", var_name="emotion", value_name="reading"), emotion), width="stretch"
+    )

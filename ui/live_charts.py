@@ -1,0 +1,147 @@
+"""Altair charts of live runs (Knockout and Steer pages); each takes a plain frame and returns a chart (no streamlit)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from emo_core.judge import LABELS
+from ui.palette import EMOTION_COLORS, emotion_scale
+
+NEUTRAL_GREY = "#9A9A9A"
+BREAKDOWN = "#D55E00"
+
+
+def judge_bars(probabilities: pd.DataFrame, emotion: str) -> alt.Chart:
+    """The judge's probability of each label (``label``, ``probability``), the chosen emotion in full colour."""
+    colors = [EMOTION_COLORS.get(label, NEUTRAL_GREY) for label in LABELS]
+    return (
+        alt.Chart(probabilities, title=alt.TitleParams("What the judge reads in the words", fontSize=12, anchor="start"))
+        .mark_bar()
+        .encode(
+            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), title="probability"),
+            y=alt.Y("label:N", sort=list(LABELS), title=None),
+            color=alt.Color("label:N", scale=alt.Scale(domain=list(LABELS), range=colors), legend=None),
+            opacity=alt.condition(alt.datum.label == emotion, alt.value(1.0), alt.value(0.35)),
+            tooltip=[alt.Tooltip("label:N", title="emotion"), alt.Tooltip("probability:Q", format=".2f")],
+        )
+        .properties(height=150)
+    )
+
+
+def reading_line(per_token: pd.DataFrame, emotion: str) -> alt.Chart:
+    """The internal reading of every emotion per generated token (``token``, ``emotion``, ``reading``), the chosen one bold."""
+    return (
+        alt.Chart(per_token, title=alt.TitleParams("What the model holds inside, word by word", fontSize=12, anchor="start"))
+        .mark_line()
+        .encode(
+            x=alt.X("token:Q", title="generated token"),
+            y=alt.Y("reading:Q", title="reading (0 plain, 1 steered)"),
+            color=alt.Color("emotion:N", scale=emotion_scale(), legend=alt.Legend(orient="bottom", columns=6, title=None)),
+            strokeWidth=alt.condition(alt.datum.emotion == emotion, alt.value(3), alt.value(1)),
+            opacity=alt.condition(alt.datum.emotion == emotion, alt.value(1.0), alt.value(0.35)),
+            tooltip=["token:Q", "emotion:N", alt.Tooltip("reading:Q", format=".2f")],
+        )
+        .properties(height=150)
+    )
+
+
+def head_grid(heads: pd.DataFrame, score_title: str) -> alt.LayerChart:
+    """Layer x head cells coloured by ``score``, selected cells (``selected``) outlined; clicking a cell selects it.
+
+    The click selection is named ``cell`` and keyed by ``layer`` and ``head``.
+    """
+    bound = float(heads["score"].abs().max()) or 1.0
+    click = alt.selection_point(name="cell", fields=["layer", "head"], on="click", clear=False)
+    base = alt.Chart(heads).encode(
+        x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("head:O", title="head"),
+        tooltip=[
+            alt.Tooltip("token:N", title="head"),
+            alt.Tooltip("score:Q", title=score_title, format=".3f"),
+            alt.Tooltip("state:N", title="now"),
+        ],
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("score:Q", scale=alt.Scale(scheme="blueorange", domain=[-bound, bound]), legend=alt.Legend(title=score_title)),
+    )
+    outline = base.transform_filter(alt.datum.selected).mark_rect(fill=None, stroke="black", strokeWidth=2.5)
+    crosses = base.transform_filter(alt.datum.selected).mark_text(text="✕", fontSize=13, fontWeight="bold")
+    return (cells.add_params(click) + outline + crosses).properties(height=230)
+
+
+def chance_strip(effects: pd.DataFrame, measure: str) -> alt.LayerChart:
+    """The random knockouts' effects as dots and the selection's as a red rule (``effect``, ``which``)."""
+    random_sets = effects[effects["which"] == "random"]
+    chosen = effects[effects["which"] == "your selection"]
+    dots = (
+        alt.Chart(random_sets)
+        .mark_tick(thickness=2, size=28, color=NEUTRAL_GREY)
+        .encode(x=alt.X("effect:Q", title=measure), tooltip=[alt.Tooltip("effect:Q", title="random set", format=".3f")])
+    )
+    rule = (
+        alt.Chart(chosen)
+        .mark_rule(color=BREAKDOWN, strokeWidth=3)
+        .encode(x="effect:Q", tooltip=[alt.Tooltip("effect:Q", title="your selection", format=".3f")])
+    )
+    zero = alt.Chart(pd.DataFrame({"effect": [0.0]})).mark_rule(color="black", strokeDash=[3, 3]).encode(x="effect:Q")
+    return (dots + zero + rule).properties(height=70)
+
+
+def dose_response(sweep: pd.DataFrame, emotion: str, limit: float) -> alt.LayerChart:
+    """Target probability and degenerate share by strength (``strength``, ``measure``, ``value``), strengths past ``limit`` shaded."""
+    shade = (
+        alt.Chart(sweep[sweep["broken"]])
+        .mark_rect(color=BREAKDOWN, opacity=0.12)
+        .encode(x=alt.X("low:Q"), x2="high:Q", tooltip=[alt.Tooltip("strength:Q", title="replies break down at")])
+    )
+    lines = (
+        alt.Chart(sweep)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("strength:Q", title="strength"),
+            y=alt.Y("value:Q", title="share", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color(
+                "measure:N",
+                scale=alt.Scale(domain=[f"judged {emotion}", "degenerate replies"], range=[EMOTION_COLORS[emotion], "#444444"]),
+                legend=alt.Legend(orient="bottom", title=None),
+            ),
+            tooltip=["strength:Q", "measure:N", alt.Tooltip("value:Q", format=".2f")],
+        )
+    )
+    limit_rule = alt.Chart(pd.DataFrame({"strength": [limit]})).mark_rule(strokeDash=[4, 3], color="#333333").encode(x="strength:Q")
+    return (shade + lines + limit_rule).properties(height=220)
+
+
+def map_with_arrow(points: pd.DataFrame, moved: pd.DataFrame, extent: tuple[tuple[float, float], tuple[float, float]]) -> alt.LayerChart:
+    """The layer's prompts as faint dots, and the baseline and knocked-out runs (``moved``: ``x``, ``y``, ``run``) joined by an arrow."""
+    (x_low, x_high), (y_low, y_high) = extent
+    x = alt.X("x:Q", scale=alt.Scale(domain=[x_low, x_high]), axis=None)
+    y = alt.Y("y:Q", scale=alt.Scale(domain=[y_low, y_high]), axis=None)
+    background = (
+        alt.Chart(points)
+        .mark_circle(size=18, opacity=0.25)
+        .encode(
+            x=x,
+            y=y,
+            color=alt.Color("emotion:N", scale=emotion_scale(), legend=alt.Legend(orient="bottom", columns=6, title="prompts asking for")),
+        )
+    )
+    path = alt.Chart(moved).mark_line(color="black", strokeWidth=2).encode(x=x, y=y, order="order:Q")
+    heads = (
+        alt.Chart(moved)
+        .mark_point(filled=True, size=220, stroke="black", strokeWidth=1.5)
+        .encode(
+            x=x,
+            y=y,
+            shape=alt.Shape("run:N", scale=alt.Scale(domain=["baseline", "knocked out"], range=["circle", "triangle"]), legend=None),
+            fill=alt.Fill(
+                "run:N",
+                scale=alt.Scale(domain=["baseline", "knocked out"], range=["white", "black"]),
+                legend=alt.Legend(orient="right", title=None),
+            ),
+            angle=alt.Angle("angle:Q", scale=None),
+            tooltip=["run:N"],
+        )
+    )
+    return (background + path + heads).properties(height=380)

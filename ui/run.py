@@ -1,0 +1,194 @@
+"""The settings of a live run (scenario, baseline, method, strength, knockout mode, decoding) in the session and the URL.
+
+The Knockout and Steer pages write these next to the shared view (model, layer, emotion, selection), so the
+address bar reproduces a run: opening it restores every control, and *Generate* gives the same replies.
+Bad values in a link are replaced by defaults with a message, never an error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+import streamlit as st
+
+from emo_core.scenarios import BASELINES, VALENCES, Skeleton, load_skeletons
+from ui.state import note_problems
+
+MAX_TOKENS = 128
+MAX_TEXT = 1000
+MAX_STRENGTH = 20.0
+STEER_METHODS = ("direction", "circuit", "ask")
+KNOCKOUT_METHODS = ("direction", "circuit")
+MODES = ("zero", "mean")
+
+SCENARIO, TEXT, SAMPLE, SEED, TOKENS = "run_scenario", "run_text", "run_sample", "run_seed", "run_tokens"
+BASELINE, KNOCKOUT_METHOD, MODE = "knockout_baseline", "knockout_method", "knockout_mode"
+STEER_METHOD, STRENGTH = "steer_method", "steer_strength"
+
+DEFAULTS: dict[str, object] = {
+    SCENARIO: "",
+    TEXT: "",
+    SAMPLE: False,
+    SEED: 0,
+    TOKENS: 48,
+    BASELINE: "steered",
+    KNOCKOUT_METHOD: "direction",
+    MODE: "zero",
+    STEER_METHOD: "direction",
+    STRENGTH: None,
+}
+PARAMS = {
+    SCENARIO: "scenario",
+    TEXT: "text",
+    SAMPLE: "decode",
+    SEED: "seed",
+    TOKENS: "tokens",
+    BASELINE: "baseline",
+    KNOCKOUT_METHOD: "method",
+    MODE: "mode",
+    STEER_METHOD: "method",
+    STRENGTH: "strength",
+}
+PAGE_KEYS = {
+    "knockout": (SCENARIO, TEXT, BASELINE, KNOCKOUT_METHOD, MODE, SAMPLE, SEED, TOKENS),
+    "steer": (SCENARIO, TEXT, STEER_METHOD, STRENGTH, SAMPLE, SEED, TOKENS),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One of our scenarios with one outcome: what the pickers offer."""
+
+    key: str  # "<skeleton_id>:<valence>"
+    theme: str
+    user: str  # the user turn: scenario and outcome on two lines
+    label: str
+
+
+@cache
+def scenarios() -> tuple[Scenario, ...]:
+    """Every shipped scenario and outcome (training and evaluation skeletons), in file order."""
+    items = []
+    for skeleton in [*load_skeletons("train"), *load_skeletons("eval")]:
+        for valence in VALENCES:
+            items.append(_scenario(skeleton, valence))
+    return tuple(items)
+
+
+def _scenario(skeleton: Skeleton, valence: str) -> Scenario:
+    label = f"{skeleton.theme.replace('_', ' ')}: {skeleton.scenario.strip().rstrip('.')}. {skeleton.event[valence].strip()}"
+    return Scenario(f"{skeleton.skeleton_id}:{valence}", skeleton.theme, skeleton.user_message(valence), label)
+
+
+def scenario_by_key() -> dict[str, Scenario]:
+    return {item.key: item for item in scenarios()}
+
+
+def default_scenario() -> str:
+    """The scenario a run starts on: an evaluation scenario with a bad outcome, which invites an emotional reply."""
+    return next(item.key for item in scenarios() if item.key.endswith(":negative") and "_eval_" in item.key)
+
+
+def check_text(text: str) -> str | None:
+    """Why a typed scenario cannot be used, or ``None``."""
+    if not text.strip():
+        return "The typed scenario is empty; type a situation, or pick one of ours."
+    if len(text) > MAX_TEXT:
+        return f"The typed scenario has {len(text):,} characters; the limit is {MAX_TEXT:,}. Shorten it."
+    return None
+
+
+def read_run_link(params: Mapping[str, str]) -> tuple[dict[str, object], list[str]]:
+    """Run settings found in query parameters, and a message for every value that could not be used."""
+    found: dict[str, object] = {}
+    problems: list[str] = []
+    if (key := params.get("scenario")) is not None:
+        if key in scenario_by_key():
+            found[SCENARIO] = key
+        else:
+            problems.append(f"The link's scenario '{key[:60]}' is not one of ours; showing the default scenario.")
+    if (text := params.get("text")) is not None:
+        if (problem := check_text(text)) is None:
+            found[TEXT], found[SCENARIO] = text, ""
+        else:
+            problems.append(f"{problem} Showing the default scenario.")
+    if (decode := params.get("decode")) is not None:
+        if decode in ("greedy", "sample"):
+            found[SAMPLE] = decode == "sample"
+        else:
+            problems.append(f"The link's decoding '{decode[:30]}' is neither greedy nor sample; using greedy.")
+    for key, name, low, high in ((SEED, "seed", 0, 2**31 - 1), (TOKENS, "tokens", 1, MAX_TOKENS)):
+        if (value := params.get(name)) is not None:
+            if value.strip().isdigit() and low <= int(value) <= high:
+                found[key] = int(value)
+            else:
+                problems.append(f"The link's {name} '{value[:30]}' is not a whole number from {low} to {high}; using {DEFAULTS[key]}.")
+    if (baseline := params.get("baseline")) is not None:
+        if baseline in BASELINES:
+            found[BASELINE] = baseline
+        else:
+            problems.append(f"The link's baseline '{baseline[:30]}' is not one of {', '.join(BASELINES)}; using steered.")
+    if (method := params.get("method")) is not None:
+        if method in STEER_METHODS:
+            found[STEER_METHOD] = method
+            if method in KNOCKOUT_METHODS:
+                found[KNOCKOUT_METHOD] = method
+        else:
+            problems.append(f"The link's method '{method[:30]}' is not one of {', '.join(STEER_METHODS)}; using direction.")
+    if (mode := params.get("mode")) is not None:
+        if mode in MODES:
+            found[MODE] = mode
+        else:
+            problems.append(f"The link's mode '{mode[:30]}' is neither zero nor mean; using zero.")
+    if (strength := params.get("strength")) is not None:
+        value = _number(strength)
+        if value is not None and 0 <= value <= MAX_STRENGTH:
+            found[STRENGTH] = value
+        else:
+            problems.append(f"The link's strength '{strength[:30]}' is not a number from 0 to {MAX_STRENGTH:g}; using the tuned strength.")
+    return found, problems
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def seed_run_from_link(params: Mapping[str, str]) -> None:
+    """Copy a link's run settings into the session (on the session's first run), with defaults for the rest."""
+    found, problems = read_run_link(params)
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    st.session_state.update(found)
+    if not st.session_state[SCENARIO] and not st.session_state[TEXT]:
+        st.session_state[SCENARIO] = default_scenario()
+    note_problems(problems)
+
+
+def run_query(page: str) -> dict[str, str]:
+    """The query parameters of ``page``'s run (``knockout`` or ``steer``), as the session holds them."""
+    params: dict[str, str] = {}
+    for key in PAGE_KEYS[page]:
+        value = st.session_state.get(key, DEFAULTS[key])
+        if key == SCENARIO and not value:
+            continue
+        if key == TEXT and (st.session_state.get(SCENARIO) or not value):
+            continue
+        if key == STRENGTH and value is None:
+            continue
+        params[PARAMS[key]] = _as_param(key, value)
+    return params
+
+
+def _as_param(key: str, value: object) -> str:
+    if key == SAMPLE:
+        return "sample" if value else "greedy"
+    if key == STRENGTH:
+        return f"{float(value):g}"
+    return str(value)

@@ -1,0 +1,66 @@
+"""The Steer page's dose-response sweep: judged and degenerate share of replies at each strength, cached per setting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import streamlit as st
+
+import emo_core as ec
+from emo_core.knockout import baseline_edits
+from emo_core.results import Results
+from emo_core.scoring import Row, generate_rows, score_replies
+from emo_core.steering import SteeringKit
+from emo_core.tuning import MAX_DEGENERATE
+from ui import live
+
+MAX_BROKEN = MAX_DEGENERATE
+FACTORS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # times the tuned strength
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _at_strength(
+    model_id: str, emotion: str, method: str, strength: float, prompts: tuple[str, ...], _context: tuple
+) -> tuple[float, float]:
+    """Share of replies judged ``emotion`` and share of degenerate replies at one strength (cached per setting)."""
+    bundle, results, kit = _context
+    edits = tuple(baseline_edits(results, kit, emotion, "steered", method, strength))
+    rows = [Row(prompt, emotion, edits) for prompt in prompts]
+    scores = score_replies(live.judge(), rows, generate_rows(bundle, rows, progress=lambda done, total: None))
+    return float(scores["hit"].mean()), float(scores["degenerate"].mean())
+
+
+def sweep(
+    bundle: ec.ModelBundle,
+    results: Results,
+    kit: SteeringKit,
+    emotion: str,
+    method: str,
+    tuned: float,
+    prompts: Sequence[str],
+    bar: st.delta_generator.DeltaGenerator,
+) -> pd.DataFrame:
+    """``strength``, ``judged`` and ``degenerate`` at each of ``FACTORS`` times the tuned strength, with a progress bar."""
+    rows = []
+    for done, factor in enumerate(FACTORS):
+        strength = round(factor * tuned, 4)
+        judged, degenerate = _at_strength(bundle.name, emotion, method, strength, tuple(prompts), (bundle, results, kit))
+        rows.append({"strength": strength, "judged": judged, "degenerate": degenerate})
+        bar.progress((done + 1) / len(FACTORS), text=f"strength {strength:g}: {done + 1} of {len(FACTORS)}")
+    return pd.DataFrame(rows)
+
+
+def long_form(sweep: pd.DataFrame, emotion: str) -> pd.DataFrame:
+    """The sweep for the dose-response chart: one row per strength and measure, with the band each strength shades."""
+    edges = sweep["strength"].tolist()
+    half = [(b - a) / 2 for a, b in zip(edges, edges[1:], strict=False)]
+    low = [edges[0] - (half[0] if half else 0.5), *(e - h for e, h in zip(edges[1:], half, strict=True))]
+    high = [*(e + h for e, h in zip(edges[:-1], half, strict=True)), edges[-1] + (half[-1] if half else 0.5)]
+    frame = sweep.assign(low=low, high=high, broken=sweep["degenerate"] > MAX_BROKEN)
+    return frame.melt(
+        id_vars=["strength", "low", "high", "broken"],
+        value_vars=["judged", "degenerate"],
+        var_name="measure",
+        value_name="value",
+    ).replace({"measure": {"judged": f"judged {emotion}", "degenerate": "degenerate replies"}})
