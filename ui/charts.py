@@ -30,6 +30,15 @@ def _title(text: str, width: int | None = None) -> str | list[str]:
     return textwrap.wrap(text, width) if width and len(text) > width else text
 
 
+def plot_height(chart: alt.TopLevelMixin, height: int) -> alt.TopLevelMixin:
+    """``chart`` whose plotting area is ``height`` px tall, titles, axes and legends added around it, and as wide as its container.
+
+    Streamlit sizes charts with ``autosize: fit``, which squeezes title, axes and legend into the given height: a 150 px chart
+    with a title and a two-row legend kept about 40 px for its marks.
+    """
+    return chart.properties(height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+
+
 def _signed_scale(values: pd.Series) -> alt.Scale:
     """A diverging color scale centred on zero and symmetric, so white always means 'no effect'."""
     bound = float(values.abs().max()) or 1.0
@@ -136,7 +145,7 @@ def spec_for(builder: Callable[..., alt.TopLevelMixin], *args: Hashable) -> dict
 
 def head_heatmap(heads: pd.DataFrame, title: str) -> alt.Chart:
     """Layer x head importance, layer along the bottom like every other chart."""
-    return (
+    return plot_height(
         alt.Chart(heads, title=title)
         .mark_rect()
         .encode(
@@ -144,28 +153,28 @@ def head_heatmap(heads: pd.DataFrame, title: str) -> alt.Chart:
             y=alt.Y("head:O", title="head"),
             color=alt.Color("score:Q", scale=_signed_scale(heads["score"]), legend=alt.Legend(title="importance")),
             tooltip=["layer:O", "head:O", alt.Tooltip("score:Q", title="importance", format=".4f")],
-        )
-        .properties(height=260)
+        ),
+        180,
     )
 
 
 def neuron_chart(neurons: pd.DataFrame, title: str) -> alt.Chart:
     """The strongest neurons of every layer as dots: height is how much each pushes toward the emotion (drawn in half a page)."""
-    return (
+    return plot_height(
         alt.Chart(neurons, title=_title(title, HALF_WIDTH_TITLE))
         .mark_circle(size=40, opacity=0.75, color="#444444")
         .encode(
             x=LAYER_AXIS,
             y=alt.Y("score:Q", title="contribution"),
             tooltip=["layer:O", "neuron:Q", "rank:Q", alt.Tooltip("score:Q", title="contribution", format=".4f")],
-        )
-        .properties(height=260)
+        ),
+        200,
     )
 
 
 def sublayer_chart(importance: pd.DataFrame, title: str) -> alt.Chart:
     """Importance of each layer's attention and MLP part, side by side (drawn in half a page)."""
-    return (
+    return plot_height(
         alt.Chart(importance, title=_title(title, HALF_WIDTH_TITLE))
         .mark_bar()
         .encode(
@@ -174,8 +183,8 @@ def sublayer_chart(importance: pd.DataFrame, title: str) -> alt.Chart:
             y=alt.Y("importance:Q", title="importance"),
             color=alt.Color("part:N", scale=part_scale(), legend=alt.Legend(title=None, orient="bottom")),
             tooltip=["layer:O", "part:N", alt.Tooltip("importance:Q", format=".4f")],
-        )
-        .properties(height=260)
+        ),
+        200,
     )
 
 

@@ -70,9 +70,17 @@ def keep_retired_downloads(grace_s: float = RETIRED_GRACE_S) -> bool:
 keep_retired_downloads()
 
 
+EXPORT_WIDTH = 720
+
+
 def chart_bytes(make_chart: Callable[[], alt.TopLevelMixin], fmt: str) -> bytes:
-    """The chart ``make_chart`` builds, rendered as ``png`` or ``svg`` (through vl-convert)."""
+    """The chart ``make_chart`` builds, rendered as ``png`` or ``svg`` (through vl-convert).
+
+    A chart that fits its container's width (``plot_height``) is given a page-like width, since a file has no container.
+    """
     chart = make_chart()
+    if chart.to_dict().get("autosize", {}).get("type") == "fit-x":
+        chart = chart.properties(width=EXPORT_WIDTH)
     if fmt == "png":
         binary = io.BytesIO()
         chart.save(binary, format="png", scale_factor=2)

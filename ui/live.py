@@ -27,6 +27,7 @@ from ui.run import MAX_TEXT, MAX_TOKENS, SAMPLE, SCENARIO, SEED, TEXT, TOKENS, c
 SOURCE = "run_source"
 OURS, MINE = "One of ours", "My own words"
 CURSOR = " ▌"
+Slot = st.delta_generator.DeltaGenerator
 
 
 @st.cache_resource(show_spinner=False)
@@ -127,14 +128,35 @@ def marked(bundle: ec.ModelBundle, reply: ec.Reply, start: int | None) -> str:
     return f"{plain(prefix)}:orange-background[{plain(rest)}]" if rest.strip() else plain(reply.text)
 
 
-def stream_into_columns(slots: Sequence[st.delta_generator.DeltaGenerator], stream: Iterator[list[ec.Reply]], keep: str) -> list[ec.Reply]:
-    """Redraw each slot with its row's reply after every token; the replies so far are kept in the session under ``keep``."""
+def stream_into_columns(
+    slots: Sequence[st.delta_generator.DeltaGenerator],
+    stop_slot: st.delta_generator.DeltaGenerator,
+    stream: Iterator[list[ec.Reply]],
+    key: str,
+) -> list[ec.Reply]:
+    """Redraw each slot with its row's reply after every token, with a Stop button meanwhile.
+
+    Stop reruns the page, which ends this run between two tokens (the model's hooks go with it); the replies so far stay in
+    the session under ``key`` and ``stopped_replies(key)`` returns them on that next run.
+    """
+    st.session_state[f"{key}_running"] = True
+    stop_slot.button("Stop", icon=":material/stop:", key=f"{key}_stop")
     replies: list[ec.Reply] = []
     for replies in stream:
         for slot, reply in zip(slots, replies, strict=False):
             slot.markdown(plain(reply.text) + CURSOR)
-        st.session_state[keep] = replies
+        st.session_state[f"{key}_partial"] = replies
+    stop_slot.empty()
+    del st.session_state[f"{key}_running"]
+    st.session_state.pop(f"{key}_partial", None)
     return replies
+
+
+def stopped_replies(key: str) -> list[ec.Reply] | None:
+    """The replies so far of a generation that Stop interrupted (once), else ``None``."""
+    if not st.session_state.pop(f"{key}_running", False):
+        return None
+    return st.session_state.pop(f"{key}_partial", [])
 
 
 @dataclass(frozen=True)

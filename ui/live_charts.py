@@ -6,6 +6,7 @@ import altair as alt
 import pandas as pd
 
 from emo_core.judge import LABELS
+from ui.charts import plot_height
 from ui.palette import EMOTION_COLORS, emotion_scale
 
 NEUTRAL_GREY = "#9A9A9A"
@@ -15,34 +16,34 @@ BREAKDOWN = "#D55E00"
 def judge_bars(probabilities: pd.DataFrame, emotion: str) -> alt.Chart:
     """The judge's probability of each label (``label``, ``probability``), the chosen emotion in full colour."""
     colors = [EMOTION_COLORS.get(label, NEUTRAL_GREY) for label in LABELS]
-    return (
+    return plot_height(
         alt.Chart(probabilities, title=alt.TitleParams("What the judge reads in the words", fontSize=12, anchor="start"))
         .mark_bar()
         .encode(
             x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), title="probability"),
-            y=alt.Y("label:N", sort=list(LABELS), title=None),
+            y=alt.Y("label:N", sort=list(LABELS), title=None, axis=alt.Axis(labelOverlap=False)),
             color=alt.Color("label:N", scale=alt.Scale(domain=list(LABELS), range=colors), legend=None),
             opacity=alt.condition(alt.datum.label == emotion, alt.value(1.0), alt.value(0.35)),
             tooltip=[alt.Tooltip("label:N", title="emotion"), alt.Tooltip("probability:Q", format=".2f")],
-        )
-        .properties(height=150)
+        ),
+        150,
     )
 
 
 def reading_line(per_token: pd.DataFrame, emotion: str) -> alt.Chart:
     """The internal reading of every emotion per generated token (``token``, ``emotion``, ``reading``), the chosen one bold."""
-    return (
+    return plot_height(
         alt.Chart(per_token, title=alt.TitleParams("What the model holds inside, word by word", fontSize=12, anchor="start"))
         .mark_line()
         .encode(
             x=alt.X("token:Q", title="generated token"),
             y=alt.Y("reading:Q", title="reading (0 plain, 1 steered)"),
-            color=alt.Color("emotion:N", scale=emotion_scale(), legend=alt.Legend(orient="bottom", columns=6, title=None)),
+            color=alt.Color("emotion:N", scale=emotion_scale(), legend=alt.Legend(orient="bottom", columns=3, title=None)),
             strokeWidth=alt.condition(alt.datum.emotion == emotion, alt.value(3), alt.value(1)),
             opacity=alt.condition(alt.datum.emotion == emotion, alt.value(1.0), alt.value(0.35)),
             tooltip=["token:Q", "emotion:N", alt.Tooltip("reading:Q", format=".2f")],
-        )
-        .properties(height=150)
+        ),
+        130,
     )
 
 
@@ -67,7 +68,7 @@ def head_grid(heads: pd.DataFrame, score_title: str) -> alt.LayerChart:
     )
     outline = base.transform_filter(alt.datum.selected).mark_rect(fill=None, stroke="black", strokeWidth=2.5)
     crosses = base.transform_filter(alt.datum.selected).mark_text(text="✕", fontSize=13, fontWeight="bold")
-    return (cells.add_params(click) + outline + crosses).properties(height=230)
+    return plot_height(cells.add_params(click) + outline + crosses, 200)
 
 
 def chance_strip(effects: pd.DataFrame, measure: str) -> alt.LayerChart:
@@ -85,7 +86,7 @@ def chance_strip(effects: pd.DataFrame, measure: str) -> alt.LayerChart:
         .encode(x="effect:Q", tooltip=[alt.Tooltip("effect:Q", title="your selection", format=".3f")])
     )
     zero = alt.Chart(pd.DataFrame({"effect": [0.0]})).mark_rule(color="black", strokeDash=[3, 3]).encode(x="effect:Q")
-    return (dots + zero + rule).properties(height=70)
+    return plot_height(dots + zero + rule, 50)
 
 
 def dose_response(sweep: pd.DataFrame, emotion: str, limit: float) -> alt.LayerChart:
@@ -110,7 +111,7 @@ def dose_response(sweep: pd.DataFrame, emotion: str, limit: float) -> alt.LayerC
         )
     )
     limit_rule = alt.Chart(pd.DataFrame({"strength": [limit]})).mark_rule(strokeDash=[4, 3], color="#333333").encode(x="strength:Q")
-    return (shade + lines + limit_rule).properties(height=220)
+    return plot_height(shade + lines + limit_rule, 200)
 
 
 def map_with_arrow(points: pd.DataFrame, moved: pd.DataFrame, extent: tuple[tuple[float, float], tuple[float, float]]) -> alt.LayerChart:
@@ -144,4 +145,4 @@ def map_with_arrow(points: pd.DataFrame, moved: pd.DataFrame, extent: tuple[tupl
             tooltip=["run:N"],
         )
     )
-    return (background + path + heads).properties(height=380)
+    return plot_height(background + path + heads, 360)

@@ -19,7 +19,7 @@ from ui.replies import plain
 from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_METHODS, MODE, MODES
 from ui.state import current
 
-LAST, RUNNING, CHANCE, METER = "knockout_last", "knockout_running", "knockout_chance", "knockout_meter"
+LAST, CHANCE, METER = "knockout_last", "knockout_chance", "knockout_meter"
 BASELINE_LABELS = {"steered": "steered toward it", "asked": "asked for it", "plain": "nothing (plain)"}
 MODE_LABELS = {"zero": "zero (silence them)", "mean": "mean (make them ordinary)"}
 CHANCE_SCENARIOS, CHANCE_DRAWS = 12, 20
@@ -109,29 +109,27 @@ st.caption(
 st.subheader("Write both replies")
 settings = live.decoding_controls()
 run_key = (*meter_key, settings)
-generate_col, stop_col = st.columns([1, 5])
-clicked = generate_col.button("Generate", type="primary", icon=":material/play_arrow:", key="knockout_generate")
+buttons = st.container(horizontal=True)
+clicked = buttons.button("Generate", type="primary", icon=":material/play_arrow:", key="knockout_generate")
+stop_slot = buttons.empty()
 baseline_col, knocked_col = st.columns(2, gap="large")
 baseline_col.markdown(f"**Baseline** ({BASELINE_LABELS[baseline]})")
 knocked_col.markdown(f"**With {describe(chosen)} switched off**")
 slots = [baseline_col.empty(), knocked_col.empty()]
-stopped = st.session_state.pop(RUNNING, None) is not None  # a run that never finished was stopped
+stopped = live.stopped_replies(LAST)
 if clicked:
-    stop_col.button("Stop", icon=":material/stop:", key="knockout_stop")
     rows = [
         *(ec.generation.on_rows(edit, (0, 1, 2)) for edit in shared),
         *knockout_edits(results, chosen, mode, rows=(1,)),
         *knockout_edits(results, control, mode, rows=(2,)),
     ]
-    st.session_state[RUNNING] = run_key
     with live.model_turn():
         stream = ec.generation.stream_replies(bundle, [prompt] * 3, settings, rows, observe=reading.layers)
-        replies = live.stream_into_columns(slots, stream, keep=LAST + "_partial")
-    st.session_state.pop(RUNNING, None)
+        replies = live.stream_into_columns(slots, stop_slot, stream, LAST)
     st.session_state[LAST] = (run_key, replies, live.read_out(replies, reading))
 last = st.session_state.get(LAST)
-if stopped and st.session_state.get(LAST + "_partial"):
-    for slot, reply in zip(slots, st.session_state.pop(LAST + "_partial"), strict=False):
+if stopped is not None and not clicked:
+    for slot, reply in zip(slots, stopped, strict=False):
         slot.markdown(plain(reply.text) + " *(stopped)*")
 elif last is not None:
     key, replies, outs = last

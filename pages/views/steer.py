@@ -11,6 +11,7 @@ from emo_core.scenarios import load_skeletons, neutral_prompts, spread
 from ui import glossary, live, live_charts, steer_sweep, tour
 from ui.data import model_bundle, page_results
 from ui.pages import STEER
+from ui.replies import plain
 from ui.run import MAX_STRENGTH, STEER_METHOD, STEER_METHODS, STRENGTH
 from ui.state import current
 
@@ -70,20 +71,25 @@ else:
 
 settings = live.decoding_controls()
 run_key = (view.model, user, emotion, method, strength, settings)
-clicked = st.button("Generate", type="primary", icon=":material/play_arrow:", key="steer_generate")
+buttons = st.container(horizontal=True)
+clicked = buttons.button("Generate", type="primary", icon=":material/play_arrow:", key="steer_generate")
+stop_slot = buttons.empty()
 plain_col, steered_col = st.columns(2, gap="large")
 plain_col.markdown("**Plain reply**")
 steered_col.markdown(f"**{emotion.capitalize()} {METHOD_LABELS[method]}**" + (f" (strength {strength:g})" if strength is not None else ""))
 slots = [plain_col.empty(), steered_col.empty()]
+stopped = live.stopped_replies(LAST)
 if clicked:
-    st.button("Stop", icon=":material/stop:", key="steer_stop")
     rows = [ec.generation.on_rows(edit, (1,)) for edit in edits]
     with live.model_turn():
         stream = ec.generation.stream_replies(bundle, [plain_prompt, steered_prompt], settings, rows, observe=reading.layers)
-        replies = live.stream_into_columns(slots, stream, keep=LAST + "_partial")
+        replies = live.stream_into_columns(slots, stop_slot, stream, LAST)
     st.session_state[LAST] = (run_key, replies, live.read_out(replies, reading))
 last = st.session_state.get(LAST)
-if last is not None:
+if stopped is not None and not clicked:
+    for slot, reply in zip(slots, stopped, strict=False):
+        slot.markdown(plain(reply.text) + " *(stopped)*")
+elif last is not None:
     key, replies, outs = last
     if key != run_key:
         st.caption("These replies are from earlier settings; press *Generate* to write them again.")
