@@ -8,8 +8,9 @@ written for this and never fitted on, and the model writes on; only what it writ
 Two measures:
 
 - the internal reading (``reading.py``) over the baseline reply, teacher-forced (``attribution.forced_pass``):
-  continuous and cheap, so it gives the whole curve, k = 1 ... 64, for both rankings (the causal one
-  of that baseline, and the paper's ``head_scores``/``neuron_scores``). Random controls: each draw is
+  continuous and cheaper than generating, so it gives the whole curve, k = 1 ... 64, for both rankings
+  (the causal one of that baseline, and the paper's ``head_scores``/``neuron_scores``) on the
+  ``curve_baselines`` (the target sets only on the others). Random controls: each draw is
   its own matched random set (as many parts in each layer as the top-k set, none of them), evaluated on
   one prompt. The issue's target sets (top-2 heads, top-4 neurons of the causal ranking) get at least
   20 draws per emotion, their drop of the *other* emotions' readings (on the same reply, and on each
@@ -59,12 +60,13 @@ class CurveSettings:
     target_ks: Mapping[str, int] = field(default_factory=lambda: {"heads": 2, "neurons": 4})
     ks: tuple[int, ...] = KS
     baselines: tuple[Baseline, ...] = BASELINES
+    curve_baselines: tuple[Baseline, ...] = ("steered",)  # whole curves here; the other baselines get the target sets only
     rankings: tuple[str, ...] = RANKINGS
     mode: AblationMode = "mean"
     harm_prompts: int = 8
     judged_baseline: Baseline = "steered"
     judged_prompts: int = 48
-    judged: tuple[tuple[str, int], ...] = (("heads", 8), ("neurons", 16))
+    judged: tuple[tuple[str, int], ...] = (("neurons", 16),)
     batch_size: int = 32
     bootstrap: int = 2000
     seed: int = 0
@@ -197,7 +199,8 @@ def reading_curves(
         for ranking in settings.rankings:
             for kind in KINDS:
                 target = ranking == "causal" and kind in settings.target_ks
-                ks = sorted({*settings.ks, *((settings.target_ks[kind],) if target else ())})
+                curve = settings.ks if baseline in settings.curve_baselines else ()
+                ks = sorted({*curve, *((settings.target_ks[kind],) if target else ())})
                 for k in ks:
                     top = ranked_units(results, ranking, baseline, kind, emotion, settings.mode, k)
                     if not top:
