@@ -29,3 +29,16 @@ CIRCUIT = (
     "An emotion's circuit is a small set of attention heads and neurons: inside the parts of the model that matter most for "
     "that emotion, the ones that write it most strongly while the model speaks with it. Turning them up steers replies toward it."
 )
+READING = (
+    "The internal reading is how strongly the model's own hidden state, near its last layers, points toward each emotion "
+    "while it writes: 0 is the plain model, 1 a reply steered toward that emotion. The judge reads the words; this reads the model."
+)
+KNOCKOUT = (
+    "A knockout switches parts off while the model writes: a head's or a neuron's output is set to zero (or to its average), "
+    "so whatever it would have added is missing. If the emotion fades, those parts carried it."
+)
+STEERING = (
+    "Steering turns an emotion up without asking for it: the emotion's direction (the shift the model shows while saying that "
+    "emotion) is added to its hidden state as it writes."
+)
+JUDGE = "The judge is a small separate model that reads a reply and gives the probability of each emotion (or none) in its words."

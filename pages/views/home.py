@@ -57,6 +57,13 @@ with st.expander("Words used in this app"):
         ("Hidden state", glossary.HIDDEN_STATE),
         ("Attention head", glossary.HEAD),
         ("Neuron", glossary.NEURON),
+        ("MLP", glossary.MLP),
         ("Emotion direction", glossary.DIRECTION),
+        ("Circuit", glossary.CIRCUIT),
+        ("UMAP and PCA", glossary.UMAP_PCA),
+        ("Knockout", glossary.KNOCKOUT),
+        ("Steering", glossary.STEERING),
+        ("Judge", glossary.JUDGE),
+        ("Internal reading", glossary.READING),
     ):
         st.markdown(f"**{term}.** {meaning}")

@@ -32,7 +32,7 @@ tour.banner(results, emotion, KNOCKOUT)
 st.title("Switch parts off")
 st.caption(
     "Choose a scenario, make the reply emotional, pick attention heads and neurons to switch off, and compare the reply with and "
-    f"without them, next to a random set of parts of the same size. {glossary.HEAD} {glossary.NEURON}"
+    f"without them, next to a random set of parts of the same size. {glossary.KNOCKOUT} {glossary.HEAD} {glossary.NEURON}"
 )
 
 scenario_col, baseline_col = st.columns([3, 2], gap="large")
@@ -102,8 +102,8 @@ middle.metric(
 )
 right.metric(f"with {len(control)} random parts off", f"{chance:.2f}", f"{chance - before:+.2f}", delta_color="off")
 st.caption(
-    "One pass over the prompt: the model's internal reading of each emotion at the prompt's last word (0 = the plain model, "
-    "1 = steered toward the emotion), with your parts off, and with as many random parts from the same layers off."
+    "One pass over the prompt: the model's internal reading of the emotion at the prompt's last word, with your parts off, and "
+    f"with as many random parts from the same layers off. {glossary.READING}"
 )
 
 st.subheader("Write both replies")

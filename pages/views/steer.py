@@ -28,7 +28,7 @@ st.title(f"Turn {emotion} up")
 st.caption(
     f"Make the model reply with {emotion} and compare with its plain reply. *Direction* adds the emotion's direction to the hidden "
     f"state in the middle layers; *circuit* adds it only at the {emotion} circuit's heads and neurons; *ask* just puts the request "
-    f"in the prompt. {glossary.DIRECTION}"
+    f"in the prompt. {glossary.STEERING} {glossary.JUDGE}"
 )
 scenario_col, method_col = st.columns([3, 2], gap="large")
 with scenario_col:
