@@ -18,6 +18,7 @@ from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import available_caches
 from tests.synthetic_cache import write_synthetic_cache
 from ui.data import RESULTS_DIR_ENV
+from ui.data import _bundle as model_cache
 from ui.pages import PAGES as REGISTERED
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -32,6 +33,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
         raise emo_core.ModelLoadError("Loading the model is switched off in this test.")
 
     monkeypatch.setattr(emo_core, "load_model", refuse)
+    model_cache.clear()  # a model an earlier test loaded must not be served either
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 import emo_core as ec
+from emo_core.interventions import Intervention
 from emo_core.judge import LABELS, EmotionJudge, load_judge
 from emo_core.reading import EmotionReading
 from emo_core.scenarios import EMOTIONS
@@ -192,3 +193,51 @@ def show_read_out(out: ReadOut, emotion: str, key: str) -> None:
     st.altair_chart(
         live_charts.reading_line(tokens.melt(id_vars="token", var_name="emotion", value_name="reading"), emotion), width="stretch"
     )
+
+
+def paired_replies(
+    page: str,
+    titles: tuple[str, str],
+    run_key: tuple,
+    bundle: ec.ModelBundle,
+    reading: EmotionReading,
+    emotion: str,
+    prompts: Sequence[str],
+    edits: Sequence[Intervention],
+    settings: ec.GenerationSettings,
+) -> tuple[list[ec.Reply], list[ReadOut], int | None] | None:
+    """A *Generate* button and two columns that stream rows 0 and 1 of one batched generation (further rows run unseen).
+
+    The last run is kept in the session under ``<page>_last`` and shown again (with a note when the settings changed
+    since); under each reply, the judge's bars and the internal reading per token. Returns the shown replies, their
+    read-outs and the first token where rows 0 and 1 part, or ``None`` when there is nothing to show.
+    """
+    key = f"{page}_last"
+    buttons = st.container(horizontal=True)
+    clicked = buttons.button("Generate", type="primary", icon=":material/play_arrow:", key=f"{page}_generate")
+    stop_slot = buttons.empty()
+    columns = st.columns(2, gap="large")
+    for column, title in zip(columns, titles, strict=True):
+        column.markdown(title)
+    slots = [column.empty() for column in columns]
+    stopped = stopped_replies(key)
+    if clicked:
+        with model_turn():
+            stream = ec.generation.stream_replies(bundle, prompts, settings, edits, observe=reading.layers)
+            replies = stream_into_columns(slots, stop_slot, stream, key)
+        st.session_state[key] = (run_key, replies, read_out(replies, reading))
+    elif stopped is not None:
+        for slot, reply in zip(slots, stopped, strict=False):
+            slot.markdown(plain(reply.text) + " *(stopped)*")
+        return None
+    if key not in st.session_state:
+        return None
+    stored_key, replies, outs = st.session_state[key]
+    if stored_key != run_key:
+        st.caption("These replies are from earlier settings; press *Generate* to write them again.")
+    start = first_difference(replies[0].token_ids, replies[1].token_ids)
+    for slot, column, reply, out, side in zip(slots, columns, replies, outs, ("left", "right"), strict=False):
+        slot.markdown(marked(bundle, reply, start))
+        with column:
+            show_read_out(out, emotion, key=f"{page}_{side}")
+    return replies, outs, start

@@ -15,11 +15,10 @@ from emo_core.store import CacheError
 from ui import frames, glossary, knockout_parts, live, live_charts, tour
 from ui.data import model_bundle, page_results
 from ui.pages import KNOCKOUT
-from ui.replies import plain
 from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_METHODS, MODE, MODES
 from ui.state import current
 
-LAST, CHANCE, METER = "knockout_last", "knockout_chance", "knockout_meter"
+CHANCE, METER = "knockout_chance", "knockout_meter"
 BASELINE_LABELS = {"steered": "steered toward it", "asked": "asked for it", "plain": "nothing (plain)"}
 MODE_LABELS = {"zero": "zero (silence them)", "mean": "mean (make them ordinary)"}
 CHANCE_SCENARIOS, CHANCE_DRAWS = 12, 20
@@ -109,38 +108,15 @@ st.caption(
 st.subheader("Write both replies")
 settings = live.decoding_controls()
 run_key = (*meter_key, settings)
-buttons = st.container(horizontal=True)
-clicked = buttons.button("Generate", type="primary", icon=":material/play_arrow:", key="knockout_generate")
-stop_slot = buttons.empty()
-baseline_col, knocked_col = st.columns(2, gap="large")
-baseline_col.markdown(f"**Baseline** ({BASELINE_LABELS[baseline]})")
-knocked_col.markdown(f"**With {describe(chosen)} switched off**")
-slots = [baseline_col.empty(), knocked_col.empty()]
-stopped = live.stopped_replies(LAST)
-if clicked:
-    rows = [
-        *(ec.generation.on_rows(edit, (0, 1, 2)) for edit in shared),
-        *knockout_edits(results, chosen, mode, rows=(1,)),
-        *knockout_edits(results, control, mode, rows=(2,)),
-    ]
-    with live.model_turn():
-        stream = ec.generation.stream_replies(bundle, [prompt] * 3, settings, rows, observe=reading.layers)
-        replies = live.stream_into_columns(slots, stop_slot, stream, LAST)
-    st.session_state[LAST] = (run_key, replies, live.read_out(replies, reading))
-last = st.session_state.get(LAST)
-if stopped is not None and not clicked:
-    for slot, reply in zip(slots, stopped, strict=False):
-        slot.markdown(plain(reply.text) + " *(stopped)*")
-elif last is not None:
-    key, replies, outs = last
-    if key != run_key:
-        st.caption("These replies are from earlier settings; press *Generate* to write them again.")
-    start = live.first_difference(replies[0].token_ids, replies[1].token_ids)
-    for slot, reply in zip(slots, replies[:2], strict=True):
-        slot.markdown(live.marked(bundle, reply, start))
-    for column, out, name in ((baseline_col, outs[0], "baseline"), (knocked_col, outs[1], "knocked")):
-        with column:
-            live.show_read_out(out, emotion, key=f"knockout_{name}")
+rows = [
+    *(ec.generation.on_rows(edit, (0, 1, 2)) for edit in shared),
+    *knockout_edits(results, chosen, mode, rows=(1,)),
+    *knockout_edits(results, control, mode, rows=(2,)),
+]
+titles = (f"**Baseline** ({BASELINE_LABELS[baseline]})", f"**With {describe(chosen)} switched off**")
+shown = live.paired_replies("knockout", titles, run_key, bundle, reading, emotion, [prompt] * 3, rows, settings)
+if shown is not None:
+    _, outs, start = shown
     where = "The replies are the same." if start is None else f"The replies part at token {start + 1} (highlighted)."
     fell = outs[1].level(emotion) - outs[0].level(emotion)
     moved = outs[2].level(emotion) - outs[0].level(emotion)

@@ -11,11 +11,10 @@ from emo_core.scenarios import load_skeletons, neutral_prompts, spread
 from ui import glossary, live, live_charts, steer_sweep, tour
 from ui.data import model_bundle, page_results
 from ui.pages import STEER
-from ui.replies import plain
 from ui.run import MAX_STRENGTH, STEER_METHOD, STEER_METHODS, STRENGTH
 from ui.state import current
 
-LAST, TUNED_FOR = "steer_last", "steer_strength_for"
+TUNED_FOR = "steer_strength_for"
 METHOD_LABELS = {"direction": "along its direction", "circuit": "through its circuit", "ask": "by asking"}
 SWEEP_SCENARIOS = 5
 
@@ -71,34 +70,13 @@ else:
 
 settings = live.decoding_controls()
 run_key = (view.model, user, emotion, method, strength, settings)
-buttons = st.container(horizontal=True)
-clicked = buttons.button("Generate", type="primary", icon=":material/play_arrow:", key="steer_generate")
-stop_slot = buttons.empty()
-plain_col, steered_col = st.columns(2, gap="large")
-plain_col.markdown("**Plain reply**")
-steered_col.markdown(f"**{emotion.capitalize()} {METHOD_LABELS[method]}**" + (f" (strength {strength:g})" if strength is not None else ""))
-slots = [plain_col.empty(), steered_col.empty()]
-stopped = live.stopped_replies(LAST)
-if clicked:
-    rows = [ec.generation.on_rows(edit, (1,)) for edit in edits]
-    with live.model_turn():
-        stream = ec.generation.stream_replies(bundle, [plain_prompt, steered_prompt], settings, rows, observe=reading.layers)
-        replies = live.stream_into_columns(slots, stop_slot, stream, LAST)
-    st.session_state[LAST] = (run_key, replies, live.read_out(replies, reading))
-last = st.session_state.get(LAST)
-if stopped is not None and not clicked:
-    for slot, reply in zip(slots, stopped, strict=False):
-        slot.markdown(plain(reply.text) + " *(stopped)*")
-elif last is not None:
-    key, replies, outs = last
-    if key != run_key:
-        st.caption("These replies are from earlier settings; press *Generate* to write them again.")
-    start = live.first_difference(replies[0].token_ids, replies[1].token_ids)
-    for slot, reply in zip(slots, replies, strict=True):
-        slot.markdown(live.marked(bundle, reply, start))
-    for column, out, name in ((plain_col, outs[0], "plain"), (steered_col, outs[1], "steered")):
-        with column:
-            live.show_read_out(out, emotion, key=f"steer_{name}")
+steered_title = f"**{emotion.capitalize()} {METHOD_LABELS[method]}**" + (f" (strength {strength:g})" if strength is not None else "")
+rows = [ec.generation.on_rows(edit, (1,)) for edit in edits]
+shown = live.paired_replies(
+    "steer", ("**Plain reply**", steered_title), run_key, bundle, reading, emotion, [plain_prompt, steered_prompt], rows, settings
+)
+if shown is not None:
+    _, outs, _ = shown
     st.markdown(
         f"The judge's {emotion} probability went from {outs[0].probability(emotion):.2f} to {outs[1].probability(emotion):.2f}; "
         f"inside the model, {emotion} went from {outs[0].level(emotion):.2f} to {outs[1].level(emotion):.2f}."
