@@ -52,10 +52,11 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class CurveSettings:
-    """What the curves measure; the defaults are sized for ``evaluate`` on 2 CPU cores."""
+    """What the curves measure. On 2 CPU cores a teacher-forced row costs about 0.2 s and a judged reply about 0.3 s;
+    the defaults (about 1,800 forced rows and 870 replies) take about 11 minutes there."""
 
-    prompts: int = 4  # evaluation prompts per emotion and baseline for the reading curves
-    draws: int = 4  # random draws per curve point and emotion (one prompt each; 24 per point over the six emotions)
+    prompts: int = 2  # evaluation prompts per emotion and baseline for the reading curves
+    draws: int = 2  # random draws per curve point and emotion (one prompt each; 12 per point over the six emotions)
     target_draws: int = 20  # random draws per emotion for the target sets
     target_ks: Mapping[str, int] = field(default_factory=lambda: {"heads": 2, "neurons": 4})
     ks: tuple[int, ...] = KS
@@ -150,17 +151,21 @@ def _readings(bundle: ModelBundle, reading: EmotionReading, plan: _Plan, batch_s
     return torch.cat(out)
 
 
-def _summary(top: np.ndarray, control: np.ndarray, settings: CurveSettings) -> dict:
+def _summary(top: np.ndarray, control: np.ndarray, settings: CurveSettings, paired: bool = False) -> dict:
     entry = {
         "top_drop": float(top.mean()),
         "top_ci95": bootstrap_interval(top, settings.bootstrap, settings.seed),
         "random_drop": float(control.mean()),
         "random_ci95": bootstrap_interval(control, settings.bootstrap, settings.seed),
-        "difference_ci95": difference_interval(top, control, settings.bootstrap, settings.seed),
+        "difference_ci95": difference_interval(top, control, settings.bootstrap, settings.seed, paired),
         "n_top": len(top),
         "n_random": len(control),
     }
     entry["ratio"] = entry["top_drop"] / entry["random_drop"] if entry["random_drop"] > 0 else None
+    # The issue's bar: at least 3 times the random drop (a random set that raises the emotion counts as 0), interval excluding zero.
+    entry["three_times_random"] = bool(
+        entry["top_drop"] >= 3 * max(entry["random_drop"], 0.0) and entry["top_ci95"][0] > 0 and entry["difference_ci95"][0] > 0
+    )
     return entry
 
 
@@ -313,8 +318,7 @@ def judged_knockouts(
         "baseline_p_target": {emotion: float(base[e * n : (e + 1) * n].mean()) for e, emotion in enumerate(EMOTIONS)},
     }
     for (emotion, kind, k), entry in drops.items():
-        summary = _summary(np.array(entry["top"]), np.array(entry["random"]), settings)
-        summary["difference_ci95"] = difference_interval(entry["top"], entry["random"], settings.bootstrap, settings.seed, paired=True)
+        summary = _summary(np.array(entry["top"]), np.array(entry["random"]), settings, paired=True)
         summary["degenerate_top"] = float(np.mean(entry["degenerate_top"]))
         out.setdefault(kind, {}).setdefault(str(k), {})[emotion] = summary
     return out
