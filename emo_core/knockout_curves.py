@@ -254,6 +254,8 @@ def reading_curves(
             entry["others_own"] = float(np.mean(others_own[key]))
             entry["others_own_ci95"] = bootstrap_interval(others_own[key], settings.bootstrap, settings.seed)
             entry["specificity"] = entry["top_drop"] / entry["others_own"] if entry["others_own"] > 0 else None
+            # The issue's bar: lowers its emotion at least 1.5 times as much as the others' readings on average.
+            entry["specific"] = bool(entry["top_drop"] > 0 and entry["top_drop"] >= 1.5 * max(entry["others_own"], 0.0))
         curves.setdefault(ranking, {}).setdefault(kind, {}).setdefault(str(k), {})[emotion] = entry
     return curves
 
