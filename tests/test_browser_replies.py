@@ -62,3 +62,75 @@ def test_home_reply_is_the_librarys_reply(server: str, embedded: ec.ModelBundle)
         assert " ".join(reply.split()) in [" ".join(block.split()) for block in blocks]
         assert sum(reply[:15] in block for block in blocks) == 1
         browser.close()
+
+
+def reply_text(column: str) -> str:
+    """The reply in a column's text: the first non-empty line after the column's title."""
+    return [line.strip() for line in column.splitlines() if line.strip()][1]
+
+
+def cell_positions(page: object, chart: object, wanted: set[str], step: int = 8) -> dict[str, tuple[int, int]]:
+    """Sweep the pointer over the head grid and note where Vega's tooltip names each wanted head (``L23H1``)."""
+    box = chart.bounding_box()
+    found: dict[str, tuple[int, int]] = {}
+    for y in range(int(box["y"]) + step, int(box["y"] + box["height"]) - step, step):
+        for x in range(int(box["x"]) + step, int(box["x"] + box["width"]) - step, step):
+            page.mouse.move(x, y)
+            text = page.evaluate("document.getElementById('vg-tooltip-element')?.innerText ?? ''")
+            words = text.split()  # "head L23H1 importance 0.12 now on"
+            token = words[words.index("head") + 1] if "head" in words[:-1] else None
+            if token in wanted and token not in found:
+                found[token] = (x, y)
+                if len(found) == len(wanted):
+                    return found
+    return found
+
+
+def test_knockout_from_the_tour_two_clicked_heads_and_steering_at_two_strengths(server: str) -> None:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(f"{server}/?emotion=anger&tokens=24")
+        page.get_by_role("button", name="Start the tour").click()
+        for step in range(2, 7):
+            page.get_by_text(f"Tour, step {step - 1} of 6").wait_for(timeout=60_000)
+            settle(page)
+            page.get_by_role("button", name="Next:").click()
+        page.get_by_role("heading", name="Switch parts off").wait_for(timeout=120_000)
+        page.get_by_text("Effect before any text is written").wait_for(timeout=120_000)
+        settle(page)
+        assert "sel=" in page.url and "baseline=steered" in page.url
+        page.get_by_role("button", name="Clear").click()
+        settle(page)
+        grid = page.get_by_test_id("stVegaLiteChart").first
+        positions = cell_positions(page, grid, {"L23H1", "L20H3"})
+        assert set(positions) == {"L23H1", "L20H3"}
+        for token in ("L23H1", "L20H3"):
+            page.mouse.click(*positions[token])
+            page.wait_for_timeout(300)
+            settle(page)
+            page.mouse.move(0, 0)
+        assert "L23H1" in page.url and "L20H3" in page.url
+        page.get_by_text("2 heads in layers 20–23").first.wait_for()
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("Inside the model, anger").wait_for(timeout=180_000)
+        settle(page)
+        page.wait_for_timeout(800)
+        page.screenshot(path=shots() / "knockout_two_heads.png")
+        columns = page.get_by_test_id("stColumn").filter(has_text="What the judge reads").all_inner_texts()
+        replies = [reply_text(text) for text in columns[:2]]
+        assert all(len(reply) > 10 for reply in replies) and replies[0] != replies[1]
+        assert page.get_by_text("a random set of 2 parts from the same layers moved it by").count() == 1
+
+        steered = []
+        for strength in ("1", "3"):
+            page.goto(f"{server}/steer?emotion=sadness&tokens=24&strength={strength}")
+            page.get_by_role("button", name="Generate").click()
+            page.get_by_text("The judge's sadness probability went from").wait_for(timeout=180_000)
+            settle(page)
+            page.wait_for_timeout(800)
+            page.screenshot(path=shots() / f"steer_strength_{strength}.png")
+            texts = page.get_by_test_id("stColumn").filter(has_text="What the judge reads").all_inner_texts()
+            steered.append(reply_text(texts[1]))
+        assert steered[0] != steered[1]
+        browser.close()
