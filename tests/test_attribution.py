@@ -174,3 +174,30 @@ def test_estimates_track_real_knockouts_on_the_built_in_model(embedded: ec.Model
         real = base - float(reading(forced_pass(embedded, [ForcedReply(prompt, reply.token_ids, (*steer, edit))], reading.layers)[0])[0, 1])
         assert real > 0, unit
         assert 0.5 * float(estimate[unit]) < real < 2 * float(estimate[unit]), (unit, float(estimate[unit]), real)
+
+
+def test_random_controls_match_the_layers_of_the_top_set_and_avoid_it() -> None:
+    import random
+
+    from emo_core.knockout_curves import matched_random
+
+    top = [(3, 1), (3, 7), (5, 2)]
+    rng = random.Random(0)
+    for _ in range(20):
+        drawn = matched_random(top, 9, rng)
+        assert sorted(layer for layer, _ in drawn) == [3, 3, 5]
+        assert not set(drawn) & set(top) and len(set(drawn)) == 3
+
+
+def test_knockout_summaries_apply_the_issues_bars() -> None:
+    import numpy as np
+
+    from emo_core.knockout_curves import CurveSettings, _summary
+
+    settings = CurveSettings(bootstrap=200)
+    clear = _summary(np.array([0.30, 0.32, 0.28]), np.array([0.05, -0.02, 0.04, 0.01]), settings)
+    assert clear["three_times_random"] and clear["difference_ci95"][0] > 0
+    raised = _summary(np.array([0.10, 0.12]), np.array([-0.05, -0.03]), settings)  # random sets raise it: counts as 0
+    assert raised["ratio"] is None and raised["three_times_random"]
+    weak = _summary(np.array([0.10, 0.12]), np.array([0.05, 0.04]), settings)
+    assert not weak["three_times_random"]
