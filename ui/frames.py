@@ -115,3 +115,8 @@ def moved_frame(positions: np.ndarray, runs: Sequence[str]) -> pd.DataFrame:
     dx, dy = np.diff(positions[:, 0]), np.diff(positions[:, 1])
     angles = [0.0, *np.degrees(np.arctan2(dx, dy)).tolist()]  # Vega turns shapes clockwise from pointing up
     return pd.DataFrame({"x": positions[:, 0], "y": positions[:, 1], "run": list(runs), "order": range(len(runs)), "angle": angles})
+
+
+def causal_table(ranking: pd.DataFrame) -> pd.DataFrame:
+    """A causal ranking (``Results.causal_ranking``) for display: rank, layer, head or neuron, the drops, harm and score."""
+    return ranked_table(ranking.drop(columns="eligible").rename(columns={"own": "own drop", "others": "others' drop"}))

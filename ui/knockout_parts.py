@@ -7,14 +7,17 @@ page draws; the head grid's key changes after each click so a click always toggl
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 import pandas as pd
 import streamlit as st
 import torch
 
+from emo_core.causal import top_units
 from emo_core.knockout import matched_random, top_components
 from emo_core.results import Results
 from emo_core.selection import MAX_PARTS, Component, circuit_components, out_of_range, parse_tokens
+from emo_core.store import CacheError
 from ui.state import SELECTION
 
 GRID_CLICKS, RANDOM_DRAWS = "knockout_grid_clicks", "knockout_random_draws"
@@ -39,14 +42,21 @@ def _toggle(component: Component) -> None:
     _set([c for c in current if c != component] if component in current else [*current, component])
 
 
-def head_scores(results: Results, emotion: str) -> tuple[torch.Tensor, str]:
-    """The score the head grid is coloured by and ranked with, and its name."""
-    return results.head_scores(emotion), "importance"
+def head_colours(results: Results, emotion: str) -> tuple[torch.Tensor, str]:
+    """What the head grid is coloured by, and its name: the estimated knockout effect when the cache has it, else the paper's score."""
+    try:
+        return results.causal_effects("steered", "heads", "mean")[results.emotion_index(emotion)], "knockout effect"
+    except CacheError:
+        return results.head_scores(emotion), "importance"
 
 
-def neuron_scores(results: Results, emotion: str) -> torch.Tensor:
-    """The score neurons are ranked by."""
-    return results.neuron_scores(emotion)
+def ranked(results: Results, emotion: str, kind: Literal["head", "neuron"], k: int) -> list[Component]:
+    """The ``k`` best heads or neurons: by the causal ranking (specific, harmless) when the cache has it, else by the paper's score."""
+    try:
+        scores = results.causal_scores("steered", f"{kind}s", "mean")[results.emotion_index(emotion)]
+    except CacheError:
+        return top_components(results.head_scores(emotion) if kind == "head" else results.neuron_scores(emotion), kind, k)
+    return [Component(kind, layer, index) for layer, index in top_units(scores, k)]
 
 
 def presets(results: Results, emotion: str) -> None:
@@ -54,8 +64,7 @@ def presets(results: Results, emotion: str) -> None:
     shape = results.shape
     circuit = circuit_components(results.circuit(emotion))
     k = int(st.session_state.get(K, 4))
-    heads = top_components(head_scores(results, emotion)[0], "head", k)
-    neurons = top_components(neuron_scores(results, emotion), "neuron", k)
+    heads, neurons = ranked(results, emotion, "head", k), ranked(results, emotion, "neuron", k)
     row = st.container(horizontal=True, vertical_alignment="bottom")
     row.button(f"The {emotion} circuit ({len(circuit)})", on_click=_set, args=(circuit,), key="knockout_preset_circuit")
     row.number_input("k", 1, 64, 4, key=K, width=90)
@@ -136,6 +145,10 @@ def _add_numbered(shape: dict[str, int]) -> None:
 
 def _add_ranked(results: Results, emotion: str) -> None:
     rank = int(st.session_state[NEURON_RANK])
-    component = top_components(neuron_scores(results, emotion), "neuron", rank)[-1]
+    found = ranked(results, emotion, "neuron", rank)
+    if len(found) < rank:
+        st.session_state[PROBLEM] = f"Only {len(found)} neurons are ranked for {emotion}."
+        return
+    component = found[-1]
     if component not in selected():
         _set([*selected(), component])

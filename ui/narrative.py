@@ -86,3 +86,14 @@ def persistence_sentence(similarity: np.ndarray, emotion: str, threshold: float 
         f"The **{emotion}** direction after {part} {settled // 2} already points nearly the same way as at the end "
         f"(similarity at least {threshold:.1f}) and stays that way: from there on the model keeps one stable idea of {emotion}."
     )
+
+
+def rankings_sentence(emotion: str) -> str:
+    """Why the two rankings of the Circuit page differ."""
+    return (
+        f"The paper ranks each part by what it **writes**: how strongly it pushes the model's state toward {emotion} at the "
+        f"end of a prompt asking for {emotion}. A knockout asks another question: how much {emotion} **fades from the "
+        "model while it replies** when the part is switched off. In a small model the two differ: a part can write the "
+        "emotion that later layers overwrite or ignore, while another writes little yet carries the emotion along so that "
+        "removing it matters. The Knockout page tests either list against random parts."
+    )

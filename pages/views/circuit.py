@@ -5,38 +5,59 @@ from __future__ import annotations
 import streamlit as st
 
 from emo_core.selection import Component, circuit_components, describe, from_pairs, out_of_range, parse_tokens
+from emo_core.store import CacheError
 from ui import charts, frames, glossary, narrative, tour
 from ui.data import page_results
 from ui.export import chart_downloads, table_download
+from ui.pages import CIRCUIT
 from ui.state import SELECTION, current
 
 PICK, KIND, ADD_LAYER, ADD_INDEX = "circuit_pick", "circuit_add_kind", "circuit_add_layer", "circuit_add_index"
 ADD_PROBLEM = "circuit_add_problem"
 SCORE_FORMAT = {"score": st.column_config.NumberColumn(format="%.4f")}
+CAUSAL_FORMAT = {name: st.column_config.NumberColumn(format="%.3f") for name in ("own drop", "others' drop", "harm", "score")}
+KIND_LABELS = {"heads": "attention heads", "neurons": "neurons"}
 
 results = page_results()
 view = current()
 shape = results.shape
-tour.banner(results, view.emotion, tour.CIRCUIT)
+tour.banner(results, view.emotion, CIRCUIT)
 
 st.title(f"The {view.emotion} circuit")
 st.caption(f"{glossary.ATTENTION_MLP} {glossary.HEAD} {glossary.NEURON}")
 st.markdown(narrative.circuit_sentence(results, view.emotion))
 
-k = st.slider("How many to list", 5, 100, 20, step=5, key="circuit_k", help="Length of the two ranked tables below.")
+st.subheader("Two ways to rank the parts")
+st.markdown(narrative.rankings_sentence(view.emotion))
+kind_col, k_col = st.columns([1, 2], vertical_alignment="bottom")
+kind = kind_col.radio("Parts", ("heads", "neurons"), format_func=KIND_LABELS.get, horizontal=True, key="circuit_rank_kind")
+k = k_col.slider("How many to list", 5, 100, 20, step=5, key="circuit_k", help="Length of the two ranked tables below.")
 top_heads = frames.ranked_table(results.top_heads(view.emotion, k))
 top_neurons = frames.ranked_table(results.top_neurons(view.emotion, k))
-heads_col, neurons_col = st.columns(2, gap="large")
-with heads_col:
-    st.markdown("**Top attention heads**")
-    st.dataframe(top_heads, hide_index=True, width="stretch", height=280, column_config=SCORE_FORMAT)
-    st.caption("Score: how much the emotion's signal drops when this head is switched off. Click a column title to sort.")
-    table_download(top_heads, "top_heads", view.emotion)
-with neurons_col:
-    st.markdown("**Top neurons**")
-    st.dataframe(top_neurons, hide_index=True, width="stretch", height=280, column_config=SCORE_FORMAT)
-    st.caption("Score: how much this neuron pushes the hidden state toward the emotion, averaged over the prompts.")
-    table_download(top_neurons, "top_neurons", view.emotion)
+writes_col, matters_col = st.columns(2, gap="large")
+with writes_col:
+    st.markdown(f"**Writes {view.emotion}** (the paper's score)")
+    writes = top_heads if kind == "heads" else top_neurons
+    st.dataframe(writes, hide_index=True, width="stretch", height=280, column_config=SCORE_FORMAT)
+    st.caption(
+        "How much the part pushes the hidden state toward the emotion at the prompt's last word (for a head: how much the "
+        "emotion's signal there drops without it), averaged over prompts asking for the emotion."
+    )
+    table_download(writes, f"writes_{kind}", view.emotion)
+with matters_col:
+    st.markdown(f"**Matters when switched off** (knockout effect on {view.emotion} replies)")
+    try:
+        matters = frames.causal_table(results.causal_ranking(view.emotion, kind, "mean", "steered", k))
+    except CacheError as error:
+        st.info(str(error))
+    else:
+        st.dataframe(matters, hide_index=True, width="stretch", height=280, column_config=CAUSAL_FORMAT)
+        st.caption(
+            f"Estimated fall of the model's internal {view.emotion} reading over a reply steered toward {view.emotion} when the "
+            "part is switched off (mean ablation), of the other emotions' readings, and the rise of its loss on plain text; "
+            "ranked by how specifically it lowers this emotion, leaving out parts the model cannot do without."
+        )
+        table_download(matters, f"matters_{kind}", view.emotion)
 
 
 def set_selection(tokens: list[str]) -> None:

@@ -56,7 +56,7 @@ st.subheader("Parts to switch off")
 chosen = knockout_parts.selected()
 st.markdown(f"**Selected:** {describe(chosen)}." + (" Nothing is switched off yet: pick parts below." if not chosen else ""))
 knockout_parts.presets(results, emotion)
-scores, score_name = knockout_parts.head_scores(results, emotion)
+scores, score_name = knockout_parts.head_colours(results, emotion)
 grid_key = knockout_parts.grid_key()
 st.altair_chart(
     live_charts.head_grid(knockout_parts.grid_frame(scores, chosen), score_name),
