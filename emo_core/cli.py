@@ -12,13 +12,14 @@ from pathlib import Path
 from emo_core.errors import EmoCoreError
 from emo_core.evaluation import EvalSettings, evaluate
 from emo_core.generation import GenerationSettings, chat_prompt
-from emo_core.interventions import HeadAblation, Intervention, NeuronAblation
+from emo_core.interventions import Intervention
 from emo_core.judge import load_judge
 from emo_core.models import load_model
 from emo_core.pipeline import build
 from emo_core.results import CACHE_ROOT, Results, load_results
 from emo_core.scenarios import EMOTIONS, emotion_prompts, neutral_prompts, read_skeletons
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows, score_replies
+from emo_core.selection import Component, ablations, circuit_components, parse_token
 from emo_core.steering import METHODS, tuned_steering
 from emo_core.store import CacheError
 
@@ -32,30 +33,26 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-root", type=Path, default=CACHE_ROOT, help="folder holding one cache per model")
 
 
-def parse_ablation(specs: Sequence[str], results: Results, emotion: str) -> tuple[Intervention, ...]:
-    """Turn ``head:L:H``, ``neuron:L:N``, ``top-heads:K`` and ``top-neurons:K`` into zero ablations."""
-    heads: list[tuple[int, int]] = []
-    neurons: list[tuple[int, int]] = []
+ABLATION_FORMS = "L12H3, L10N123, head:L:H, neuron:L:N, top-heads:K or top-neurons:K"
+
+
+def parse_ablation(specs: Sequence[str], results: Results | None, emotion: str) -> tuple[Intervention, ...]:
+    """Zero ablations from tokens (``L12H3``, ``L10N123``, or ``head:L:H``, ``neuron:L:N``) and the circuit's
+    ``top-heads:K`` / ``top-neurons:K``."""
+    components: list[Component] = []
     for spec in specs:
         kind, _, rest = spec.partition(":")
-        try:
-            numbers = [int(part) for part in rest.split(":")]
-        except ValueError:
-            raise ValueError(f"Cannot read ablation '{spec}'; use head:L:H, neuron:L:N, top-heads:K or top-neurons:K.") from None
-        if kind in ("head", "neuron") and len(numbers) == 2:
-            (heads if kind == "head" else neurons).append((numbers[0], numbers[1]))
-        elif kind in ("top-heads", "top-neurons") and len(numbers) == 1:
-            circuit = results.circuit(emotion)
-            members = circuit.heads if kind == "top-heads" else circuit.neurons
-            (heads if kind == "top-heads" else neurons).extend((layer, index) for layer, index, _ in members[: numbers[0]])
+        if kind in ("top-heads", "top-neurons") and rest.isdigit() and results is not None:
+            members = [c for c in circuit_components(results.circuit(emotion)) if c.kind == kind.removeprefix("top-")[:-1]]
+            components.extend(members[: int(rest)])
+        elif kind in ("head", "neuron") and len(parts := rest.split(":")) == 2 and all(part.isdigit() for part in parts):
+            components.append(Component(kind, int(parts[0]), int(parts[1])))
         else:
-            raise ValueError(f"Cannot read ablation '{spec}'; use head:L:H, neuron:L:N, top-heads:K or top-neurons:K.")
-    edits: list[Intervention] = []
-    if heads:
-        edits.append(HeadAblation(tuple(heads)))
-    if neurons:
-        edits.append(NeuronAblation(tuple(neurons)))
-    return tuple(edits)
+            try:
+                components.append(parse_token(spec))
+            except ValueError:
+                raise ValueError(f"Cannot read ablation '{spec}'; use {ABLATION_FORMS}.") from None
+    return tuple(ablations(list(dict.fromkeys(components))))
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -122,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     gen_cmd.add_argument("--method", choices=GENERATE_METHODS, default="none")
     gen_cmd.add_argument("--emotions", nargs="+", choices=EMOTIONS, default=list(EMOTIONS))
-    gen_cmd.add_argument("--ablate", nargs="*", default=[], help="head:L:H, neuron:L:N, top-heads:K, top-neurons:K")
+    gen_cmd.add_argument("--ablate", nargs="*", default=[], help=ABLATION_FORMS)
     gen_cmd.add_argument("--max-new-tokens", type=int, default=SCORING_SETTINGS.max_new_tokens)
     gen_cmd.add_argument("--judge", default=None, help="also judge each reply ('minilm' or a local HF classifier)")
     gen_cmd.add_argument("--out", type=Path, required=True)

@@ -220,6 +220,7 @@ def test_ablation_specs_are_parsed_or_refused(built: Path) -> None:
     edits = parse_ablation(["head:1:2", "neuron:0:5", "top-neurons:1"], results, "anger")
     assert edits[0].heads == ((1, 2),)
     assert edits[1].neurons[0] == (0, 5) and len(edits[1].neurons) == 1 + min(1, len(results.circuit("anger").neurons))
+    assert parse_ablation(["L1H2", "L0N5", "head:1:2"], results, "anger")[0].heads == ((1, 2),)  # the app's tokens, once each
     with pytest.raises(ValueError, match="Cannot read ablation"):
         parse_ablation(["heads=3"], results, "anger")
 
