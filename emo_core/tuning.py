@@ -13,7 +13,7 @@ from emo_core.scenarios import EMOTIONS, Skeleton, neutral_prompts, spread
 from emo_core.scoring import Row, generate_rows, score_replies
 from emo_core.steering import SteeringKit
 
-STRENGTHS = {"direction": (1.0, 2.0, 3.0), "circuit": (3.0, 4.5, 6.0, 8.0)}
+STRENGTHS = {"direction": (1.0, 2.0), "circuit": (3.0, 4.5, 6.0)}  # direction 3.0 and circuit 8.0 broke replies and were never chosen
 TUNING_PROMPTS = 12
 MAX_DEGENERATE = 0.05  # the fluency bound
 
