@@ -7,9 +7,12 @@ with MKL the column layout was the faster one, on a 2-core Intel Xeon about twic
 nothing is assumed: the first decode on a model times both layouts on that model's own linear
 weights, at 1 to ``MAX_ROWS`` rows, and uses the column layout for a row count only where it took
 at most ``MARGIN`` of the plain time (a tie keeps plain, so noise cannot flip decoding into a slower
-path). Measuring takes a few tens of milliseconds, once per process for each set of weight shapes,
-dtype and thread count (cached, thread-safe); ``layout_choice()`` returns the decision and its
-``why``.
+path). Measuring takes 40-200 ms for SmolLM2 on the dev machine (the most when it is the first
+touch of freshly mapped weights; no round starts after ``BUDGET_S``), once per process for each set
+of weight shapes, dtype and thread count (cached, thread-safe); ``layout_choice()`` returns the
+decision and its ``why``. The decision reflects the machine as it was while measuring: on the dev
+machine with other processes keeping both cores busy, the column layout was about 5x slower than
+plain (it suffered far more from the contention) and the measurement picked plain.
 
 ``EMO_DECODE_LAYOUT`` overrides the measurement for the whole process (read once): ``auto``
 (default: measure), ``plain`` or ``columns``. ``forced_layout()`` does the same for one block in
@@ -49,6 +52,7 @@ MAX_ROWS = 4
 MARGIN = 0.8  # the column layout must take at most this fraction of the plain time to be chosen
 ENV_VAR = "EMO_DECODE_LAYOUT"
 ROUNDS = 3  # timings per row count and layout, interleaved; the fastest counts
+BUDGET_S = 0.3  # no round starts after this much measuring (a busy CPU can make one round take seconds)
 PIECE_BYTES = 4 << 20  # weights larger than this are timed on row blocks of this size
 
 _FORCED: ContextVar[Layout | None] = ContextVar("emo_forced_layout", default=None)
@@ -174,7 +178,8 @@ def _measure(weights: list[torch.Tensor]) -> tuple[tuple[float, ...], tuple[floa
     """Milliseconds that one decode step's linear layers take in each layout, at 1..MAX_ROWS rows.
 
     A timing runs one fresh block of every weight shape and scales it to the step; the timings of
-    the two layouts alternate, in alternating order, and the fastest of ``ROUNDS`` counts.
+    the two layouts alternate, in alternating order, and the fastest of ``ROUNDS`` counts (fewer
+    rounds when the first ones used up ``BUDGET_S``).
     """
     groups = _groups(weights)
     layouts: dict[Layout, Callable] = {"plain": F.linear, "columns": _linear_by_columns}
@@ -187,8 +192,10 @@ def _measure(weights: list[torch.Tensor]) -> tuple[tuple[float, ...], tuple[floa
         for layout in layouts.values():  # the first call of a BLAS path may set it up
             for rows in (1, 2):
                 layout(warm.inputs[rows], warm.blocks[-1], None)
-        fresh = 0
+        fresh, deadline = 0, time.perf_counter() + BUDGET_S
         for round_ in range(ROUNDS):
+            if round_ and time.perf_counter() > deadline:
+                break
             for rows in range(1, MAX_ROWS + 1):
                 for layout in ("plain", "columns") if (round_ + rows) % 2 else ("columns", "plain"):
                     total = 0.0

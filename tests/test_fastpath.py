@@ -180,3 +180,14 @@ def test_column_layout_stays_in_its_thread(monkeypatch: pytest.MonkeyPatch) -> N
     thread.join()
     layer(x)
     assert callers == [thread.ident, thread.ident]
+
+
+@pytest.mark.parametrize(("budget", "rounds"), [(0.0, 1), (60.0, fastpath.ROUNDS)])
+def test_measuring_stops_after_its_budget(monkeypatch: pytest.MonkeyPatch, budget: float, rounds: int) -> None:
+    calls = []
+    by_columns = fastpath._linear_by_columns
+    monkeypatch.setattr(fastpath, "_linear_by_columns", lambda *args: calls.append(1) or by_columns(*args))
+    monkeypatch.setattr(fastpath, "BUDGET_S", budget)
+    plain_ms, columns_ms = fastpath._measure([torch.randn(16, 8), torch.randn(16, 8)])  # one shape: one timed block per timing
+    assert len(calls) == 2 + rounds * MAX_ROWS  # two warm-up calls, then one per row count and round
+    assert all(math.isfinite(ms) for ms in plain_ms + columns_ms)
