@@ -65,13 +65,22 @@ def test_circuit_page_tables_charts_and_selection() -> None:
     app = open_page("pages/views/circuit.py", {"emotion": "sadness"})
     assert app.title[0].value == "The sadness circuit"
     assert 0 < len(app.dataframe[0].value) <= 20 and "head" in app.dataframe[0].value.columns
-    if "causal.steered.heads.mean" in load_results(EMBEDDED_NAME, results_root()).cache.tensors:
+    results = load_results(EMBEDDED_NAME, results_root())
+    if "causal.steered.heads.mean" in results.cache.tensors:
         assert len(app.dataframe) == 2 and list(app.dataframe[1].value.columns)[:4] == ["rank", "layer", "head", "own drop"]
     else:  # a cache from before the causal rankings says how to rebuild it
         assert len(app.dataframe) == 1 and any("python -m emo_core build" in block.value for block in app.info)
     app.radio(key="circuit_rank_kind").set_value("neurons").run()
     assert len(app.dataframe[0].value) == 20 and "neuron" in app.dataframe[0].value.columns
-    assert len(app.get("vega_lite_chart")) == 4
+    curves = ((results.report or {}).get("ablation") or {}).get("curves")
+    assert len(app.get("vega_lite_chart")) == 4 + (curves is not None)
+    if curves is None:  # a cache not yet evaluated says how to get the knockout curves
+        assert any("python -m emo_core evaluate" in block.value for block in app.info)
+    else:
+        for baseline in curves["reading"]:
+            app.radio(key="circuit_curve_baseline").set_value(baseline).run()
+            assert_clean(app)
+            assert any("random" in block.value for block in app.markdown)
     app.button(key="circuit_select").click().run()
     assert_clean(app)
     selected = app.session_state["selection"]

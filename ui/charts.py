@@ -215,3 +215,33 @@ def cross_layer_heatmap(similarity: pd.DataFrame, title: str) -> alt.Chart:
         )
         .properties(height=420)
     )
+
+
+def knockout_curve_chart(curve: pd.DataFrame, title: str) -> alt.LayerChart:
+    """Drop of the emotion reading against how many parts are switched off: each ranking's top k (solid) and matched random k
+    (dashed), with 95% intervals."""
+    x = alt.X(
+        "k:Q",
+        title="parts switched off (k)",
+        scale=alt.Scale(type="log", base=2),
+        axis=alt.Axis(values=sorted(curve["k"].unique().tolist())),
+    )
+    base = alt.Chart(curve, title=title).encode(
+        x=x,
+        color=alt.Color("ranking:N", legend=alt.Legend(title=None, orient="bottom")),
+        strokeDash=alt.StrokeDash("set:N", legend=alt.Legend(title=None, orient="bottom")),
+    )
+    lines = base.mark_line(point=True).encode(
+        y=alt.Y("drop:Q", title="fall of the emotion reading"),
+        tooltip=[
+            "ranking:N",
+            "set:N",
+            "k:Q",
+            alt.Tooltip("drop:Q", title="fall", format=".3f"),
+            alt.Tooltip("low:Q", title="95% from", format=".3f"),
+            alt.Tooltip("high:Q", title="95% to", format=".3f"),
+        ],
+    )
+    bars = base.mark_errorbar().encode(y="low:Q", y2="high:Q")
+    zero = alt.Chart(pd.DataFrame({"drop": [0.0]})).mark_rule(color="#999999").encode(y="drop:Q")
+    return plot_height(lines + bars + zero, 240)

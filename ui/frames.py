@@ -120,3 +120,24 @@ def moved_frame(positions: np.ndarray, runs: Sequence[str]) -> pd.DataFrame:
 def causal_table(ranking: pd.DataFrame) -> pd.DataFrame:
     """A causal ranking (``Results.causal_ranking``) for display: rank, layer, head or neuron, the drops, harm and score."""
     return ranked_table(ranking.drop(columns="eligible").rename(columns={"own": "own drop", "others": "others' drop"}))
+
+
+RANKING_NAMES = {"causal": "matters when switched off", "paper": "writes the emotion"}  # the Circuit page's two tables
+CURVE_SETS = ("top k of the ranking", "k random parts, same layers")
+
+
+def curve_frame(curves: dict, baseline: str, kind: str, emotion: str) -> pd.DataFrame:
+    """One baseline's knockout curves from ``report.json`` (``ablation.curves``) for one emotion and kind, in long form:
+    ``k``, ``ranking``, ``set`` (top or random), ``drop`` of the internal reading with its 95% interval ``low``..``high``."""
+    rows = []
+    for ranking, kinds in curves["reading"][baseline].items():
+        if ranking not in RANKING_NAMES:
+            continue
+        for k, by_emotion in kinds.get(kind, {}).items():
+            entry = by_emotion.get(emotion)
+            if entry is None:
+                continue
+            for name, which in zip(CURVE_SETS, ("top", "random"), strict=True):
+                low, high = entry[f"{which}_ci95"]
+                rows.append((int(k), RANKING_NAMES[ranking], name, entry[f"{which}_drop"], low, high))
+    return pd.DataFrame(rows, columns=["k", "ranking", "set", "drop", "low", "high"]).sort_values(["ranking", "set", "k"])

@@ -97,3 +97,32 @@ def rankings_sentence(emotion: str) -> str:
         "emotion that later layers overwrite or ignore, while another writes little yet carries the emotion along so that "
         "removing it matters. The Knockout page tests either list against random parts."
     )
+
+
+def curves_sentence(curves: dict, baseline: str, kind: str, emotion: str) -> str:
+    """The fewest top parts of the knockout ranking that lower the emotion clearly more than chance, and what the judge saw."""
+    points = {
+        int(k): entry[emotion] for k, entry in curves["reading"][baseline].get("causal", {}).get(kind, {}).items() if emotion in entry
+    }
+    if not points:
+        return f"The evaluation measured no {kind} knockouts on this baseline."
+    passing = [k for k, entry in sorted(points.items()) if entry["three_times_random"]]
+    k = passing[0] if passing else max(points)
+    entry = points[k]
+    low, high = entry["top_ci95"]
+    verdict = "at least 3 times as much as" if passing else "not clearly more than 3 times"
+    sentence = (
+        f"Switching off the top {k} {kind} of the *matters when switched off* ranking lowered the {emotion} reading by "
+        f"{entry['top_drop']:.2f} (95% interval {low:.2f} to {high:.2f}), {verdict} {k} random {kind} from the same layers "
+        f"({entry['random_drop']:.2f}), on {entry['n_top']} evaluation replies."
+    )
+    judged = curves.get("judged", {})
+    if judged.get("baseline") == baseline:
+        for k_judged, by_emotion in judged.get(kind, {}).items():
+            if emotion in by_emotion:
+                words = by_emotion[emotion]
+                sentence += (
+                    f" In the words: over {words['n_top']} generated replies, the top {k_judged} lowered the judge's probability "
+                    f"of {emotion} by {words['top_drop']:.2f}, {k_judged} random ones by {words['random_drop']:.2f}."
+                )
+    return sentence

@@ -17,6 +17,11 @@ ADD_PROBLEM = "circuit_add_problem"
 SCORE_FORMAT = {"score": st.column_config.NumberColumn(format="%.4f")}
 CAUSAL_FORMAT = {name: st.column_config.NumberColumn(format="%.3f") for name in ("own drop", "others' drop", "harm", "score")}
 KIND_LABELS = {"heads": "attention heads", "neurons": "neurons"}
+CURVE_BASELINES = {
+    "steered": "steered toward the emotion",
+    "asked": "asked for the emotion",
+    "continued": "continuing an emotional first sentence",
+}
 
 results = page_results()
 view = current()
@@ -58,6 +63,24 @@ with matters_col:
             "ranked by how specifically it lowers this emotion, leaving out parts the model cannot do without."
         )
         table_download(matters, f"matters_{kind}", view.emotion)
+
+st.subheader("Do the top parts matter more than chance?")
+curves = ((results.report or {}).get("ablation") or {}).get("curves")
+if curves is None:
+    st.info("The knockout curves come from the evaluation on held-out scenarios: run `python -m emo_core evaluate`.")
+else:
+    baseline = st.radio("Replies", tuple(curves["reading"]), format_func=CURVE_BASELINES.get, horizontal=True, key="circuit_curve_baseline")
+    st.markdown(narrative.curves_sentence(curves, baseline, kind, view.emotion))
+    curve = charts.knockout_curve_chart(
+        frames.curve_frame(curves, baseline, kind, view.emotion), f"Switching off {KIND_LABELS[kind]}: {view.emotion} on held-out replies"
+    )
+    st.altair_chart(curve, width="stretch")
+    st.caption(
+        "Each point switches off the top k parts of one ranking (solid) or k random parts from the same layers (dashed) and "
+        f"measures how much the model's internal {view.emotion} reading falls over the reply (0 = no change, 1 = as much as "
+        "steering adds); bars are 95% intervals. Measured on scenarios the rankings were never computed on."
+    )
+    chart_downloads(lambda: curve, f"knockout_curve_{kind}", view.emotion)
 
 
 def set_selection(tokens: list[str]) -> None:
