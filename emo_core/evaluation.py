@@ -15,7 +15,6 @@ Everything here runs on the evaluation skeletons, which nothing is fitted or tun
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -24,9 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from emo_core.activations import StageProgress
-from emo_core.circuit import Circuit
 from emo_core.generation import chat_prompt
-from emo_core.interventions import HeadAblation, Intervention, NeuronAblation
 from emo_core.judge import HELDOUT_PATH, LABELS, judge_accuracy, load_judge, read_labelled
 from emo_core.knockout_curves import CurveSettings, knockout_curves
 from emo_core.models import ModelBundle, load_model
@@ -69,19 +66,6 @@ def steering_rows(bundle: ModelBundle, results: Results, kit: SteeringKit, metho
             edits = () if method == "none" else tuple(tuned_steering(kit, results.steering_settings(method, emotion), method, emotion))
             rows.append(Row(text, emotion, edits, (("valence", p.valence),)))
     return rows
-
-
-def ablation_sets(circuit: Circuit, kind: str, k: int, shape: dict[str, int], rng: random.Random) -> tuple[Intervention, Intervention]:
-    """Zero-ablation of the circuit's top-k heads or neurons, and of k random ones from the same layers."""
-    members = circuit.heads if kind == "heads" else circuit.neurons
-    top = [(layer, index) for layer, index, _ in members[:k]]
-    width = shape["n_heads"] if kind == "heads" else shape["d_mlp"]
-    layers = sorted({layer for layer, _, _ in members})
-    chosen = set(top)
-    pool = [(layer, i) for layer in layers for i in range(width) if (layer, i) not in chosen]
-    control = rng.sample(pool, len(top))
-    make = HeadAblation if kind == "heads" else NeuronAblation
-    return make(tuple(top)), make(tuple(control))
 
 
 def evaluate(

@@ -36,11 +36,13 @@ from emo_core.causal import top_units
 from emo_core.generation import chat_prompt
 from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation
 from emo_core.judge import EmotionJudge
+from emo_core.knockout import matched_random
 from emo_core.models import ModelBundle
 from emo_core.reading import EmotionReading
 from emo_core.results import Results
 from emo_core.scenarios import DATASET_DIR, EMOTIONS, NEUTRAL_SYSTEM, PromptSpec, spread
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows, score_replies
+from emo_core.selection import from_pairs
 from emo_core.steering import SteeringKit
 
 OPENINGS_PATH = DATASET_DIR / "continued_openings.jsonl"
@@ -56,7 +58,7 @@ class CurveSettings:
     the defaults (about 1,800 forced rows and 870 replies) take about 11 minutes there."""
 
     prompts: int = 2  # evaluation prompts per emotion and baseline for the reading curves
-    draws: int = 2  # random draws per curve point and emotion (one prompt each; 12 per point over the six emotions)
+    draws: int = 4  # random draws per curve point and emotion (one prompt each; 24 per point over the six emotions)
     target_draws: int = 20  # random draws per emotion for the target sets
     target_ks: Mapping[str, int] = field(default_factory=lambda: {"heads": 2, "neurons": 4})
     ks: tuple[int, ...] = KS
@@ -91,17 +93,6 @@ def difference_interval(top: Sequence[float], control: Sequence[float], n: int, 
     return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
 
 
-def matched_random(top: Sequence[tuple[int, int]], width: int, rng: random.Random) -> list[tuple[int, int]]:
-    """As many random ``(layer, index)`` in each layer as ``top`` has there, none of them: the same-layer control."""
-    chosen = set(top)
-    drawn = []
-    for layer in sorted({layer for layer, _ in top}):
-        count = sum(1 for other, _ in top if other == layer)
-        pool = [(layer, i) for i in range(width) if (layer, i) not in chosen]
-        drawn.extend(rng.sample(pool, min(count, len(pool))))
-    return drawn
-
-
 def knockout(results: Results, kind: str, units: Sequence[tuple[int, int]], mode: AblationMode) -> Intervention:
     """Switch ``units`` off, with the cache's neutral means for mean ablation."""
     if kind == "heads":
@@ -120,8 +111,10 @@ def ranked_units(results: Results, ranking: str, baseline: Baseline, kind: str, 
     return top_units(scores, k)
 
 
-def _width(results: Results, kind: str) -> int:
-    return results.shape["n_heads"] if kind == "heads" else results.shape["d_mlp"]
+def _control(results: Results, kind: str, top: Sequence[tuple[int, int]], rng: random.Random) -> list[tuple[int, int]]:
+    """The same-layer random control of a top set (``knockout.matched_random``), as ``(layer, index)`` pairs."""
+    drawn = matched_random(from_pairs(top, "head" if kind == "heads" else "neuron"), results.shape, rng)
+    return [(c.layer, c.index) for c in drawn]
 
 
 def evaluation_openings() -> dict[str, list[str]]:
@@ -216,7 +209,7 @@ def reading_curves(
                         plan.add(with_knockout(e * n + p, knockout(results, kind, top, settings.mode)), ("top", key, p))
                     is_target = target and k == settings.target_ks[kind]
                     for d in range(settings.target_draws if is_target else settings.draws):
-                        control = matched_random(top, _width(results, kind), rng)
+                        control = _control(results, kind, top, rng)
                         plan.add(with_knockout(e * n + d % n, knockout(results, kind, control, settings.mode)), ("random", key, d % n))
                     if is_target:
                         for f in range(len(EMOTIONS)):
@@ -299,7 +292,7 @@ def judged_knockouts(
             top = ranked_units(results, "causal", baseline, kind, emotion, settings.mode, k)
             for p in range(n):
                 row = base_rows[e * n + p]
-                control = matched_random(top, _width(results, kind), rng)
+                control = _control(results, kind, top, rng)
                 for which, units in (("top", top), ("random", control)):
                     rows.append(Row(row.prompt, emotion, (*row.interventions, knockout(results, kind, units, settings.mode))))
                     keys.append((which, (emotion, kind, k, p)))

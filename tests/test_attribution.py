@@ -176,19 +176,6 @@ def test_estimates_track_real_knockouts_on_the_built_in_model(embedded: ec.Model
         assert 0.5 * float(estimate[unit]) < real < 2 * float(estimate[unit]), (unit, float(estimate[unit]), real)
 
 
-def test_random_controls_match_the_layers_of_the_top_set_and_avoid_it() -> None:
-    import random
-
-    from emo_core.knockout_curves import matched_random
-
-    top = [(3, 1), (3, 7), (5, 2)]
-    rng = random.Random(0)
-    for _ in range(20):
-        drawn = matched_random(top, 9, rng)
-        assert sorted(layer for layer, _ in drawn) == [3, 3, 5]
-        assert not set(drawn) & set(top) and len(set(drawn)) == 3
-
-
 def test_knockout_summaries_apply_the_issues_bars() -> None:
     import numpy as np
 
