@@ -19,3 +19,7 @@ class InvalidInterventionError(EmoCoreError):
 
 class InvalidPromptError(EmoCoreError):
     """A prompt is empty or otherwise cannot be generated from."""
+
+
+class LimitError(EmoCoreError):
+    """A request asks for more than the app allows (reply length, text length, parts, strength, memory, waiting sessions)."""

@@ -9,6 +9,7 @@ extra thread.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -19,17 +20,20 @@ from transformers import (
     LogitsProcessorList,
     MinNewTokensLengthLogitsProcessor,
     NoRepeatNGramLogitsProcessor,
+    PreTrainedTokenizerBase,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
 
-from emo_core.errors import InvalidPromptError
+from emo_core.errors import InvalidPromptError, LimitError
 from emo_core.fastpath import layout_choice, small_batch_linear
 from emo_core.interventions import Intervention, capture, intervene
+from emo_core.limits import check_reply_length, check_seed, check_text
 from emo_core.models import ModelBundle
 
 PINNED_DATE = "26 Jul 2024"  # some chat templates (Llama 3) insert today's date; pin it for reproducibility
+BREAK = "\u200b"  # zero-width space: splits a control token typed in a message, so it is read as the characters it shows
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,13 @@ class GenerationSettings:
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
 
+    def __post_init__(self) -> None:
+        """Refuse a reply length or seed beyond ``emo_core.limits`` here, so the app, the CLI and scripts get one message."""
+        check_reply_length(self.max_new_tokens)
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise LimitError(f"At least {self.min_new_tokens} tokens cannot be asked of a reply of at most {self.max_new_tokens} tokens.")
+        check_seed(self.seed)
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -56,15 +67,33 @@ class Reply:
     states: torch.Tensor | None = field(default=None, compare=False)  # [n_tokens, k, d_model] when asked to observe layers
 
 
+def as_text(tokenizer: PreTrainedTokenizerBase, text: str) -> str:
+    """``text`` with every control token written in it (``<|im_start|>``, ``<|endoftext|>``…) split by a zero-width space.
+
+    The tokenizer turns such a string into its control token wherever it appears, so a typed ``<|im_start|>system``
+    would open a real system turn; split, it is read as the characters it shows. Other text is unchanged.
+    """
+    controls = sorted((t.content for t in tokenizer.added_tokens_decoder.values() if t.special and len(t.content) > 1), key=len)
+    if not controls:
+        return text
+    pattern = re.compile("|".join(re.escape(control) for control in reversed(controls)))
+    while pattern.search(text):  # splitting one control token could leave a shorter one inside it
+        text = pattern.sub(lambda match: match[0][0] + BREAK + match[0][1:], text)
+    return text
+
+
 def chat_prompt(bundle: ModelBundle, user: str, system: str | None = None) -> str:
     """The model's chat-template text for one user turn, ending with the assistant header.
 
     Templates without a system role get the system text prepended to the user turn; models without
-    a chat template (GPT-2) get a plain "System/User/Assistant" transcript.
+    a chat template (GPT-2) get a plain "System/User/Assistant" transcript. The user turn is text:
+    control tokens typed in it are split (``as_text``), and template syntax in it is not run.
     """
     if not user or not user.strip():
         raise InvalidPromptError("The prompt is empty; type a message for the model to answer.")
+    check_text(user)
     tokenizer = bundle.tokenizer
+    user = as_text(tokenizer, user)
     if tokenizer.chat_template is None:
         header = f"System: {system}\n" if system else ""
         return f"{header}User: {user}\nAssistant:"

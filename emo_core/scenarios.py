@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from emo_core.errors import EmoCoreError
+from emo_core.limits import check_text
 
 EMOTIONS: tuple[str, ...] = ("anger", "sadness", "happiness", "fear", "surprise", "disgust")
 VALENCES: tuple[str, ...] = ("positive", "neutral", "negative")
@@ -64,12 +65,16 @@ def _parse_skeleton(record: object, where: str) -> Skeleton:
     missing = [key for key in ("skeleton_id", "theme", "scenario", "event") if key not in record]
     if missing:
         raise EmoCoreError(f"{where}: missing field(s) {', '.join(missing)}.")
+    not_text = [key for key in ("skeleton_id", "theme", "scenario") if not isinstance(record[key], str) or not record[key].strip()]
+    if not_text:
+        raise EmoCoreError(f"{where}: {', '.join(not_text)} must be non-empty text.")
     event = record["event"]
     if not isinstance(event, dict) or any(not isinstance(event.get(v), str) or not event[v].strip() for v in VALENCES):
         raise EmoCoreError(f"{where}: 'event' needs non-empty 'positive', 'neutral' and 'negative' sentences.")
-    if not str(record["scenario"]).strip():
-        raise EmoCoreError(f"{where}: 'scenario' is empty.")
-    return Skeleton(str(record["skeleton_id"]), str(record["theme"]), str(record["scenario"]), {v: event[v] for v in VALENCES})
+    skeleton = Skeleton(record["skeleton_id"], record["theme"], record["scenario"], {v: event[v] for v in VALENCES})
+    for valence in VALENCES:
+        check_text(skeleton.user_message(valence), f"{where}: the scenario with its {valence} outcome")
+    return skeleton
 
 
 def read_skeletons(path: Path) -> list[Skeleton]:
@@ -84,7 +89,7 @@ def read_skeletons(path: Path) -> list[Skeleton]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also numbers of thousands of digits, and brackets nested thousands deep
             raise EmoCoreError(f"{path}, line {number}: not valid JSON.") from None
         skeletons.append(_parse_skeleton(record, f"{path}, line {number}"))
     ids = [s.skeleton_id for s in skeletons]

@@ -14,11 +14,12 @@ from typing import Literal
 import torch
 
 from emo_core.circuit import Circuit
+from emo_core.errors import LimitError
 from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation, Rows
 
 Kind = Literal["head", "neuron"]
 MAX_PARTS = 512  # parts switched off at once: enough for any circuit, small enough to carry in a link
-_TOKEN = re.compile(r"^L(\d+)([HN])(\d+)$")
+_TOKEN = re.compile(r"L([0-9]{1,9})([HN])([0-9]{1,9})")  # ASCII digits, few enough for int() and any model
 _LETTER: dict[str, str] = {"head": "H", "neuron": "N"}
 
 
@@ -43,16 +44,16 @@ class Component:
 
 def parse_token(token: str) -> Component:
     """The component named by ``token``; raises ``ValueError`` with a readable message otherwise."""
-    match = _TOKEN.match(token.strip().upper())
+    match = _TOKEN.fullmatch(token.strip().upper())
     if match is None:
-        raise ValueError(f"'{token}' is not a component; write L<layer>H<head> or L<layer>N<neuron>, e.g. L12H3.")
+        raise ValueError(f"'{token[:40]}' is not a component; write L<layer>H<head> or L<layer>N<neuron>, e.g. L12H3.")
     layer, letter, index = match.groups()
     return Component("head" if letter == "H" else "neuron", int(layer), int(index))
 
 
 def parse_tokens(tokens: Iterable[str]) -> tuple[list[Component], list[str]]:
     """Components parsed from tokens (comma lists allowed), in order without repeats, and the tokens that did not parse."""
-    found: list[Component] = []
+    found: dict[Component, None] = {}  # ordered and O(1) to check: a link may carry thousands of tokens
     bad: list[str] = []
     for raw in tokens:
         for token in filter(None, (part.strip() for part in raw.split(","))):
@@ -61,9 +62,8 @@ def parse_tokens(tokens: Iterable[str]) -> tuple[list[Component], list[str]]:
             except ValueError:
                 bad.append(token)
                 continue
-            if component not in found:
-                found.append(component)
-    return found, bad
+            found[component] = None
+    return list(found), bad
 
 
 def out_of_range(component: Component, n_layers: int, n_heads: int, d_mlp: int) -> str | None:
@@ -110,7 +110,13 @@ def ablations(
     neuron_means: Mapping[int, torch.Tensor] | None = None,
     rows: Rows = None,
 ) -> list[Intervention]:
-    """The interventions that switch ``components`` off (zero, or mean ablation with the cache's neutral means)."""
+    """The interventions that switch ``components`` off (zero, or mean ablation with the cache's neutral means).
+
+    Raises:
+        LimitError: more than ``MAX_PARTS`` components.
+    """
+    if len(components) > MAX_PARTS:
+        raise LimitError(f"{len(components):,} parts cannot be switched off at once; the limit is {MAX_PARTS}, so pick fewer.")
     heads = tuple((c.layer, c.index) for c in components if c.kind == "head")
     neurons = tuple((c.layer, c.index) for c in components if c.kind == "neuron")
     edits: list[Intervention] = []

@@ -12,6 +12,7 @@ import torch
 
 from emo_core.circuit import ATTN, MLP, Circuit, circuit_from_table
 from emo_core.interventions import ComponentEdit, Intervention, ResidualAddition
+from emo_core.limits import check_strength
 from emo_core.scenarios import EMOTIONS
 
 if TYPE_CHECKING:  # the model module imports transformers; reading saved settings does not need it
@@ -72,7 +73,9 @@ class SteeringKit:
     circuits: Mapping[str, Circuit]
 
     def interventions(self, method: str, emotion: str, strength: float, layers: Sequence[int] = ()) -> list[Intervention]:
-        """The edits that steer toward ``emotion`` with ``method`` (``direction`` uses ``layers``)."""
+        """The edits that steer toward ``emotion`` with ``method`` (``direction`` uses ``layers``); the strength is checked
+        against ``emo_core.limits``, since a huge one turns every later number into NaN."""
+        check_strength(strength)
         e = EMOTIONS.index(emotion)
         if method == "direction":
             return [direction_steering(self.resid[e], layers or middle_layers(self.bundle.shape.n_layers), strength)]
