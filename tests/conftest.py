@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -76,3 +77,15 @@ def tiny(request: pytest.FixtureRequest, embedded: ec.ModelBundle) -> ec.ModelBu
 def input_ids() -> torch.Tensor:
     torch.manual_seed(1)
     return torch.randint(0, VOCAB, (2, 7))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app served on a free port for a browser test module (the shipped cache, or a synthetic one; never the Hub)."""
+    from tests.live_app import server_env, start_server, stop_server  # imports streamlit: only browser tests pay for it
+
+    process, url = start_server(server_env(tmp_path_factory.mktemp("results")))
+    try:
+        yield url
+    finally:
+        stop_server(process)

@@ -7,7 +7,6 @@ to ``$SCREENSHOT_DIR`` when set (look at them), else to pytest's temporary folde
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from tests.live_app import BROWSER_ARGS, CHROMIUM, VIEWPORT, server_env, settle,
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not Path(CHROMIUM).is_file():
     pytest.skip("chromium is not installed", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, url = start_server(server_env(tmp_path_factory.mktemp("results")))
-    try:
-        yield url
-    finally:
-        stop_server(process)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ Needs Chromium and Playwright (skipped without them); screenshots go to ``$SCREE
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,12 @@ import emo_core as ec
 from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTION_SYSTEM
-from tests.live_app import BROWSER_ARGS, CHROMIUM, VIEWPORT, server_env, settle, start_server, stop_server
+from tests.live_app import BROWSER_ARGS, CHROMIUM, VIEWPORT, settle
 from ui.replies import sentence
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not Path(CHROMIUM).is_file():
     pytest.skip("chromium is not installed", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, url = start_server(server_env(tmp_path_factory.mktemp("results")))
-    try:
-        yield url
-    finally:
-        stop_server(process)
 
 
 def shots() -> Path:
