@@ -44,7 +44,7 @@ from emo_core.judge import load_judge
 from emo_core.models import DType, ModelBundle, load_model
 from emo_core.projection import emotion_coordinates, pca_maps, umap_maps
 from emo_core.results import CACHE_ROOT, cache_folder
-from emo_core.scenarios import EMOTIONS, PromptSpec, Skeleton, emotion_prompts, load_skeletons, neutral_prompts, prompt_set_hash, spread
+from emo_core.scenarios import EMOTIONS, PromptSpec, Skeleton, emotion_prompts, neutral_prompts, prompt_set_hash, spread, training_skeletons
 from emo_core.steering import SteeringKit
 from emo_core.store import Manifest, write_cache
 from emo_core.tuning import TUNING_PROMPTS, tune_steering
@@ -157,7 +157,7 @@ def build(
     bundle = bundle or load_model(source, dtype=dtype, device=device)
     folder = cache_folder(bundle.name, root)
     work = folder.with_name(folder.name + ".work")
-    skeletons = load_skeletons("train")[: settings.skeletons]
+    skeletons = training_skeletons(settings.skeletons)
     prompts = emotion_prompts(skeletons)
     neutral = neutral_prompts(skeletons)
 
@@ -229,6 +229,7 @@ def build(
         model_type=bundle.model_type,
         shape=dict(vars(bundle.shape)),
         prompt_set_hash=prompt_set_hash(prompts),
+        skeletons=settings.skeletons,
         sites=EXTRACT_SITES,
         dtype=str(bundle.dtype).removeprefix("torch."),
     )

@@ -43,14 +43,13 @@ from emo_core.causal import causal_scores, others_mean, ranking_table
 from emo_core.circuit import Circuit, circuit_from_table
 from emo_core.placement import place_on_map
 from emo_core.reading import EmotionReading
-from emo_core.scenarios import EMOTIONS
+from emo_core.scenarios import EMOTIONS, emotion_prompts, prompt_set_hash, training_skeletons
 from emo_core.steering import SteeringKit, tuned_settings
-from emo_core.store import Cache, CacheError, model_slug, read_cache, read_manifest
+from emo_core.store import CACHE_ROOT, Cache, CacheError, model_slug, read_cache, read_manifest
 
 if TYPE_CHECKING:
     from emo_core.models import ModelBundle
 
-CACHE_ROOT = Path(__file__).resolve().parent.parent / "cached_activations"
 REPORT = "report.json"
 CAUSAL_BASELINES = ("steered", "asked", "continued")
 
@@ -253,6 +252,8 @@ def available_caches(root: Path = CACHE_ROOT) -> list[str]:
 
 
 def load_results(model_id: str, root: Path = CACHE_ROOT) -> Results:
-    """The checked cache of ``model_id`` (raises ``CacheError`` with a rebuild hint)."""
+    """The cache of ``model_id``, loaded only if it was built from the current training prompts, with these
+    library versions, and is intact (raises ``CacheError`` naming what differs and the rebuild command)."""
     folder = cache_folder(model_id, root)
-    return Results(folder, read_cache(folder, model_id=model_id))
+    prompts = emotion_prompts(training_skeletons(read_manifest(folder, model_id).skeletons))
+    return Results(folder, read_cache(folder, model_id=model_id, prompt_set_hash=prompt_set_hash(prompts)))

@@ -105,6 +105,11 @@ def load_skeletons(split: Split) -> list[Skeleton]:
     return read_skeletons(DATASET_DIR / f"scenarios_{split}.jsonl")
 
 
+def training_skeletons(n: int | None = None) -> list[Skeleton]:
+    """The first ``n`` training skeletons (all with ``None``): what a build reads, never the ``eval`` split."""
+    return load_skeletons("train")[:n]
+
+
 def emotion_prompts(skeletons: Iterable[Skeleton], emotions: Sequence[str] = EMOTIONS) -> list[PromptSpec]:
     """One emotion-eliciting prompt per (skeleton, valence, emotion)."""
     return [

@@ -8,29 +8,29 @@ import pandas as pd
 import torch
 
 from emo_core.results import cache_folder
-from emo_core.scenarios import EMOTIONS, THEMES, VALENCES
+from emo_core.scenarios import EMOTIONS, emotion_prompts, prompt_set_hash, training_skeletons
 from emo_core.store import Manifest, write_cache
 
 SHAPE = {"n_layers": 4, "n_heads": 3, "head_dim": 2, "d_mlp": 8, "d_model": 6}
 
 
-def _prompts(n_skeletons: int) -> pd.DataFrame:
-    rows = []
-    for s in range(n_skeletons):
-        for valence in VALENCES:
-            for emotion in EMOTIONS:
-                rows.append(
-                    {
-                        "key": f"s{s}__{valence}__{emotion}",
-                        "skeleton_id": f"s{s}",
-                        "theme": THEMES[s % len(THEMES)],
-                        "valence": valence,
-                        "emotion": emotion,
-                        "scenario": f"I waited for the bus number {s}.",
-                        "event": f"It came ({valence}).",
-                    }
-                )
-    return pd.DataFrame(rows)
+def _prompts(n_skeletons: int) -> tuple[pd.DataFrame, str]:
+    """The prompts table of the first ``n_skeletons`` training skeletons, and that prompt set's hash (what caches are checked against)."""
+    skeletons = training_skeletons(n_skeletons)
+    by_id = {s.skeleton_id: s for s in skeletons}
+    prompts = emotion_prompts(skeletons)
+    table = pd.DataFrame(
+        {
+            "key": [p.key for p in prompts],
+            "skeleton_id": [p.skeleton_id for p in prompts],
+            "theme": [p.theme for p in prompts],
+            "valence": [p.valence for p in prompts],
+            "emotion": [p.emotion for p in prompts],
+            "scenario": [by_id[p.skeleton_id].scenario for p in prompts],
+            "event": [by_id[p.skeleton_id].event[p.valence] for p in prompts],
+        }
+    )
+    return table, prompt_set_hash(prompts)
 
 
 def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed: int = 0, shape: dict[str, int] = SHAPE) -> Path:
@@ -38,7 +38,7 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
     gen = torch.Generator().manual_seed(seed)
     n_layers, n_heads, head_dim, d_mlp, d_model = (shape[k] for k in ("n_layers", "n_heads", "head_dim", "d_mlp", "d_model"))
     n_emotions = len(EMOTIONS)
-    prompts = _prompts(n_skeletons)
+    prompts, prompts_hash = _prompts(n_skeletons)
     n_points = len(prompts)
 
     def rand(*shape: int) -> torch.Tensor:
@@ -95,7 +95,13 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
         "steering": pd.DataFrame(steering),
     }
     manifest = Manifest(
-        model_id=model_id, model_type="llama", shape=dict(shape), prompt_set_hash="test", sites=("resid_post",), dtype="float32"
+        model_id=model_id,
+        model_type="llama",
+        shape=dict(shape),
+        prompt_set_hash=prompts_hash,
+        sites=("resid_post",),
+        dtype="float32",
+        skeletons=n_skeletons,
     )
     folder = cache_folder(model_id, root)
     write_cache(folder, manifest, tensors, tables)
