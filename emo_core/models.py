@@ -11,11 +11,13 @@ from typing import Literal
 
 import platformdirs
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from emo_core.arch import Adapter, ModelShape, spec_for
 from emo_core.defaults import DEFAULT_MODEL, EMBEDDED_GGUF, EMBEDDED_INSTALL, EMBEDDED_NAME, EMBEDDED_PACKAGE
 from emo_core.errors import EmoCoreError, ModelLoadError
+from emo_core.memory import check_fits
 
 DType = Literal["float32", "bfloat16", "float16", "auto"]
 Device = Literal["cpu", "cuda", "auto"]
@@ -105,29 +107,44 @@ def _load_embedded(torch_dtype: torch.dtype | str, device_kwargs: dict) -> tuple
     return model, tokenizer
 
 
-def _load_hub_or_folder(
-    source: str, torch_dtype: torch.dtype | str, device_kwargs: dict, offline: bool
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _load_hub_or_folder(source: str, dtype: DType, device: Device, offline: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Read the config first: a model that needs its own code, or more memory than is free, is refused before any weight is read."""
+    device_kwargs = _device_kwargs(device)
     is_folder = Path(source).expanduser().is_dir()
     where = f"the folder {source}" if is_folder else f"'{source}' from the Hugging Face Hub"
     try:
+        raw, _ = PretrainedConfig.get_config_dict(source, local_files_only=offline)
+        if "auto_map" in raw:
+            raise ModelLoadError(
+                f"Refused {where}: it needs Python code of its own (its config.json has an auto_map), and this app never runs code "
+                "that comes with a model; pick a model of a family transformers supports itself, such as Llama, Qwen2, Mistral, "
+                "Gemma or GPT-2."
+            )
         config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     except (OSError, ValueError) as error:
-        hint = (
-            "check the folder has a config.json"
-            if is_folder
-            else "check the id and your network connection (there is no folder of that name on this computer either)"
-        )
+        if is_folder:
+            hint = "check the folder has a config.json"
+        elif offline:
+            hint = "it is not in this computer's Hugging Face cache and downloads are off (HF_HUB_OFFLINE), so enter a local folder"
+        else:
+            hint = "check the id and your network connection (there is no folder of that name on this computer either)"
         raise ModelLoadError(f"Could not load {where}: {hint}.") from error
     spec_for(config.get_text_config().model_type)
+    check_fits(config, dtype, device, source)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, trust_remote_code=False, local_files_only=offline, **device_kwargs
+            source, dtype=_TORCH_DTYPES[dtype], trust_remote_code=False, local_files_only=offline, **device_kwargs
         )
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"Could not load the weights or tokenizer of {where}; check it is a complete causal-LM checkpoint.") from error
     return model, tokenizer
+
+
+def offline_mode() -> bool:
+    """Whether downloads are off: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set true, read now and by the Hub's own rule."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.upper() in ENV_VARS_TRUE_VALUES
 
 
 def _device_kwargs(device: Device) -> dict:
@@ -146,24 +163,24 @@ def load_model(source: str = DEFAULT_MODEL, dtype: DType = "float32", device: De
             local folder. Remote code is never executed.
         dtype: weight dtype; float32 is exact and fastest to prefill on CPUs.
         device: ``cpu``, ``cuda``, or ``auto`` to spread a large model over all GPUs.
-        offline: only use local files (defaults to the ``HF_HUB_OFFLINE`` environment variable).
+        offline: only use local files (defaults to ``offline_mode()``).
 
     Raises:
-        ModelLoadError / UnsupportedArchitectureError: with one sentence saying what to do.
+        ModelLoadError / UnsupportedArchitectureError: with one sentence saying what to do; also for a model that needs
+            its own code (``auto_map``) or more memory than is free (with its estimated size), before its weights are read.
     """
     if dtype not in _TORCH_DTYPES:
         raise ModelLoadError(f"Unknown dtype '{dtype}'; choose one of {', '.join(_TORCH_DTYPES)}.")
     if not source or not source.strip():
         raise ModelLoadError("No model given; enter a Hugging Face id, a local folder, or 'default'.")
     source = source.strip()
-    offline = bool(os.environ.get("HF_HUB_OFFLINE")) if offline is None else offline
-    device_kwargs = _device_kwargs(device)
+    offline = offline_mode() if offline is None else offline
     try:
         if source == DEFAULT_MODEL:
-            model, tokenizer = _load_embedded(_TORCH_DTYPES[dtype], device_kwargs)
+            model, tokenizer = _load_embedded(_TORCH_DTYPES[dtype], _device_kwargs(device))
             name = EMBEDDED_NAME
         else:
-            model, tokenizer = _load_hub_or_folder(source, _TORCH_DTYPES[dtype], device_kwargs, offline)
+            model, tokenizer = _load_hub_or_folder(source, dtype, device, offline)
             name = source
     except EmoCoreError:
         raise
