@@ -91,7 +91,7 @@ def _load_embedded(torch_dtype: torch.dtype | str, device_kwargs: dict) -> tuple
     saved = _saved_copy_dir()
     if (saved / "model.safetensors").is_file():
         try:
-            model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch_dtype, **device_kwargs)
+            model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch_dtype, use_safetensors=True, **device_kwargs)
             return model, AutoTokenizer.from_pretrained(saved)
         except (OSError, ValueError):
             shutil.rmtree(saved, ignore_errors=True)  # a damaged copy is rebuilt from the GGUF below
@@ -103,8 +103,23 @@ def _load_embedded(torch_dtype: torch.dtype | str, device_kwargs: dict) -> tuple
     except OSError:
         pass  # a read-only cache only costs the faster later loads
     if torch_dtype not in (torch.float32, "auto") or device_kwargs:
-        model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch_dtype, **device_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch_dtype, use_safetensors=True, **device_kwargs)
     return model, tokenizer
+
+
+SAFETENSORS_ONLY = "this app reads safetensors weights only, because pickle weights (.bin, .pt) can run code when loaded"
+
+
+def _refuse_pickle_weights(folder: Path) -> None:
+    """Refuse a folder whose weights are only pickles, naming them and how to convert them."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(path.name for path in folder.iterdir() if path.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickles:
+        raise ModelLoadError(
+            f"Refused the folder {folder}: its weights are only in {', '.join(pickles)}, and {SAFETENSORS_ONLY}; convert them once "
+            "where you trust the file (`AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder)` writes model.safetensors)."
+        )
 
 
 def _load_hub_or_folder(source: str, dtype: DType, device: Device, offline: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -131,12 +146,16 @@ def _load_hub_or_folder(source: str, dtype: DType, device: Device, offline: bool
         raise ModelLoadError(f"Could not load {where}: {hint}.") from error
     spec_for(config.get_text_config().model_type)
     check_fits(config, dtype, device, source)
+    if is_folder:
+        _refuse_pickle_weights(Path(source).expanduser())
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=_TORCH_DTYPES[dtype], trust_remote_code=False, local_files_only=offline, **device_kwargs
+            source, dtype=_TORCH_DTYPES[dtype], trust_remote_code=False, local_files_only=offline, use_safetensors=True, **device_kwargs
         )
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     except (OSError, ValueError) as error:
+        if "named model.safetensors" in str(error):  # transformers found no safetensors file (it would have read a pickle)
+            raise ModelLoadError(f"Refused {where}: it has no safetensors weights, and {SAFETENSORS_ONLY}.") from error
         raise ModelLoadError(f"Could not load the weights or tokenizer of {where}; check it is a complete causal-LM checkpoint.") from error
     return model, tokenizer
 
