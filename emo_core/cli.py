@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -34,6 +35,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 ABLATION_FORMS = "L12H3, L10N123, head:L:H, neuron:L:N, top-heads:K or top-neurons:K"
+_COUNT = re.compile(r"[0-9]{1,9}")  # ASCII digits only: "²".isdigit() is true, and int() refuses it
 
 
 def parse_ablation(specs: Sequence[str], results: Results | None, emotion: str) -> tuple[Intervention, ...]:
@@ -42,27 +44,28 @@ def parse_ablation(specs: Sequence[str], results: Results | None, emotion: str) 
     components: list[Component] = []
     for spec in specs:
         kind, _, rest = spec.partition(":")
-        if kind in ("top-heads", "top-neurons") and rest.isdigit() and results is not None:
+        if kind in ("top-heads", "top-neurons") and _COUNT.fullmatch(rest) and results is not None:
             members = [c for c in circuit_components(results.circuit(emotion)) if c.kind == kind.removeprefix("top-")[:-1]]
             components.extend(members[: int(rest)])
-        elif kind in ("head", "neuron") and len(parts := rest.split(":")) == 2 and all(part.isdigit() for part in parts):
-            components.append(Component(kind, int(parts[0]), int(parts[1])))
-        else:
-            try:
-                components.append(parse_token(spec))
-            except ValueError:
-                raise ValueError(f"Cannot read ablation '{spec}'; use {ABLATION_FORMS}.") from None
+            continue
+        token = spec
+        if kind in ("head", "neuron") and len(parts := rest.split(":")) == 2:
+            token = f"L{parts[0]}{'H' if kind == 'head' else 'N'}{parts[1]}"
+        try:
+            components.append(parse_token(token))
+        except ValueError:
+            raise ValueError(f"Cannot read ablation '{spec[:40]}'; use {ABLATION_FORMS}.") from None
     return tuple(ablations(list(dict.fromkeys(components))))
 
 
 def run_generate(args: argparse.Namespace) -> None:
-    """Write one reply per (skeleton, valence, emotion) of a user's scenario file."""
+    """Write one reply per (skeleton, valence, emotion) of a user's scenario file (settings and file are checked before the model loads)."""
+    settings = GenerationSettings(**{**asdict(SCORING_SETTINGS), "max_new_tokens": args.max_new_tokens})
     skeletons = read_skeletons(args.scenarios)
     bundle = load_model(args.model, dtype=args.dtype, device=args.device)
     needs_cache = args.method in METHODS or any(spec.startswith("top-") for spec in args.ablate)
     results = load_results(bundle.name, args.cache_root) if needs_cache else None
     kit = results.steering_kit(bundle) if results is not None else None
-    settings = GenerationSettings(**{**asdict(SCORING_SETTINGS), "max_new_tokens": args.max_new_tokens})
     rows, records = [], []
     for emotion in args.emotions:
         ablation = parse_ablation(args.ablate, results, emotion) if args.ablate else ()

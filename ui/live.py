@@ -7,7 +7,6 @@ would each run at half speed, so sessions take turns, and a session that has to 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,11 +18,13 @@ import streamlit as st
 import emo_core as ec
 from emo_core.interventions import Intervention
 from emo_core.judge import LABELS, EmotionJudge, load_judge
+from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_TEXT
 from emo_core.reading import EmotionReading
 from emo_core.scenarios import EMOTIONS
+from emo_core.turns import Turns
 from ui import live_charts
 from ui.replies import plain
-from ui.run import MAX_TEXT, MAX_TOKENS, SAMPLE, SCENARIO, SEED, TEXT, TOKENS, check_text, default_scenario, scenario_by_key, scenarios
+from ui.run import MIN_TOKENS, SAMPLE, SCENARIO, SEED, TEXT, TOKENS, check_text, default_scenario, scenario_by_key, scenarios
 
 SOURCE = "run_source"
 OURS, MINE = "One of ours", "My own words"
@@ -32,24 +33,28 @@ Slot = st.delta_generator.DeltaGenerator
 
 
 @st.cache_resource(show_spinner=False)
-def _model_turn() -> threading.Lock:
-    return threading.Lock()
+def _model_turns() -> Turns:
+    return Turns()
 
 
 @contextmanager
 def model_turn() -> Iterator[None]:
-    """Run on the shared model when no other session is generating; say so while waiting."""
-    lock = _model_turn()
-    if not lock.acquire(blocking=False):
-        note = st.info(
-            "Another user is generating on the shared model; yours starts as soon as theirs ends…", icon=":material/hourglass_top:"
-        )
-        lock.acquire()
+    """Run on the shared model when no other session is generating; say so while waiting, and stop the page with a
+    message when the waiting line is full."""
+    turns = _model_turns()
+    notes: list[Slot] = []
+    wait_note = "Another user is generating on the shared model; yours starts as soon as theirs ends…"
+    try:
+        turns.acquire(on_wait=lambda: notes.append(st.info(wait_note, icon=":material/hourglass_top:")))
+    except ec.EmoCoreError as error:
+        st.warning(str(error), icon=":material/group:")
+        st.stop()
+    for note in notes:
         note.empty()
     try:
         yield
     finally:
-        lock.release()
+        turns.release()
 
 
 @st.cache_resource(show_spinner="Loading the emotion judge (only the first time)…")
@@ -105,8 +110,8 @@ def decoding_controls() -> ec.GenerationSettings:
         persist_state="session",
         help="Off: always the most likely next word (greedy), so a run repeats exactly. On: random words, repeatable with the seed.",
     )
-    seed = seed_col.number_input("Seed", 0, 2**31 - 1, key=SEED, disabled=not sample, persist_state="session")
-    tokens = length_col.slider("Reply length (tokens)", 8, MAX_TOKENS, key=TOKENS, persist_state="session")
+    seed = seed_col.number_input("Seed", 0, MAX_SEED, key=SEED, disabled=not sample, persist_state="session")
+    tokens = length_col.slider("Reply length (tokens)", MIN_TOKENS, MAX_NEW_TOKENS, key=TOKENS, persist_state="session")
     return ec.GenerationSettings(max_new_tokens=int(tokens), do_sample=bool(sample), seed=int(seed), repetition_penalty=1.05)
 
 

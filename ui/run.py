@@ -14,12 +14,11 @@ from functools import cache
 
 import streamlit as st
 
+from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH, MAX_TEXT
 from emo_core.scenarios import BASELINES, VALENCES, Skeleton, load_skeletons
-from ui.state import note_problems
+from ui.state import note_problems, quoted, whole_number
 
-MAX_TOKENS = 128
-MAX_TEXT = 1000
-MAX_STRENGTH = 20.0
+MIN_TOKENS = 8  # the reply-length slider's low end: fewer tokens show nothing of an emotion
 STEER_METHODS = ("direction", "circuit", "ask")
 KNOCKOUT_METHODS = ("direction", "circuit")
 MODES = ("zero", "mean")
@@ -109,7 +108,7 @@ def read_run_link(params: Mapping[str, str]) -> tuple[dict[str, object], list[st
         if key in scenario_by_key():
             found[SCENARIO] = key
         else:
-            problems.append(f"The link's scenario '{key[:60]}' is not one of ours; showing the default scenario.")
+            problems.append(f"The link's scenario {quoted(key)} is not one of ours; showing the default scenario.")
     if (text := params.get("text")) is not None:
         if (problem := check_text(text)) is None:
             found[TEXT], found[SCENARIO] = text, ""
@@ -119,36 +118,36 @@ def read_run_link(params: Mapping[str, str]) -> tuple[dict[str, object], list[st
         if decode in ("greedy", "sample"):
             found[SAMPLE] = decode == "sample"
         else:
-            problems.append(f"The link's decoding '{decode[:30]}' is neither greedy nor sample; using greedy.")
-    for key, name, low, high in ((SEED, "seed", 0, 2**31 - 1), (TOKENS, "tokens", 1, MAX_TOKENS)):
-        if (value := params.get(name)) is not None:
-            if value.strip().isdigit() and low <= int(value) <= high:
-                found[key] = int(value)
+            problems.append(f"The link's decoding {quoted(decode)} is neither greedy nor sample; using greedy.")
+    for key, name, low, high in ((SEED, "seed", 0, MAX_SEED), (TOKENS, "tokens", MIN_TOKENS, MAX_NEW_TOKENS)):
+        if (raw := params.get(name)) is not None:
+            if (value := whole_number(raw)) is not None and low <= value <= high:
+                found[key] = value
             else:
-                problems.append(f"The link's {name} '{value[:30]}' is not a whole number from {low} to {high}; using {DEFAULTS[key]}.")
+                problems.append(f"The link's {name} {quoted(raw)} is not a whole number from {low} to {high}; using {DEFAULTS[key]}.")
     if (baseline := params.get("baseline")) is not None:
         if baseline in BASELINES:
             found[BASELINE] = baseline
         else:
-            problems.append(f"The link's baseline '{baseline[:30]}' is not one of {', '.join(BASELINES)}; using steered.")
+            problems.append(f"The link's baseline {quoted(baseline)} is not one of {', '.join(BASELINES)}; using steered.")
     if (method := params.get("method")) is not None:
         if method in STEER_METHODS:
             found[STEER_METHOD] = method
             if method in KNOCKOUT_METHODS:
                 found[KNOCKOUT_METHOD] = method
         else:
-            problems.append(f"The link's method '{method[:30]}' is not one of {', '.join(STEER_METHODS)}; using direction.")
+            problems.append(f"The link's method {quoted(method)} is not one of {', '.join(STEER_METHODS)}; using direction.")
     if (mode := params.get("mode")) is not None:
         if mode in MODES:
             found[MODE] = mode
         else:
-            problems.append(f"The link's mode '{mode[:30]}' is neither zero nor mean; using zero.")
+            problems.append(f"The link's mode {quoted(mode)} is neither zero nor mean; using zero.")
     if (strength := params.get("strength")) is not None:
         value = _number(strength)
         if value is not None and 0 <= value <= MAX_STRENGTH:
             found[STRENGTH] = value
         else:
-            problems.append(f"The link's strength '{strength[:30]}' is not a number from 0 to {MAX_STRENGTH:g}; using the tuned strength.")
+            problems.append(f"The link's strength {quoted(strength)} is not a number from 0 to {MAX_STRENGTH:g}; using the tuned strength.")
     return found, problems
 
 

@@ -8,19 +8,22 @@ what is on screen. Bad values in a link are replaced by defaults with a message,
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import streamlit as st
 
 from emo_core.scenarios import EMOTIONS
-from emo_core.selection import parse_tokens
+from emo_core.selection import MAX_PARTS, parse_tokens
 
 MODEL, LAYER, EMOTION, SELECTION = "model", "layer", "emotion", "selection"
 PROBLEMS = "_link_problems"
 SEEDED = "_seeded_from_link"
 REQUESTED = "_requested_view"
 SELECTION_PARAM = "sel"
+_MARKUP = re.compile(r"([\\`*_{}\[\]<>()#!|~$:])")  # what Markdown (and Streamlit's :color[] and :icon:) would act on
+_DIGITS = re.compile(r"[0-9]{1,12}")  # ASCII only ("²".isdigit() is true, and int() refuses it), few enough for int()
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,19 @@ class View:
         return json.dumps({"page": page, **asdict(self), "selection": list(self.selection)}, indent=2)
 
 
+def whole_number(text: str) -> int | None:
+    """The whole number a link's value spells in ASCII digits (spaces around allowed), else ``None``."""
+    text = text.strip()
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
+def quoted(value: str, limit: int = 40) -> str:
+    """A link's value as a message shows it: in quotes, cut to ``limit`` characters, unprintable ones as ``?``, Markdown escaped
+    (a link could otherwise put a picture, a web link or coloured text into the message)."""
+    cut = value[:limit] + ("…" if len(value) > limit else "")
+    return "'" + _MARKUP.sub(r"\\\1", "".join(c if c.isprintable() else "?" for c in cut)) + "'"
+
+
 def read_link(params: Mapping[str, str], models: list[str]) -> tuple[dict[str, object], list[str]]:
     """Settings found in query parameters, and a readable message for every value that could not be used.
 
@@ -57,25 +73,30 @@ def read_link(params: Mapping[str, str], models: list[str]) -> tuple[dict[str, o
         if model in models:
             found[MODEL] = model
         else:
-            problems.append(f"The link asks for the model '{model}', which has no saved results here; showing {models[0]} instead.")
+            problems.append(f"The link asks for the model {quoted(model)}, which has no saved results here; showing {models[0]} instead.")
     layer = params.get(LAYER)
     if layer is not None:
-        if layer.strip().isdigit():
-            found[LAYER] = int(layer)
+        if (number := whole_number(layer)) is not None:
+            found[LAYER] = number
         else:
-            problems.append(f"The link's layer '{layer}' is not a layer number; showing the default layer.")
+            problems.append(f"The link's layer {quoted(layer)} is not a layer number; showing the default layer.")
     emotion = params.get(EMOTION)
     if emotion is not None:
         if emotion.strip().lower() in EMOTIONS:
             found[EMOTION] = emotion.strip().lower()
         else:
-            problems.append(f"The link's emotion '{emotion}' is not one of {', '.join(EMOTIONS)}; showing {EMOTIONS[0]}.")
+            problems.append(f"The link's emotion {quoted(emotion)} is not one of {', '.join(EMOTIONS)}; showing {EMOTIONS[0]}.")
     selection = params.get(SELECTION_PARAM)
     if selection is not None:
         components, bad = parse_tokens([selection])
-        found[SELECTION] = [component.token for component in components]
+        found[SELECTION] = [component.token for component in components[:MAX_PARTS]]
         if bad:
-            problems.append(f"Ignored {', '.join(repr(token) for token in bad)} in the link's selection (write L12H3 or L10N123).")
+            shown = ", ".join(quoted(token) for token in bad[:5]) + (f" and {len(bad) - 5:,} more" if len(bad) > 5 else "")
+            problems.append(f"Ignored {shown} in the link's selection (write L12H3 or L10N123).")
+        if len(components) > MAX_PARTS:
+            problems.append(
+                f"The link selects {len(components):,} parts; only the first {MAX_PARTS} are kept (the most switched off at once)."
+            )
     return found, problems
 
 

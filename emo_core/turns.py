@@ -1,0 +1,51 @@
+"""Taking turns on one shared model, with a bounded waiting line.
+
+Two generations at once on one model each run at half speed, so callers take turns. A line without a bound
+would let a classroom of tabs queue minutes of work behind each other, so once ``max_waiting`` callers wait,
+the next one is refused at once with a message instead of joining.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from emo_core.errors import LimitError
+
+MAX_WAITING = 16  # callers that may wait behind the one running: twice a load test's 8 sessions, a minute or two of replies
+
+
+class Turns:
+    """One caller at a time runs; up to ``max_waiting`` more wait in line; further callers get a ``LimitError``."""
+
+    def __init__(self, max_waiting: int = MAX_WAITING) -> None:
+        self.max_waiting = max_waiting
+        self._running = threading.Lock()
+        self._count = threading.Lock()  # guards ``waiting``
+        self.waiting = 0
+
+    def acquire(self, on_wait: Callable[[], object] | None = None) -> None:
+        """Take the turn, waiting (after calling ``on_wait``, e.g. to say so) while another caller has it.
+
+        Raises:
+            LimitError: ``max_waiting`` callers are waiting already; nothing was taken.
+        """
+        if self._running.acquire(blocking=False):
+            return
+        with self._count:
+            if self.waiting >= self.max_waiting:
+                raise LimitError(
+                    f"The shared model is busy and {self.waiting} other requests are already waiting for it; try again in a minute."
+                )
+            self.waiting += 1
+        try:
+            if on_wait is not None:
+                on_wait()
+            self._running.acquire()
+        finally:
+            with self._count:
+                self.waiting -= 1
+
+    def release(self) -> None:
+        """End the turn taken by ``acquire``; the next caller in line runs."""
+        self._running.release()
