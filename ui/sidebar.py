@@ -7,7 +7,7 @@ import streamlit as st
 import emo_core as ec
 from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS
-from emo_core.selection import out_of_range, parse_tokens
+from emo_core.selection import MAX_PARTS, out_of_range, parse_tokens
 from ui import glossary
 from ui.builder import build_box
 from ui.data import model_label, results_for
@@ -59,6 +59,9 @@ def _settle(results: Results) -> None:
     st.session_state[LAYER] = layer
     shape = results.shape
     components, _ = parse_tokens(st.session_state.get(SELECTION, []))
+    if len(components) > MAX_PARTS:  # a link or many clicks; the knockout would refuse them all
+        note_problems([f"Kept the first {MAX_PARTS} of {len(components):,} selected parts, the most that can be switched off at once."])
+        components = components[:MAX_PARTS]
     reasons = {c.token: out_of_range(c, shape["n_layers"], shape["n_heads"], shape["d_mlp"]) for c in components}
     st.session_state[SELECTION] = [token for token, reason in reasons.items() if reason is None]
     note_problems([problem] if problem else [])

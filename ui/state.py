@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import streamlit as st
 
 from emo_core.scenarios import EMOTIONS
-from emo_core.selection import MAX_PARTS, parse_tokens
+from emo_core.selection import parse_tokens
 
 MODEL, LAYER, EMOTION, SELECTION = "model", "layer", "emotion", "selection"
 PROBLEMS = "_link_problems"
@@ -89,14 +89,10 @@ def read_link(params: Mapping[str, str], models: list[str]) -> tuple[dict[str, o
     selection = params.get(SELECTION_PARAM)
     if selection is not None:
         components, bad = parse_tokens([selection])
-        found[SELECTION] = [component.token for component in components[:MAX_PARTS]]
+        found[SELECTION] = [component.token for component in components]
         if bad:
             shown = ", ".join(quoted(token) for token in bad[:5]) + (f" and {len(bad) - 5:,} more" if len(bad) > 5 else "")
             problems.append(f"Ignored {shown} in the link's selection (write L12H3 or L10N123).")
-        if len(components) > MAX_PARTS:
-            problems.append(
-                f"The link selects {len(components):,} parts; only the first {MAX_PARTS} are kept (the most switched off at once)."
-            )
     return found, problems
 
 

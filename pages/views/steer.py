@@ -46,10 +46,14 @@ with method_col:
         st.caption("Asking has no strength: the request is in the prompt or not.")
         strength = None
     else:
+        top = min(MAX_STRENGTH, 3 * tuned)
+        if st.session_state[STRENGTH] > top:  # a link may carry any strength up to MAX_STRENGTH
+            st.warning(f"A strength of {st.session_state[STRENGTH]:g} is beyond this slider's end (3 × the tuned strength); using {top:g}.")
+            st.session_state[STRENGTH] = top
         strength = st.slider(
             "Strength",
             0.0,
-            min(MAX_STRENGTH, 3 * tuned),
+            top,
             key=STRENGTH,
             step=0.25,
             help=f"0 leaves the model untouched. The tuned strength, {tuned:g}, was chosen on training scenarios as the strongest "
