@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run dev test lint bench
+.PHONY: run dev test lint bench mutation
 
 $(STAMP): requirements.txt requirements-embedded.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,9 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_generation
 	$(PY) -m bench.bench_cache
 	$(PY) -m bench.bench_app
+
+# Mutation testing of the core modules (pyproject.toml [tool.mutmut]); outside `make test`: about an hour on 2 cores.
+# Results stay in mutants/, so a rerun tests only the mutants of functions that changed.
+mutation: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m mutmut run --max-children 2
+	$(PY) -m scripts.mutation_score
