@@ -1,13 +1,15 @@
 """Exactness of interventions and captures, for every family, on tiny models."""
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 import torch
 
 import emo_core as ec
 from emo_core.arch import out_weight
-from emo_core.interventions import ResidualAddition
+from emo_core.interventions import ComponentEdit, Intervention, ResidualAddition
 from tests.conftest import exact
 
 
@@ -152,26 +154,88 @@ def test_bad_indices_give_a_clear_message(tiny: ec.ModelBundle, bad: ec.HeadAbla
     assert _hook_count(tiny.model) == before
 
 
-def test_hooks_of_one_thread_are_invisible_to_another(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
-    baseline = tiny.model(input_ids).logits
-    before = _hook_count(tiny.model)
+@pytest.mark.parametrize("site", ["attn_z", "mlp_post"])
+def test_a_component_edit_scales_then_adds(tiny: ec.ModelBundle, input_ids: torch.Tensor, site: str) -> None:
+    """``x <- x * scale + add`` on the chosen channels, row and position only; the add path runs with non-zero values."""
+    channels, scale, add = (0, 2, 5), 0.5, torch.tensor([0.75, -1.25, 2.0], dtype=tiny.dtype)
+    with ec.capture(tiny, [site], [1]) as base:
+        tiny.model(input_ids)
+    edit = ComponentEdit(site, 1, channels, scale=scale, add=add, positions="last", rows=(1,))
+    with ec.intervene(tiny, edit), ec.capture(tiny, [site], [1]) as edited:
+        tiny.model(input_ids)
+    x = base[(site, 1)]
+    expected = x.clone()
+    expected[1, -1, list(channels)] = x[1, -1, list(channels)] * scale + add
+    torch.testing.assert_close(edited[(site, 1)], expected, rtol=0, atol=exact(tiny))
+
+
+def _hold_in_thread(enter: Callable[[], AbstractContextManager], inside: Callable[[], None]) -> None:
+    """Enter ``enter()`` in a worker thread, run ``inside()`` here while it is active, then let the worker leave.
+
+    Events order the two threads, so nothing depends on timing."""
     entered, release = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
 
-    def hold_an_ablation() -> None:
-        with ec.intervene(tiny, ec.HeadAblation(tuple((layer, h) for layer in range(3) for h in range(4)))):
+    def hold() -> None:
+        try:
+            with enter():
+                entered.set()
+                release.wait(timeout=30)
+        except BaseException as error:  # surfaced in the calling thread
+            failure.append(error)
             entered.set()
-            release.wait(timeout=30)
 
-    worker = threading.Thread(target=hold_an_ablation)
+    worker = threading.Thread(target=hold)
     worker.start()
-    entered.wait(timeout=30)
+    assert entered.wait(timeout=30)
     try:
-        assert _hook_count(tiny.model) > before
-        assert torch.equal(tiny.model(input_ids).logits, baseline)
+        inside()
     finally:
         release.set()
         worker.join()
-    assert _hook_count(tiny.model) == before
+    assert not failure, failure
+
+
+def test_a_capture_records_only_its_own_threads_passes(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    sites = ["resid_pre", "resid_mid", "resid_post", "attn_z", "mlp_post"]  # forward hooks and pre-hooks
+    holder: dict = {}
+
+    @contextmanager
+    def held_capture() -> Iterator[None]:
+        with ec.capture(tiny, sites) as captured:
+            holder["captured"] = captured
+            yield
+
+    _hold_in_thread(held_capture, lambda: tiny.model(input_ids))
+    assert dict(holder["captured"]) == {}
+    with ec.capture(tiny, sites) as own:
+        tiny.model(input_ids)
+    assert len(own) == len(sites) * tiny.shape.n_layers  # the same capture does record its own thread's pass
+
+
+INTERVENTIONS_ACROSS_THREADS: dict[str, Callable[[ec.ModelBundle], Intervention]] = {
+    "head ablation": lambda b: ec.HeadAblation(tuple((layer, h) for layer in range(b.shape.n_layers) for h in range(b.shape.n_heads))),
+    "neuron ablation": lambda b: ec.NeuronAblation(tuple((1, j) for j in range(b.shape.d_mlp))),
+    "steering": lambda b: ResidualAddition({layer: torch.ones(b.shape.d_model) for layer in range(b.shape.n_layers)}, alpha=2.0),
+    "component edit": lambda b: ComponentEdit("mlp_post", 1, (0, 1, 2), scale=2.0, add=torch.ones(3)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INTERVENTIONS_ACROSS_THREADS))
+def test_an_intervention_is_invisible_to_a_pass_in_another_thread(tiny: ec.ModelBundle, input_ids: torch.Tensor, kind: str) -> None:
+    """Active here, a forward pass in another thread (another session) sees the plain model; the reverse order too."""
+    baseline = tiny.model(input_ids).logits
+    intervention = INTERVENTIONS_ACROSS_THREADS[kind](tiny)
+    seen: dict[str, torch.Tensor] = {}
+    with ec.intervene(tiny, intervention):
+        worker = threading.Thread(target=lambda: seen.update(other=tiny.model(input_ids).logits))
+        worker.start()
+        worker.join()
+        own = tiny.model(input_ids).logits
+    assert not torch.equal(own, baseline)  # it does act in its own thread
+    assert torch.equal(seen["other"], baseline)
+    _hold_in_thread(lambda: ec.intervene(tiny, intervention), lambda: seen.update(here=tiny.model(input_ids).logits))
+    assert torch.equal(seen["here"], baseline)
 
 
 def test_out_weight_orients_conv1d_like_linear(tiny: ec.ModelBundle) -> None:
