@@ -45,7 +45,7 @@ from emo_core.placement import place_on_map
 from emo_core.reading import EmotionReading
 from emo_core.scenarios import EMOTIONS, emotion_prompts, prompt_set_hash, training_skeletons
 from emo_core.steering import SteeringKit, tuned_settings
-from emo_core.store import CACHE_ROOT, Cache, CacheError, model_slug, read_cache, read_manifest
+from emo_core.store import CACHE_ROOT, Cache, CacheError, model_slug, read_cache, read_manifest, rebuild_command
 
 if TYPE_CHECKING:
     from emo_core.models import ModelBundle
@@ -66,6 +66,11 @@ class Results:
         return self.cache.manifest.model_id
 
     @property
+    def rebuild(self) -> str:
+        """The command that rebuilds this cache."""
+        return rebuild_command(self.folder, self.model_id)
+
+    @property
     def shape(self) -> dict[str, int]:
         """Layers, heads, head size, MLP neurons and hidden size of the model the cache belongs to."""
         return self.cache.manifest.shape
@@ -82,13 +87,13 @@ class Results:
         try:
             return self.cache.tensors[name]
         except KeyError:
-            raise CacheError(f"The cache at {self.folder} has no '{name}'; rebuild it with `python -m emo_core build`.") from None
+            raise CacheError(f"The cache at {self.folder} has no '{name}'; rebuild it with `{self.rebuild}`.") from None
 
     def table(self, name: str) -> pd.DataFrame:
         try:
             return self.cache.tables[name]
         except KeyError:
-            raise CacheError(f"The cache at {self.folder} has no '{name}' table; rebuild it with `python -m emo_core build`.") from None
+            raise CacheError(f"The cache at {self.folder} has no '{name}' table; rebuild it with `{self.rebuild}`.") from None
 
     def emotion_index(self, emotion: str) -> int:
         if emotion not in EMOTIONS:
@@ -210,8 +215,7 @@ class Results:
     def _causal(self, name: str) -> torch.Tensor:
         if name not in self.cache.tensors:
             raise CacheError(
-                f"The cache at {self.folder} has no causal rankings ('{name}'; it predates them); "
-                "rebuild it with `python -m emo_core build`."
+                f"The cache at {self.folder} has no causal rankings ('{name}'; it predates them); rebuild it with `{self.rebuild}`."
             )
         return self.cache.tensors[name]
 

@@ -160,12 +160,16 @@ def test_model_slug() -> None:
 
 def test_load_results_checks_the_prompt_set_against_the_current_training_scenarios(tmp_path: Path) -> None:
     folder = write_synthetic_cache(tmp_path, "synthetic/model", n_skeletons=2)
-    assert len(load_results("synthetic/model", tmp_path).table("prompts")) == 2 * 3 * 6
+    results = load_results("synthetic/model", tmp_path)
+    assert len(results.table("prompts")) == 2 * 3 * 6
+    command = f"python -m emo_core build --model synthetic/model --cache-root {tmp_path}"
+    with pytest.raises(CacheError, match=f"has no 'nope'; rebuild it with `{command}`"):
+        results.tensor("nope")
     manifest = read_manifest(folder)
     write_manifest(folder, replace(manifest, skeletons=3))  # the hash of 2 skeletons no longer matches the claimed set
     with pytest.raises(CacheError, match="different prompt set") as error:
         load_results("synthetic/model", tmp_path)
-    assert f"python -m emo_core build --model synthetic/model --cache-root {tmp_path}" in str(error.value)
+    assert command in str(error.value)
 
 
 @pytest.mark.skipif(not (CACHE_ROOT / model_slug(EMBEDDED_NAME)).is_dir(), reason="no shipped cache in this checkout")
