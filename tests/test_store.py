@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from emo_core import store
 from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import load_results
 from emo_core.store import (
@@ -18,6 +19,7 @@ from emo_core.store import (
     TENSORS,
     CacheError,
     Manifest,
+    file_checksum,
     installed_version,
     model_slug,
     read_cache,
@@ -176,3 +178,23 @@ def test_load_results_checks_the_prompt_set_against_the_current_training_scenari
 def test_the_shipped_cache_loads() -> None:
     """After a format change, ``python -m scripts.reseal_cache`` migrates a cache built by the previous format."""
     assert load_results(EMBEDDED_NAME).cache.manifest.skeletons is None
+
+
+def test_the_seal_ignores_the_manifest_files_layout(cache_dir: Path) -> None:
+    raw = json.loads((cache_dir / MANIFEST).read_text())
+    (cache_dir / MANIFEST).write_text(json.dumps(dict(reversed(raw.items()))))  # same content, other key order and spacing
+    assert read_cache(cache_dir).manifest == read_manifest(cache_dir)
+
+
+def test_a_checksummed_but_unreadable_file_is_refused(cache_dir: Path) -> None:
+    (cache_dir / TENSORS).write_bytes(b"not a safetensors file")
+    manifest = read_manifest(cache_dir)
+    write_manifest(cache_dir, replace(manifest, files={**manifest.files, TENSORS: file_checksum(cache_dir / TENSORS)}))
+    with pytest.raises(CacheError, match="could not be read; rebuild it with `python -m emo_core build --model tiny/model"):
+        read_cache(cache_dir)
+
+
+def test_installed_versions_drop_the_local_build_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert installed_version("no-such-package-for-emo-core") == "none"
+    monkeypatch.setattr(store, "version", lambda library: "2.13.0+cpu")
+    assert installed_version("torch") == "2.13.0"
