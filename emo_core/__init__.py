@@ -16,6 +16,7 @@ _EXPORTS = {
         "EmoCoreError",
         "InvalidInterventionError",
         "InvalidPromptError",
+        "LimitError",
         "ModelLoadError",
         "UnsupportedArchitectureError",
     ),
@@ -38,6 +39,7 @@ __all__ = [
     "HeadAblation",
     "InvalidInterventionError",
     "InvalidPromptError",
+    "LimitError",
     "ModelBundle",
     "ModelLoadError",
     "ModelShape",
@@ -61,7 +63,14 @@ __all__ = [
 if TYPE_CHECKING:
     from emo_core.arch import ARCH_SPECS, SITES, Adapter, ArchSpec, ModelShape, Site
     from emo_core.defaults import DEFAULT_MODEL
-    from emo_core.errors import EmoCoreError, InvalidInterventionError, InvalidPromptError, ModelLoadError, UnsupportedArchitectureError
+    from emo_core.errors import (
+        EmoCoreError,
+        InvalidInterventionError,
+        InvalidPromptError,
+        LimitError,
+        ModelLoadError,
+        UnsupportedArchitectureError,
+    )
     from emo_core.generation import GenerationSettings, Reply, chat_prompt, generate, iter_tokens, side_by_side, stream_text
     from emo_core.interventions import ComponentEdit, HeadAblation, NeuronAblation, ResidualAddition, capture, intervene
     from emo_core.models import ModelBundle, bundle_from, load_model

@@ -21,6 +21,7 @@ def parameter_count(config: PretrainedConfig) -> int:
     """The exact number of parameters of the causal LM ``config`` describes, built on the meta device (no memory, no weights)."""
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # empty init leaves tied embeddings as two tensors; loading ties them, so count them once
     return sum(parameter.numel() for parameter in model.parameters())
 
 
