@@ -126,7 +126,7 @@ def _load_hub_or_folder(source: str, dtype: DType, device: Device, offline: bool
     """Read the config first: a model that needs its own code, or more memory than is free, is refused before any weight is read."""
     device_kwargs = _device_kwargs(device)
     is_folder = Path(source).expanduser().is_dir()
-    where = f"the folder {source}" if is_folder else f"'{source}' from the Hugging Face Hub"
+    where = f"the folder {source!r}" if is_folder else f"{source!r} from the Hugging Face Hub"  # repr: one line, whatever was typed
     try:
         raw, _ = PretrainedConfig.get_config_dict(source, local_files_only=offline)
         if "auto_map" in raw:
@@ -145,7 +145,7 @@ def _load_hub_or_folder(source: str, dtype: DType, device: Device, offline: bool
             hint = "check the id and your network connection (there is no folder of that name on this computer either)"
         raise ModelLoadError(f"Could not load {where}: {hint}.") from error
     spec_for(config.get_text_config().model_type)
-    check_fits(config, dtype, device, source)
+    check_fits(config, dtype, device, repr(source))
     if is_folder:
         _refuse_pickle_weights(Path(source).expanduser())
     try:
@@ -204,7 +204,7 @@ def load_model(source: str = DEFAULT_MODEL, dtype: DType = "float32", device: De
     except EmoCoreError:
         raise
     except (OSError, ValueError, RuntimeError, ImportError) as error:
-        raise ModelLoadError(f"Could not load model '{source}': {error}".split("\n")[0]) from error
+        raise ModelLoadError(f"Could not load model {source!r}: {error}".split("\n")[0]) from error
     return bundle_from(model, tokenizer, name=name, source=source)
 
 

@@ -21,6 +21,7 @@ from emo_core import cli
 from emo_core.errors import EmoCoreError, LimitError
 from emo_core.generation import BREAK, chat_prompt, encode
 from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH, MAX_TEXT, check_strength
+from emo_core.models import load_model
 from emo_core.scenarios import EMOTIONS, NEUTRAL_SYSTEM, read_skeletons
 from emo_core.selection import MAX_PARTS, Component, ablations, out_of_range, parse_token, parse_tokens
 from tests.conftest import tiny_model
@@ -293,6 +294,19 @@ def test_hostile_runs_fail_cleanly_and_the_next_one_still_works(tiny_llama: ec.M
         assert len(replies) == 1 and len(replies[0].token_ids) <= 3
     assert ec.generate(tiny_llama, [normal], settings_) == before  # nothing left behind
     assert not any(module._forward_pre_hooks or module._forward_hooks for module in tiny_llama.model.modules())
+
+
+SOURCES = ["", " ", ".", "..", "~", "/", "\x00", "a/b/c", "C:\\models", "../../etc", "org/" + "x" * 300, "http://example.com/m", "-rf"]
+
+
+@FAST
+@given(st.one_of(st.text(max_size=40), st.sampled_from(SOURCES + CONTROLS + SCRIPTS)).filter(lambda s: s.strip() != "default"))
+def test_model_sources_fail_in_one_sentence(source: str) -> None:
+    """Whatever is typed in the "Another model" box: a sentence, never a traceback (offline: nothing is downloaded)."""
+    TRIED["model source"] += 1
+    with pytest.raises(EmoCoreError) as error:
+        load_model(source, offline=True)
+    assert str(error.value).strip() and "\n" not in str(error.value)
 
 
 # --- scenario files and the CLI -----------------------------------------------------------------------------------

@@ -104,6 +104,7 @@ def test_the_builtin_model_loads_and_replies_offline(offline: list[str]) -> None
     assert reply.token_ids
 
 
+@pytest.mark.slow
 def test_a_live_page_generates_offline(offline: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The Knockout page with the real built-in model and the judge: the model turn, both replies and their read-outs."""
     monkeypatch.setattr(ec, "load_model", load_model)
