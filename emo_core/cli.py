@@ -38,6 +38,13 @@ ABLATION_FORMS = "L12H3, L10N123, head:L:H, neuron:L:N, top-heads:K or top-neuro
 _COUNT = re.compile(r"[0-9]{1,9}")  # ASCII digits only: "²".isdigit() is true, and int() refuses it
 
 
+def _at_least_one(text: str) -> int:
+    """A count for argparse: a whole number of at least 1 (``--skeletons 0`` or ``-5`` would evaluate on nothing, or on a slice)."""
+    if not _COUNT.fullmatch(text.strip()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text[:20]}' is not a whole number of at least 1")
+    return int(text)
+
+
 def parse_ablation(specs: Sequence[str], results: Results | None, emotion: str) -> tuple[Intervention, ...]:
     """Zero ablations from tokens (``L12H3``, ``L10N123``, or ``head:L:H``, ``neuron:L:N``) and the circuit's
     ``top-heads:K`` / ``top-neurons:K``."""
@@ -113,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_cmd = commands.add_parser("evaluate", help="measure steering, ablation and clusters on the evaluation split; writes report.json")
     _model_options(eval_cmd)
     eval_cmd.add_argument("--judge", default="minilm")
-    eval_cmd.add_argument("--skeletons", type=int, default=EvalSettings.skeletons, help="how many evaluation skeletons to use")
+    eval_cmd.add_argument("--skeletons", type=_at_least_one, default=EvalSettings.skeletons, help="how many evaluation skeletons to use")
 
     gen_cmd = commands.add_parser("generate", help="one reply per (skeleton, valence, emotion) of your own scenario file")
     _model_options(gen_cmd)

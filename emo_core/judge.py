@@ -27,6 +27,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from emo_core.errors import EmoCoreError, ModelLoadError
+from emo_core.models import offline_mode
 from emo_core.scenarios import EMOTIONS
 
 LABELS: tuple[str, ...] = (*EMOTIONS, "neutral")
@@ -236,7 +237,7 @@ class HFClassifierJudge:
     labels: tuple[str, ...] = LABELS
 
     def __init__(self, source: str, local_files_only: bool | None = None, device: str = "cpu", batch_size: int = 32) -> None:
-        offline = bool(os.environ.get("HF_HUB_OFFLINE")) if local_files_only is None else local_files_only
+        offline = offline_mode() if local_files_only is None else local_files_only
         where = f"the folder {source}" if Path(source).expanduser().is_dir() else f"'{source}' from the Hugging Face Hub"
         self.device = _torch_device(device)
         self.batch_size = batch_size
@@ -278,7 +279,7 @@ def load_judge(kind: str = "minilm", *, local_files_only: bool | None = None) ->
     Args:
         kind: ``"minilm"`` for the default offline judge; anything else is a Hugging Face id or a
             local folder of a text-classification model with emotion labels.
-        local_files_only: for a Hugging Face id, never download (defaults to ``HF_HUB_OFFLINE``).
+        local_files_only: for a Hugging Face id, never download (defaults to ``emo_core.models.offline_mode()``).
 
     Raises:
         ModelLoadError: with one sentence saying what to do.

@@ -399,6 +399,27 @@ def test_cli_ablation_specs(specs: list[str]) -> None:
         assert all(isinstance(edit, ec.HeadAblation | ec.NeuronAblation) for edit in edits)
 
 
+OPTION = st.sampled_from(["--model", "--device", "--dtype", "--judge", "--skeletons", "--cache-root", "--bogus"])
+ARGUMENT = st.sampled_from(["default", "", "cpu", "tpu", "float32", "int3", "minilm", "0", "-5", "²", "32", "/nonexistent", "x" * 300])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["build", "evaluate", "nonsense"]), st.lists(st.tuples(OPTION, ARGUMENT), max_size=3))
+def test_cli_build_and_evaluate_arguments(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, command: str, options: list[tuple[str, str]]
+) -> None:
+    """Whatever the arguments, the CLI ends with exit code 2 and a message (the work itself is switched off here)."""
+    TRIED["cli build/evaluate"] += 1
+    monkeypatch.setattr(cli, "build", _no_model)
+    monkeypatch.setattr(cli, "evaluate", _no_model)
+    try:
+        code = cli.main([command, *(part for option in options for part in option)])
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() and "Traceback" not in err
+
+
 def test_cli_refuses_too_many_parts() -> None:
     specs = [f"L1N{i}" for i in range(MAX_PARTS + 1)]
     with pytest.raises(LimitError, match=f"the limit is {MAX_PARTS}"):
