@@ -1,12 +1,14 @@
 """Hostile input, tried by property: links, indices, selection tokens, strengths, seeds, reply lengths, typed text, scenario files.
 
 Every input gets a clear message (an ``EmoCoreError``, or the UI's warning) or a correct result; the app never shows a
-traceback, and the next request still works. ``TRIED`` counts the inputs; the module prints the total when it ends.
+traceback, and the next request still works. ``TRIED`` counts the inputs; the module prints the total when it ends
+(``pytest -s``). ``HOSTILE_SCALE=20`` tries twenty times as many.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -33,8 +35,9 @@ from ui.state import read_link
 __all__ = ["no_model", "results_dir"]  # autouse: pages never load the model, and read the shipped (or a synthetic) cache
 
 TRIED: Counter[str] = Counter()
-FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-PAGE = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SCALE = int(os.environ.get("HOSTILE_SCALE", "1"))  # e.g. HOSTILE_SCALE=20 for a deeper search than a routine run's
+FAST = settings(max_examples=120 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+PAGE = settings(max_examples=10 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 # Pieces hostile text is made of: control tokens of several chat formats, role markers, template syntax, other scripts,
 # control and invisible characters, and Markdown that would draw a picture or coloured text.
@@ -278,7 +281,7 @@ def tiny_llama(embedded: ec.ModelBundle) -> ec.ModelBundle:
     return ec.bundle_from(tiny_model("llama"), embedded.tokenizer, name="tiny-llama")
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(HOSTILE_TEXT, st.lists(st.tuples(st.integers(-6, 6), st.integers(-3, 60)), max_size=3), st.sampled_from(["head", "neuron"]))
 def test_hostile_runs_fail_cleanly_and_the_next_one_still_works(tiny_llama: ec.ModelBundle, text: str, units: list, kind: str) -> None:
     TRIED["model run"] += 1
@@ -359,7 +362,7 @@ def _no_model(*args: object, **kwargs: object) -> ec.ModelBundle:
     raise ec.ModelLoadError("Model loading is switched off in this test.")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(LINE, max_size=3), st.sampled_from(["32", "0", "-5", "129", "99999", "²", "abc"]), st.sampled_from(["none", "prompt", "bogus"])
 )
@@ -403,7 +406,7 @@ OPTION = st.sampled_from(["--model", "--device", "--dtype", "--judge", "--skelet
 ARGUMENT = st.sampled_from(["default", "", "cpu", "tpu", "float32", "int3", "minilm", "0", "-5", "²", "32", "/nonexistent", "x" * 300])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(["build", "evaluate", "nonsense"]), st.lists(st.tuples(OPTION, ARGUMENT), max_size=3))
 def test_cli_build_and_evaluate_arguments(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, command: str, options: list[tuple[str, str]]
