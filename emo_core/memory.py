@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 from emo_core.errors import ModelLoadError
 
 HEADROOM = 1.2  # the weights, plus room for activations, the tokenizer and the app itself
+MAX_LAYERS = 1024  # far beyond any real model (the largest open ones have about 130); building more on the meta device takes minutes
 GB = 1e9
 
 
@@ -44,6 +45,9 @@ def free_memory(device: str) -> int:
 
 def check_fits(config: PretrainedConfig, dtype: str, device: str, name: str) -> None:
     """Raise ``ModelLoadError`` with the model's estimated size when it would not fit in free memory."""
+    layers = config.get_text_config().num_hidden_layers
+    if not 0 < layers <= MAX_LAYERS:
+        raise ModelLoadError(f"{name} has {layers:,} layers by its config.json, and a real model has 1 to {MAX_LAYERS:,}; check it.")
     count = parameter_count(config)
     loaded = weight_dtype(config, dtype)
     needed = count * loaded.itemsize

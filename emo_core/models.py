@@ -129,13 +129,6 @@ def _load_hub_or_folder(source: str, dtype: DType, device: Device, offline: bool
     where = f"the folder {source!r}" if is_folder else f"{source!r} from the Hugging Face Hub"  # repr: one line, whatever was typed
     try:
         raw, _ = PretrainedConfig.get_config_dict(source, local_files_only=offline)
-        if "auto_map" in raw:
-            raise ModelLoadError(
-                f"Refused {where}: it needs Python code of its own (its config.json has an auto_map), and this app never runs code "
-                "that comes with a model; pick a model of a family transformers supports itself, such as Llama, Qwen2, Mistral, "
-                "Gemma or GPT-2."
-            )
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
     except (OSError, ValueError) as error:
         if is_folder:
             hint = "check the folder has a config.json"
@@ -144,8 +137,21 @@ def _load_hub_or_folder(source: str, dtype: DType, device: Device, offline: bool
         else:
             hint = "check the id and your network connection (there is no folder of that name on this computer either)"
         raise ModelLoadError(f"Could not load {where}: {hint}.") from error
-    spec_for(config.get_text_config().model_type)
-    check_fits(config, dtype, device, repr(source))
+    if "auto_map" in raw:
+        raise ModelLoadError(
+            f"Refused {where}: it needs Python code of its own (its config.json has an auto_map), and this app never runs code "
+            "that comes with a model; pick a model of a family transformers supports itself, such as Llama, Qwen2, Mistral, "
+            "Gemma or GPT-2."
+        )
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=offline)
+        spec_for(config.get_text_config().model_type)
+        check_fits(config, dtype, device, repr(source))
+    except EmoCoreError:
+        raise
+    except Exception as error:  # config.json is the author's data: transformers rejects bad values with many error types
+        reason = str(error).strip().split("\n")[0][:200]
+        raise ModelLoadError(f"The config.json of {where} describes no model transformers can build ({reason}); pick another.") from error
     if is_folder:
         _refuse_pickle_weights(Path(source).expanduser())
     try:

@@ -312,6 +312,23 @@ def test_model_sources_fail_in_one_sentence(source: str) -> None:
     assert str(error.value).strip() and "\n" not in str(error.value)
 
 
+CONFIG = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4}
+CONFIG_VALUE = st.sampled_from([0, -1, 1, 3, 10**6, 10**12, "x", None, 1.5, [], {}, "gpt2", "bert", "llama"])
+CONFIG_KEY = st.sampled_from([*CONFIG, "num_key_value_heads", "vocab_size", "head_dim", "rope_theta", "tie_word_embeddings", "dtype"])
+
+
+@settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(CONFIG_KEY, CONFIG_VALUE, max_size=3))
+def test_config_files_with_wrong_fields_fail_in_one_sentence(changes: dict[str, object]) -> None:
+    """A folder whose config.json has odd values (and no weights): refused with one sentence, before anything large is built."""
+    TRIED["model config"] += 1
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "config.json").write_text(json.dumps({**CONFIG, **changes}))
+        with pytest.raises(EmoCoreError) as error:
+            load_model(folder, offline=True)
+    assert str(error.value).strip() and "\n" not in str(error.value)
+
+
 # --- scenario files and the CLI -----------------------------------------------------------------------------------
 
 JSON = st.recursive(
