@@ -455,6 +455,17 @@ def test_huge_numbers_in_links_were_tracebacks() -> None:
         assert problems and "seed" in problems[0]
 
 
+@pytest.mark.parametrize("method", ["direction", "circuit"])
+def test_a_strength_beyond_the_steer_slider_is_clamped(method: str) -> None:
+    """Found here: a link's strength up to MAX_STRENGTH passed the link check, but the slider ends at 3 x the tuned strength,
+    and Streamlit raised StreamlitValueAboveMaxError on the Steer page."""
+    app = start({"strength": "19", "method": method})
+    app.switch_page("pages/views/steer.py").run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert any("beyond this slider's end" in w.value for w in app.warning)
+    assert app.session_state["steer_strength"] <= MAX_STRENGTH and app.slider(key="steer_strength").value < 19
+
+
 def test_long_tokens_are_cut_in_messages() -> None:
     with pytest.raises(ValueError) as error:
         parse_token("x" * 1_000_000)
