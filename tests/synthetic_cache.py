@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from emo_core.pipeline import prompt_table
 from emo_core.results import cache_folder
 from emo_core.scenarios import EMOTIONS, emotion_prompts, prompt_set_hash, training_skeletons
 from emo_core.store import Manifest, write_cache
@@ -17,19 +18,8 @@ SHAPE = {"n_layers": 4, "n_heads": 3, "head_dim": 2, "d_mlp": 8, "d_model": 6}
 def _prompts(n_skeletons: int) -> tuple[pd.DataFrame, str]:
     """The prompts table of the first ``n_skeletons`` training skeletons, and that prompt set's hash (what caches are checked against)."""
     skeletons = training_skeletons(n_skeletons)
-    by_id = {s.skeleton_id: s for s in skeletons}
     prompts = emotion_prompts(skeletons)
-    table = pd.DataFrame(
-        {
-            "key": [p.key for p in prompts],
-            "skeleton_id": [p.skeleton_id for p in prompts],
-            "theme": [p.theme for p in prompts],
-            "valence": [p.valence for p in prompts],
-            "emotion": [p.emotion for p in prompts],
-            "scenario": [by_id[p.skeleton_id].scenario for p in prompts],
-            "event": [by_id[p.skeleton_id].event[p.valence] for p in prompts],
-        }
-    )
+    table = prompt_table(prompts, skeletons)
     return table, prompt_set_hash(prompts)
 
 
