@@ -41,9 +41,12 @@ for index, step in enumerate(steps):
             if st.button("Let the model reply", icon=":material/chat:", key="home_reply"):
                 bundle = model_bundle(view.model)
                 if bundle is not None:
+                    from ui.live import model_turn  # loaded by model_bundle's wait; the page itself opens without it
+
                     row = prompts.iloc[pick]
                     prompt = ec.chat_prompt(bundle, f"{row['scenario']}\n{row['event']}", EMOTION_SYSTEM.format(emotion=view.emotion))
-                    stream_into(st.empty(), ec.stream_text(bundle, prompt, ec.GenerationSettings(max_new_tokens=48)))
+                    with model_turn():  # takes its turn on the shared model like the live pages, in the same bounded line
+                        stream_into(st.empty(), ec.stream_text(bundle, prompt, ec.GenerationSettings(max_new_tokens=48)))
                     st.caption(
                         "Small models often ignore the instruction in their words, yet their inner notes still change: "
                         "that is what the next steps show."
