@@ -125,11 +125,12 @@ def read_run_link(params: Mapping[str, str]) -> tuple[dict[str, object], list[st
                 found[key] = value
             else:
                 problems.append(f"The link's {name} {quoted(raw)} is not a whole number from {low} to {high}; using {DEFAULTS[key]}.")
-    if (baseline := params.get("baseline")) is not None:
-        if baseline in BASELINES:
-            found[BASELINE] = baseline
-        else:
-            problems.append(f"The link's baseline {quoted(baseline)} is not one of {', '.join(BASELINES)}; using steered.")
+    for key, name, allowed in ((BASELINE, "baseline", BASELINES), (MODE, "mode", MODES)):
+        if (raw := params.get(name)) is not None:
+            if raw in allowed:
+                found[key] = raw
+            else:
+                problems.append(f"The link's {name} {quoted(raw)} is not one of {', '.join(allowed)}; using {DEFAULTS[key]}.")
     if (method := params.get("method")) is not None:
         if method in STEER_METHODS:
             found[STEER_METHOD] = method
@@ -137,11 +138,6 @@ def read_run_link(params: Mapping[str, str]) -> tuple[dict[str, object], list[st
                 found[KNOCKOUT_METHOD] = method
         else:
             problems.append(f"The link's method {quoted(method)} is not one of {', '.join(STEER_METHODS)}; using direction.")
-    if (mode := params.get("mode")) is not None:
-        if mode in MODES:
-            found[MODE] = mode
-        else:
-            problems.append(f"The link's mode {quoted(mode)} is neither zero nor mean; using zero.")
     if (strength := params.get("strength")) is not None:
         value = _number(strength)
         if value is not None and 0 <= value <= MAX_STRENGTH:
