@@ -11,7 +11,10 @@ import pytest
 import torch
 
 import emo_core as ec
+from emo_core import scenarios
+from emo_core.activations import extract
 from emo_core.cli import main, parse_ablation
+from emo_core.directions import complete_groups, emotion_directions
 from emo_core.evaluation import EvalSettings, evaluate
 from emo_core.fluency import degenerate_reason
 from emo_core.knockout_curves import CurveSettings, bootstrap_interval
@@ -19,7 +22,7 @@ from emo_core.pipeline import BuildSettings, build, cluster_separation
 from emo_core.projection import align_to, emotion_coordinates, pca_maps
 from emo_core.reading import EmotionReading, reading_layers
 from emo_core.results import load_results
-from emo_core.scenarios import EMOTIONS
+from emo_core.scenarios import EMOTIONS, emotion_prompts, training_skeletons
 from emo_core.scoring import Row, generate_rows, score_replies
 from emo_core.steering import circuit_steering
 from emo_core.store import CacheError
@@ -34,9 +37,23 @@ def tiny_llama(embedded: ec.ModelBundle) -> ec.ModelBundle:
 
 
 @pytest.fixture(scope="module")
-def built(tiny_llama: ec.ModelBundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def skeleton_files_read() -> list[Path]:
+    """Every scenario file the module's build read (filled by ``built``)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def built(tiny_llama: ec.ModelBundle, tmp_path_factory: pytest.TempPathFactory, skeleton_files_read: list[Path]) -> Path:
     root = tmp_path_factory.mktemp("caches")
-    build(bundle=tiny_llama, root=root, settings=TINY_BUILD)
+    read = scenarios.read_skeletons
+
+    def recording(path: Path) -> list[scenarios.Skeleton]:
+        skeleton_files_read.append(Path(path))
+        return read(path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scenarios, "read_skeletons", recording)
+        build(bundle=tiny_llama, root=root, settings=TINY_BUILD)
     return root
 
 
@@ -163,14 +180,25 @@ def test_build_writes_a_complete_readable_cache(built: Path, tiny_llama: ec.Mode
     assert not (built / "tiny-llama.work").exists()
 
 
+def test_the_build_reads_only_training_skeletons(built: Path, skeleton_files_read: list[Path]) -> None:
+    assert {path.name for path in skeleton_files_read} == {"scenarios_train.jsonl"}
+    ids = set(load_results("tiny-llama", built).table("prompts")["skeleton_id"])
+    assert ids == {s.skeleton_id for s in training_skeletons(TINY_BUILD.skeletons)}
+    assert not ids & {s.skeleton_id for s in scenarios.load_skeletons("eval")}
+
+
 def test_an_interrupted_build_resumes_to_the_same_cache(built: Path, tiny_llama: ec.ModelBundle, tmp_path: Path) -> None:
-    def stop_at_umap(stage: str, done: int, total: int) -> None:
-        if stage == "umap":
+    """Interrupted during extraction (so the resumed run reads shards); checked against a build with its own shard folder
+    and against activations extracted with no shards at all."""
+
+    def stop_after_two_batches(stage: str, done: int, total: int) -> None:
+        if stage == "activations" and done == 2 * TINY_BUILD.batch_size:
             raise KeyboardInterrupt
 
+    assert tmp_path != built
     with pytest.raises(KeyboardInterrupt):
-        build(bundle=tiny_llama, root=tmp_path, settings=TINY_BUILD, progress=stop_at_umap)
-    assert any((tmp_path / "tiny-llama.work").rglob("*.safetensors"))
+        build(bundle=tiny_llama, root=tmp_path, settings=TINY_BUILD, progress=stop_after_two_batches)
+    assert len(list((tmp_path / "tiny-llama.work").rglob("*.safetensors"))) == 2
     with pytest.raises(CacheError):
         load_results("tiny-llama", tmp_path)
     build(bundle=tiny_llama, root=tmp_path, settings=TINY_BUILD)
@@ -178,6 +206,11 @@ def test_an_interrupted_build_resumes_to_the_same_cache(built: Path, tiny_llama:
     for name, tensor in uninterrupted.cache.tensors.items():
         torch.testing.assert_close(resumed.tensor(name), tensor, msg=name)
     pd.testing.assert_frame_equal(resumed.table("circuit"), uninterrupted.table("circuit"))
+    prompts = emotion_prompts(training_skeletons(TINY_BUILD.skeletons))
+    unsharded = extract(tiny_llama, prompts, TINY_BUILD.batch_size)
+    for site in ("resid_mid", "resid_post"):
+        expected = emotion_directions(unsharded[site], complete_groups(prompts))
+        torch.testing.assert_close(resumed.tensor(f"directions.{site}"), expected, msg=site)
 
 
 def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBundle) -> None:
