@@ -8,12 +8,14 @@ import streamlit as st
 
 from emo_core.results import Results
 from emo_core.selection import circuit_components, describe
+from ui.knockout_parts import ranked
 from ui.narrative import best_layer
 from ui.pages import CIRCUIT, CLUSTERS, HOME, KNOCKOUT, PageSpec
 from ui.run import BASELINE, MODE
 from ui.state import LAYER, SELECTION, apply
 
 STEP = "tour_step"
+TOUR_HEADS, TOUR_NEURONS = 8, 16  # with mean ablation, these lower every emotion's reading well below a random set (see README)
 GOTO = "_tour_goto"
 
 
@@ -33,6 +35,7 @@ def steps(results: Results, emotion: str) -> list[Step]:
     n_scenarios = prompts["skeleton_id"].nunique()
     best = best_layer(results)
     circuit = circuit_components(results.circuit(emotion))
+    preset = ranked(results, emotion, "head", TOUR_HEADS) + ranked(results, emotion, "neuron", TOUR_NEURONS)
     shape = results.shape
     n_heads, n_neurons = shape["n_layers"] * shape["n_heads"], shape["n_layers"] * shape["d_mlp"]
     return [
@@ -66,18 +69,19 @@ def steps(results: Results, emotion: str) -> list[Step]:
         ),
         Step(
             "Pick parts to switch off",
-            f"We selected {emotion}'s circuit: {describe(circuit)}. The selection is saved in the link, ready for the Knockout "
-            "page, which switches exactly these parts off while the model writes.",
+            f"We selected the {TOUR_HEADS} heads and {TOUR_NEURONS} neurons that matter most for {emotion} when switched off "
+            f"(the second table): {describe(preset)}. The selection is saved in the link, ready for the Knockout page, which "
+            "switches exactly these parts off while the model writes.",
             CIRCUIT,
-            {SELECTION: [component.token for component in circuit]},
+            {SELECTION: [component.token for component in preset]},
         ),
         Step(
             "Switch them off and watch",
-            f"Here the reply is steered toward {emotion}, and the circuit is switched off in a second copy of the model. Press "
-            f"*Generate*: both replies appear side by side, with what the judge reads in the words and how much {emotion} the model "
-            "holds inside, next to a random set of parts of the same size.",
+            f"Here the reply is steered toward {emotion}, and those {len(preset)} parts are switched off in a second copy of the "
+            f"model. The meter shows at once how much {emotion} the model holds inside with them off, and with {len(preset)} random "
+            "parts off instead. Press *Generate*: both replies appear side by side, with what the judge reads in the words.",
             KNOCKOUT,
-            {SELECTION: [component.token for component in circuit], BASELINE: "steered", MODE: "zero"},
+            {SELECTION: [component.token for component in preset], BASELINE: "steered", MODE: "mean"},
         ),
     ]
 
