@@ -3,6 +3,7 @@ written from filtered frames, and the names that errors and folders fall back to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -79,3 +80,28 @@ def test_a_manifest_without_the_tensors_names_the_models_rebuild(tmp_path: Path)
     _resealed(tmp_path / "tiny", files={})
     with pytest.raises(CacheError, match=re.escape("rebuild it with `python -m emo_core build --model tiny/model --cache-root")):
         read_cache(tmp_path / "tiny")
+
+
+def test_a_sealed_manifest_missing_a_field_is_refused_with_the_rebuild(tmp_path: Path) -> None:
+    # kills every mutant of that refusal (folder, model or message lost)
+    folder = tmp_path / "tiny"
+    write_cache(folder, MANIFEST, TENSORS, {})
+    raw = json.loads((folder / "manifest.json").read_text())
+    del raw["dtype"], raw["seal"]
+    raw["seal"] = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()  # the seal's documented rule
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    message = (
+        f"The cache at {folder} has a manifest without the fields of format version 2; "
+        f"rebuild it with `python -m emo_core build --model tiny/model --cache-root {tmp_path}`."
+    )
+    with pytest.raises(CacheError, match=f"^{re.escape(message)}$"):
+        read_cache(folder)
+
+
+def test_a_garbled_manifest_names_the_expected_models_rebuild(tmp_path: Path) -> None:
+    # kills the rebuild command losing the caller's model when the manifest cannot be read
+    folder = tmp_path / "tiny"
+    write_cache(folder, MANIFEST, TENSORS, {})
+    (folder / "manifest.json").write_text("[not, an, object")
+    with pytest.raises(CacheError, match=re.escape("is not a JSON object); rebuild it with `python -m emo_core build --model tiny/model")):
+        read_cache(folder, model_id="tiny/model")
