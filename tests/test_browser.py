@@ -13,6 +13,7 @@ import pytest
 
 from tests.live_app import BROWSER_ARGS, CHROMIUM, VIEWPORT, server_env, settle, start_server, stop_server
 
+pytestmark = pytest.mark.slow  # a server and a real browser
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not Path(CHROMIUM).is_file():
     pytest.skip("chromium is not installed", allow_module_level=True)

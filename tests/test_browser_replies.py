@@ -17,6 +17,7 @@ from emo_core.scenarios import EMOTION_SYSTEM
 from tests.live_app import BROWSER_ARGS, CHROMIUM, VIEWPORT, settle
 from ui.replies import sentence
 
+pytestmark = pytest.mark.slow  # a server and a real browser
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 if not Path(CHROMIUM).is_file():
     pytest.skip("chromium is not installed", allow_module_level=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 import emo_core as ec
@@ -16,6 +17,8 @@ from ui.pages import KNOCKOUT, STEER
 from ui.replies import plain
 
 __all__ = ["results_dir"]
+
+pytestmark = pytest.mark.slow  # every test runs the real model inside the app
 
 
 def test_home_reply_shows_the_librarys_reply_once(embedded: ec.ModelBundle) -> None:

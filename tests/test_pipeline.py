@@ -36,6 +36,7 @@ def tiny_llama(embedded: ec.ModelBundle) -> ec.ModelBundle:
     return ec.bundle_from(tiny_model("llama").float(), embedded.tokenizer, name="tiny-llama")
 
 
+# Tests that use ``built`` (a tiny build: minutes on 2 cores) or run the CLI on the real model are marked slow.
 @pytest.fixture(scope="module")
 def skeleton_files_read() -> list[Path]:
     """Every scenario file the module's build read (filled by ``built``)."""
@@ -162,6 +163,7 @@ def test_circuit_steering_edits_only_circuit_components(tiny_llama: ec.ModelBund
     assert circuit_steering(tiny_llama, circuit, attn, mlp, strength=0.0)[1].add.abs().sum() == 0
 
 
+@pytest.mark.slow
 def test_build_writes_a_complete_readable_cache(built: Path, tiny_llama: ec.ModelBundle) -> None:
     results = load_results("tiny-llama", built)
     n_layers, n_prompts = tiny_llama.shape.n_layers, 4 * 3 * 6
@@ -180,6 +182,7 @@ def test_build_writes_a_complete_readable_cache(built: Path, tiny_llama: ec.Mode
     assert not (built / "tiny-llama.work").exists()
 
 
+@pytest.mark.slow
 def test_the_build_reads_only_training_skeletons(built: Path, skeleton_files_read: list[Path]) -> None:
     assert {path.name for path in skeleton_files_read} == {"scenarios_train.jsonl"}
     ids = set(load_results("tiny-llama", built).table("prompts")["skeleton_id"])
@@ -187,6 +190,7 @@ def test_the_build_reads_only_training_skeletons(built: Path, skeleton_files_rea
     assert not ids & {s.skeleton_id for s in scenarios.load_skeletons("eval")}
 
 
+@pytest.mark.slow
 def test_an_interrupted_build_resumes_to_the_same_cache(built: Path, tiny_llama: ec.ModelBundle, tmp_path: Path) -> None:
     """Interrupted during extraction (so the resumed run reads shards); checked against a build with its own shard folder
     and against activations extracted with no shards at all."""
@@ -213,6 +217,7 @@ def test_an_interrupted_build_resumes_to_the_same_cache(built: Path, tiny_llama:
         torch.testing.assert_close(resumed.tensor(f"directions.{site}"), expected, msg=site)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBundle) -> None:
     curves = CurveSettings(prompts=1, draws=1, target_draws=2, ks=(1, 2), harm_prompts=1, judged_prompts=2, judged=(("neurons", 2),))
     report = evaluate(bundle=tiny_llama, root=built, settings=EvalSettings(skeletons=1, bootstrap=50, curves=curves))
@@ -237,6 +242,7 @@ def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBund
     assert set(report["clusters"]["nearest"]["0"]) == set(EMOTIONS)
 
 
+@pytest.mark.slow
 def test_ablation_specs_are_parsed_or_refused(built: Path) -> None:
     results = load_results("tiny-llama", built)
     edits = parse_ablation(["head:1:2", "neuron:0:5", "top-neurons:1"], results, "anger")
@@ -255,6 +261,7 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path, capsys: pytes
     assert "build" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_generate_writes_one_reply_per_prompt(tmp_path: Path) -> None:
     scenarios = tmp_path / "mine.jsonl"
     skeleton = {
