@@ -244,3 +244,13 @@ def test_grad_capture_works_on_a_frozen_model(family: str, ids: torch.Tensor) ->
         gradients.append(grads)
     for with_weights, frozen in zip(*gradients, strict=True):
         torch.testing.assert_close(frozen, with_weights, rtol=1e-5, atol=1e-6)
+
+
+def test_steering_keeps_the_models_dtype(ids: torch.Tensor) -> None:
+    # a float64 vector on a float32 model: kills .to(device) without the dtype, which would turn the residual into float64
+    model = tiny_model("llama").float()
+    bundle = SimpleNamespace(model=model, adapter=Adapter(model))
+    with ec.intervene(bundle, ResidualAddition({0: torch.ones(32, dtype=torch.float64)}, alpha=0.5)):
+        with ec.capture(bundle, ["resid_post"], [0]) as captured:
+            logits = model(ids).logits
+    assert logits.dtype == torch.float32 and captured[("resid_post", 0)].dtype == torch.float32
