@@ -150,6 +150,7 @@ def test_an_older_cache_without_causal_rankings_names_the_rebuild(tmp_path) -> N
         results.causal_effects("shouted")
 
 
+@pytest.mark.slow  # the real model
 def test_estimates_track_real_knockouts_on_the_built_in_model(embedded: ec.ModelBundle) -> None:
     """Spot check on SmolLM2: the heads estimated to lower the steered emotion most really lower it, by about as much."""
     from emo_core.knockout_curves import knockout

@@ -51,6 +51,7 @@ def test_a_tie_keeps_plain_and_why_reads_well() -> None:
     assert LayoutChoice((False,) * MAX_ROWS, "EMO_DECODE_LAYOUT=plain").why == "plain layout for 1-4 rows (EMO_DECODE_LAYOUT=plain)"
 
 
+@pytest.mark.slow  # the real model
 def test_decision_is_measured_once_per_process(fresh: pytest.MonkeyPatch, embedded: ec.ModelBundle, prompt: str) -> None:
     calls = []
 
@@ -88,6 +89,7 @@ def test_override_variable_is_read_once(fresh: pytest.MonkeyPatch, embedded: ec.
         layout_choice(embedded.model)
 
 
+@pytest.mark.slow  # the real model
 def test_chosen_path_is_used(fresh: pytest.MonkeyPatch, embedded: ec.ModelBundle, prompt: str) -> None:
     rows_seen: list[int] = []
     by_columns = fastpath._linear_by_columns
@@ -116,6 +118,7 @@ def test_chosen_path_is_used(fresh: pytest.MonkeyPatch, embedded: ec.ModelBundle
     assert set(rows_seen) == {1}
 
 
+@pytest.mark.slow  # the real model
 def test_layouts_give_the_same_tokens_and_logits_on_the_embedded_model(embedded: ec.ModelBundle) -> None:
     same_tokens_and_logits(embedded)
 

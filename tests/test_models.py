@@ -10,6 +10,7 @@ import emo_core as ec
 from tests.conftest import tiny_model
 
 
+@pytest.mark.slow  # the real model
 def test_embedded_model_loads_and_replies(embedded: ec.ModelBundle) -> None:
     assert embedded.name == "SmolLM2-135M-Instruct"
     assert (embedded.shape.n_layers, embedded.shape.n_heads, embedded.shape.head_dim) == (30, 9, 64)
