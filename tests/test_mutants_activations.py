@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import emo_core as ec
-from emo_core.activations import extract, neutral_means
+from emo_core.activations import extract, extract_batch, neutral_means
+from emo_core.generation import encode
 from emo_core.scenarios import PromptSpec, emotion_prompts, training_skeletons
 from tests.conftest import tiny_model
 
@@ -55,3 +56,15 @@ def test_neutral_means_add_up_every_batch(tiny_llama: ec.ModelBundle) -> None:
     for site, mean in together.items():
         assert mean.shape == (tiny_llama.shape.n_layers, tiny_llama.shape.site_width(site))
         torch.testing.assert_close(one_by_one[site], mean, rtol=1e-7, atol=1e-9)
+
+
+def test_a_batch_is_read_at_the_last_token_of_the_prompt_with_its_system_message(tiny_llama: ec.ModelBundle) -> None:
+    # kills chat_prompt without the system message (the emotion request), which extract and extract_batch would share
+    prompt = PROMPTS[0]
+    assert prompt.system
+    acts = extract_batch(tiny_llama, [prompt], sites=("resid_post",))
+    batch = encode(tiny_llama, [ec.chat_prompt(tiny_llama, prompt.user, prompt.system)])
+    with torch.inference_mode(), ec.capture(tiny_llama, ["resid_post"]) as captured:
+        tiny_llama.model(**batch)
+    expected = torch.stack([captured[("resid_post", layer)][0, -1] for layer in range(tiny_llama.shape.n_layers)])
+    torch.testing.assert_close(acts["resid_post"][0], expected.float(), rtol=0, atol=1e-6)
