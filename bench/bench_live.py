@@ -18,10 +18,10 @@ import emo_core as ec
 from bench.bench_generation import cpu_name, interleaved
 from emo_core.generation import encode, on_rows, stream_replies
 from emo_core.judge import load_judge
-from emo_core.knockout import baseline_edits, baseline_prompt, chance_check, effect_meter, knockout_edits, matched_random
+from emo_core.knockout import baseline_edits, baseline_prompt, chance_check, effect_meter, knockout_edits
 from emo_core.results import load_results
 from emo_core.scenarios import load_skeletons, neutral_prompts, spread
-from emo_core.selection import circuit_components
+from emo_core.selection import circuit_components, matched_random
 
 TOKENS = 48
 SETTINGS = ec.GenerationSettings(max_new_tokens=TOKENS, min_new_tokens=TOKENS)

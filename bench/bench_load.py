@@ -116,9 +116,9 @@ def library_replies(runs: list[dict[str, str]]) -> list[tuple[tuple[str, str], f
 
     import emo_core as ec
     from emo_core.defaults import EMBEDDED_NAME
-    from emo_core.knockout import baseline_edits, baseline_prompt, knockout_edits, matched_random
+    from emo_core.knockout import baseline_edits, baseline_prompt, knockout_edits
     from emo_core.results import load_results
-    from emo_core.selection import parse_tokens
+    from emo_core.selection import matched_random, parse_tokens
     from ui.run import default_scenario, scenario_by_key
 
     bundle = ec.load_model()

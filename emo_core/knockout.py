@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ from emo_core.reading import READ_SITE, EmotionReading
 from emo_core.results import Results
 from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, NEUTRAL_SYSTEM, Baseline
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows
-from emo_core.selection import Component, ablations
+from emo_core.selection import Component, ablations, matched_random
 from emo_core.steering import SteeringKit, tuned_steering
 
 Progress = Callable[[int, int], None]
@@ -54,24 +53,6 @@ def knockout_edits(
         return ablations(components, "zero", rows=rows)
     heads, neurons = results.tensor("means.attn_z"), results.tensor("means.mlp_post")
     return ablations(components, "mean", dict(enumerate(heads)), dict(enumerate(neurons)), rows)
-
-
-def matched_random(components: Sequence[Component], shape: dict[str, int], rng: random.Random) -> list[Component]:
-    """As many random heads and neurons as ``components`` has in each layer, none of them: the matched control."""
-    chosen = set(components)
-    drawn: list[Component] = []
-    for kind, width in (("head", shape["n_heads"]), ("neuron", shape["d_mlp"])):
-        for layer in sorted({c.layer for c in components if c.kind == kind}):
-            count = sum(c.layer == layer and c.kind == kind for c in components)
-            pool = [Component(kind, layer, index) for index in range(width) if Component(kind, layer, index) not in chosen]
-            drawn.extend(rng.sample(pool, min(count, len(pool))))
-    return drawn
-
-
-def top_components(scores: torch.Tensor, kind: Literal["head", "neuron"], k: int) -> list[Component]:
-    """The ``k`` highest-scoring heads or neurons of a ``[L, width]`` score grid, best first."""
-    width = scores.shape[1]
-    return [Component(kind, int(i) // width, int(i) % width) for i in scores.flatten().topk(k).indices]
 
 
 def last_token_states(bundle: ModelBundle, prompts: Sequence[str], edits: Sequence[Intervention], layers: Sequence[int]) -> torch.Tensor:

@@ -36,13 +36,12 @@ from emo_core.causal import top_units
 from emo_core.generation import chat_prompt
 from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation
 from emo_core.judge import EmotionJudge
-from emo_core.knockout import matched_random
 from emo_core.models import ModelBundle
 from emo_core.reading import EmotionReading
 from emo_core.results import Results
 from emo_core.scenarios import DATASET_DIR, EMOTIONS, NEUTRAL_SYSTEM, PromptSpec, spread
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows, score_replies
-from emo_core.selection import from_pairs
+from emo_core.selection import from_pairs, matched_random
 from emo_core.steering import SteeringKit
 
 OPENINGS_PATH = DATASET_DIR / "continued_openings.jsonl"

@@ -6,6 +6,7 @@ view turn the same values into ablations, so a head is named one way everywhere.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -125,3 +126,21 @@ def ablations(
     if neurons:
         edits.append(NeuronAblation(neurons, mode, neuron_means, rows))
     return edits
+
+
+def matched_random(components: Sequence[Component], shape: dict[str, int], rng: random.Random) -> list[Component]:
+    """As many random heads and neurons as ``components`` has in each layer, none of them: the matched control."""
+    chosen = set(components)
+    drawn: list[Component] = []
+    for kind, width in (("head", shape["n_heads"]), ("neuron", shape["d_mlp"])):
+        for layer in sorted({c.layer for c in components if c.kind == kind}):
+            count = sum(c.layer == layer and c.kind == kind for c in components)
+            pool = [Component(kind, layer, index) for index in range(width) if Component(kind, layer, index) not in chosen]
+            drawn.extend(rng.sample(pool, min(count, len(pool))))
+    return drawn
+
+
+def top_components(scores: torch.Tensor, kind: Kind, k: int) -> list[Component]:
+    """The ``k`` highest-scoring heads or neurons of a ``[L, width]`` score grid, best first."""
+    width = scores.shape[1]
+    return [Component(kind, int(i) // width, int(i) % width) for i in scores.flatten().topk(k).indices]

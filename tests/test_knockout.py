@@ -17,13 +17,11 @@ from emo_core.knockout import (
     effect_meter,
     knockout_edits,
     last_token_states,
-    matched_random,
-    top_components,
 )
 from emo_core.placement import place_on_map
 from emo_core.reading import READ_SITE
 from emo_core.results import Results, load_results
-from emo_core.selection import Component, parse_tokens
+from emo_core.selection import Component, matched_random, parse_tokens, top_components
 from tests.conftest import tiny_model
 from tests.synthetic_cache import write_synthetic_cache
 

@@ -14,9 +14,8 @@ import streamlit as st
 import torch
 
 from emo_core.causal import top_units
-from emo_core.knockout import matched_random, top_components
 from emo_core.results import Results
-from emo_core.selection import MAX_PARTS, Component, circuit_components, out_of_range, parse_tokens
+from emo_core.selection import MAX_PARTS, Component, circuit_components, matched_random, out_of_range, parse_tokens, top_components
 from emo_core.store import CacheError
 from ui.state import SELECTION
 

@@ -8,9 +8,9 @@ import pandas as pd
 import streamlit as st
 
 import emo_core as ec
-from emo_core.knockout import baseline_edits, baseline_prompt, chance_check, effect_meter, knockout_edits, matched_random
+from emo_core.knockout import baseline_edits, baseline_prompt, chance_check, effect_meter, knockout_edits
 from emo_core.scenarios import BASELINES, load_skeletons, neutral_prompts, spread
-from emo_core.selection import describe
+from emo_core.selection import describe, matched_random
 from emo_core.store import CacheError
 from ui import frames, glossary, knockout_parts, live, live_charts, tour
 from ui.data import model_bundle, page_results
