@@ -221,9 +221,9 @@ def test_every_chart_is_readable_on_a_projector(server: str, shots: Path, screen
         assert "cosine" not in page.locator("#vg-tooltip-element").inner_text()
 
         open_page(page, f"{server}/circuit?layer=12&emotion=anger", "Where the circuit lives")
-        assert page.get_by_test_id("stVegaLiteChart").count() == 4
+        assert page.get_by_test_id("stVegaLiteChart").count() == 5  # knockout curves, heads, neurons, sublayers, cross-layer
         assert page.evaluate(CHART_TEXT_PROBLEMS) == []
-        labels = page.get_by_test_id("stVegaLiteChart").nth(3).evaluate(CHART_TEXTS)
+        labels = page.get_by_test_id("stVegaLiteChart").last.evaluate(CHART_TEXTS)
         assert {label.split()[0] for label in labels if label.startswith(("Attn ", "MLP "))} == {"Attn", "MLP"}  # both kinds labelled
         shoot_charts(page, shots, f"{name}_circuit")
         browser.close()

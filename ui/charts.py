@@ -16,7 +16,7 @@ import altair as alt
 import pandas as pd
 
 from emo_core.scenarios import EMOTIONS
-from ui.frames import position_labels
+from ui.frames import CURVE_SETS, position_labels
 from ui.palette import emotion_scale, part_scale, valence_scale
 
 DIVERGING = "blueorange"
@@ -228,8 +228,14 @@ def knockout_curve_chart(curve: pd.DataFrame, title: str) -> alt.LayerChart:
     )
     base = alt.Chart(curve, title=title).encode(
         x=x,
-        color=alt.Color("ranking:N", legend=alt.Legend(title=None, orient="bottom")),
-        strokeDash=alt.StrokeDash("set:N", legend=alt.Legend(title=None, orient="bottom")),
+        color=alt.Color("ranking:N", legend=alt.Legend(title=None, orient="bottom", direction="vertical", labelLimit=0)),
+        strokeDash=alt.StrokeDash(
+            "set:N",
+            scale=alt.Scale(domain=list(CURVE_SETS), range=[[1, 0], [5, 3]]),
+            legend=alt.Legend(
+                title=None, orient="bottom", direction="vertical", labelLimit=0, symbolType="stroke", symbolStrokeColor="#555555"
+            ),
+        ),
     )
     lines = base.mark_line(point=True).encode(
         y=alt.Y("drop:Q", title="fall of the emotion reading"),
@@ -242,6 +248,6 @@ def knockout_curve_chart(curve: pd.DataFrame, title: str) -> alt.LayerChart:
             alt.Tooltip("high:Q", title="95% to", format=".3f"),
         ],
     )
-    bars = base.mark_errorbar().encode(y="low:Q", y2="high:Q")
+    bars = base.mark_errorbar().encode(y=alt.Y("low:Q", title="fall of the emotion reading"), y2="high:Q")
     zero = alt.Chart(pd.DataFrame({"drop": [0.0]})).mark_rule(color="#999999").encode(y="drop:Q")
     return plot_height(lines + bars + zero, 240)

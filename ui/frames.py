@@ -123,7 +123,7 @@ def causal_table(ranking: pd.DataFrame) -> pd.DataFrame:
 
 
 RANKING_NAMES = {"causal": "matters when switched off", "paper": "writes the emotion"}  # the Circuit page's two tables
-CURVE_SETS = ("top k of the ranking", "k random parts, same layers")
+CURVE_SETS = ("top k of the ranking (solid)", "k random parts, same layers (dashed)")
 
 
 def curve_frame(curves: dict, baseline: str, kind: str, emotion: str) -> pd.DataFrame:

@@ -111,9 +111,10 @@ def curves_sentence(curves: dict, baseline: str, kind: str, emotion: str) -> str
     entry = points[k]
     low, high = entry["top_ci95"]
     verdict = "at least 3 times as much as" if passing else "not clearly more than 3 times"
+    parts = kind.removesuffix("s") if k == 1 else kind
     sentence = (
-        f"Switching off the top {k} {kind} of the *matters when switched off* ranking lowered the {emotion} reading by "
-        f"{entry['top_drop']:.2f} (95% interval {low:.2f} to {high:.2f}), {verdict} {k} random {kind} from the same layers "
+        f"Switching off the top {k} {parts} of the *matters when switched off* ranking lowered the {emotion} reading by "
+        f"{entry['top_drop']:.2f} (95% interval {low:.2f} to {high:.2f}), {verdict} {k} random {parts} from the same layers "
         f"({entry['random_drop']:.2f}), on {entry['n_top']} evaluation replies."
     )
     judged = curves.get("judged", {})
