@@ -14,7 +14,9 @@ from functools import cache
 
 import streamlit as st
 
-from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH, MAX_TEXT
+from emo_core import limits
+from emo_core.errors import LimitError
+from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH
 from emo_core.scenarios import BASELINES, VALENCES, Skeleton, load_skeletons
 from ui.state import note_problems, quoted, whole_number
 
@@ -95,8 +97,10 @@ def check_text(text: str) -> str | None:
     """Why a typed scenario cannot be used, or ``None``."""
     if not text.strip():
         return "The typed scenario is empty; type a situation, or pick one of ours."
-    if len(text) > MAX_TEXT:
-        return f"The typed scenario has {len(text):,} characters; the limit is {MAX_TEXT:,}. Shorten it."
+    try:
+        limits.check_text(text, "The typed scenario")
+    except LimitError as error:
+        return str(error)
     return None
 
 
