@@ -184,6 +184,17 @@ def compile_edits(adapter: Adapter, intervention: Intervention) -> list[Componen
     raise InvalidInterventionError(f"Unknown intervention {type(intervention).__name__}.")
 
 
+def lowest_layer(adapter: Adapter, interventions: Sequence[Intervention]) -> int | None:
+    """The lowest decoder layer any of ``interventions`` touches (``None`` for none): nothing below it changes."""
+    layers = [
+        layer
+        for intervention in interventions
+        for edit in compile_edits(adapter, intervention)
+        for layer in ([edit.layer] if isinstance(edit, ComponentEdit) else edit.vectors)
+    ]
+    return min(layers, default=None)
+
+
 def _make_component_prehook(edits: list[ComponentEdit], token: int) -> Hook:
     def hook(module: nn.Module, args: tuple) -> tuple | None:
         if token not in _ACTIVE.get():
@@ -221,9 +232,17 @@ def _make_residual_hook(additions: list[tuple[ResidualAddition, torch.Tensor]], 
     return hook
 
 
+def active_tokens() -> frozenset[int]:
+    """The hook tokens active in the calling thread/context (see ``activated``)."""
+    return _ACTIVE.get()
+
+
 @contextmanager
-def _activated(register: Callable[[int], list[torch.utils.hooks.RemovableHandle]]) -> Iterator[None]:
-    """Register hooks under a fresh token, activate it in this context, and always clean up."""
+def activated(register: Callable[[int], list[torch.utils.hooks.RemovableHandle]]) -> Iterator[None]:
+    """Register hooks under a fresh token, activate it in this context, and always clean up.
+
+    ``register(token)`` returns the handles of hooks that do nothing unless ``token in active_tokens()``.
+    """
     token = next(_TOKENS)
     handles: list[torch.utils.hooks.RemovableHandle] = []
     reset = _ACTIVE.set(_ACTIVE.get() | {token})
@@ -264,7 +283,7 @@ def intervene(bundle: ModelBundle, *interventions: Intervention) -> Iterator[Non
             handles.append(adapter.layer(layer).register_forward_hook(_make_residual_hook(group, token)))
         return handles
 
-    with _activated(register):
+    with activated(register):
         yield
 
 
@@ -385,7 +404,7 @@ def capture(
         return handles
 
     try:
-        with _activated(register):
+        with activated(register):
             yield result
     finally:
         for key, parts in store.items():

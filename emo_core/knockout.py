@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from emo_core.generation import GenerationSettings, chat_prompt, encode, on_rows
-from emo_core.interventions import AblationMode, Intervention, capture, intervene
+from emo_core.generation import GenerationSettings, chat_prompt, on_rows
+from emo_core.interventions import AblationMode, Intervention
 from emo_core.judge import EmotionJudge, target_probability
 from emo_core.models import ModelBundle
-from emo_core.reading import READ_SITE, EmotionReading
+from emo_core.reading import EmotionReading
+from emo_core.replay import Recording, record, replay
 from emo_core.results import Results
 from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, NEUTRAL_SYSTEM, Baseline
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows
@@ -55,18 +56,6 @@ def knockout_edits(
     return ablations(components, "mean", dict(enumerate(heads)), dict(enumerate(neurons)), rows)
 
 
-def last_token_states(bundle: ModelBundle, prompts: Sequence[str], edits: Sequence[Intervention], layers: Sequence[int]) -> torch.Tensor:
-    """One batched forward pass: the ``resid_post`` state at each row's last prompt token, ``[rows, len(layers), d_model]``.
-
-    ``edits`` carry their own ``rows`` (see ``on_rows``), so every row can have its own interventions.
-    """
-    batch = encode(bundle, prompts)
-    last = torch.full((len(prompts),), batch["input_ids"].shape[1] - 1)  # left padding: every row ends at the last column
-    with torch.inference_mode(), intervene(bundle, *edits), capture(bundle, [READ_SITE], layers=layers, positions=last) as captured:
-        bundle.model(**batch, logits_to_keep=1)
-    return torch.stack([captured[(READ_SITE, layer)] for layer in layers], dim=1)
-
-
 @dataclass(frozen=True)
 class Meter:
     """The effect meter: emotion readings at the prompt's last token for the baseline, the knockout and its matched control."""
@@ -80,20 +69,18 @@ class Meter:
 def effect_meter(
     bundle: ModelBundle,
     reading: EmotionReading,
-    prompt: str,
-    shared: Sequence[Intervention],
+    baseline: Recording,
     knockout: Sequence[Intervention],
     control: Sequence[Intervention],
     extra_layers: Sequence[int] = (),
 ) -> Meter:
-    """Baseline, baseline with the knockout, and baseline with the control, as three rows of one forward pass."""
-    edits = [
-        *(on_rows(edit, (0, 1, 2)) for edit in shared),
-        *(on_rows(edit, (1,)) for edit in knockout),
-        *(on_rows(edit, (2,)) for edit in control),
-    ]
+    """The recorded baseline, and the knockout and the control replayed on it as two rows from their lowest layer.
+
+    ``baseline`` is ``record(bundle, prompt, baseline edits)``, kept while only the parts change.
+    """
+    edits = [*(on_rows(edit, (0,)) for edit in knockout), *(on_rows(edit, (1,)) for edit in control)]
     layers = [*reading.layers, *extra_layers]
-    states = last_token_states(bundle, [prompt] * 3, edits, layers)
+    states = torch.cat([baseline.last_token(layers)[None], replay(bundle, baseline, edits, 2, layers)])
     readings = reading(states[:, : len(reading.layers)])
     return Meter(readings[0], readings[1], readings[2], states[:, len(reading.layers) :])
 
@@ -144,12 +131,12 @@ def chance_check(
     conditions = len(sets) + 1  # the baseline, then every knockout
     drops = np.zeros((len(prompts), len(sets)))
     steps = len(prompts) * (2 if judge is not None else 1)
+    knockouts = [edit for s, parts in enumerate(sets) for edit in knockout_edits(results, parts, mode, rows=(s,))]
     for p, (prompt, shared) in enumerate(prompts):
-        edits = [on_rows(edit, tuple(range(conditions))) for edit in shared]
-        for s, parts in enumerate(sets):
-            edits.extend(knockout_edits(results, parts, mode, rows=(s + 1,)))
-        values = reading(last_token_states(bundle, [prompt] * conditions, edits, reading.layers))[:, target]
-        drops[p] = (values[0] - values[1:]).numpy()
+        recorded = record(bundle, prompt, shared)
+        before = reading(recorded.last_token(reading.layers))[target]
+        after = reading(replay(bundle, recorded, knockouts, len(sets), reading.layers))[:, target]
+        drops[p] = (before - after).numpy()
         if progress is not None:
             progress(p + 1, steps)
     judged: np.ndarray | None = None

@@ -16,16 +16,25 @@ from emo_core.knockout import (
     chance_check,
     effect_meter,
     knockout_edits,
-    last_token_states,
 )
 from emo_core.placement import place_on_map
 from emo_core.reading import READ_SITE
+from emo_core.replay import record
 from emo_core.results import Results, load_results
 from emo_core.selection import Component, matched_random, parse_tokens, top_components
 from tests.conftest import tiny_model
 from tests.synthetic_cache import write_synthetic_cache
 
 SELECTION = parse_tokens(["L1H0,L1H2,L2N3,L2N7,L0N1"])[0]
+
+
+def last_token_states(bundle: ec.ModelBundle, prompts: list[str], edits: list, layers: tuple[int, ...]) -> torch.Tensor:
+    """The reference: one full forward pass, ``resid_post`` at each row's last prompt token, ``[rows, len(layers), d_model]``."""
+    batch = ec.generation.encode(bundle, prompts)
+    last = torch.full((len(prompts),), batch["input_ids"].shape[1] - 1)
+    with torch.inference_mode(), ec.intervene(bundle, *edits), ec.capture(bundle, [READ_SITE], layers=layers, positions=last) as seen:
+        bundle.model(**batch)
+    return torch.stack([seen[(READ_SITE, layer)] for layer in layers], dim=1)
 
 
 @pytest.fixture(scope="module")
@@ -86,20 +95,12 @@ def test_effect_meter_rows_equal_separate_passes(tiny_llama: ec.ModelBundle, res
     shared = baseline_edits(results, kit, "anger", "steered")
     knocked = knockout_edits(results, SELECTION, "zero")
     control = knockout_edits(results, matched_random(SELECTION, results.shape, random.Random(0)), "zero")
-    meter = effect_meter(tiny_llama, reading, prompt, shared, knocked, control, extra_layers=(0,))
+    meter = effect_meter(tiny_llama, reading, record(tiny_llama, prompt, shared), knocked, control, extra_layers=(0,))
     for value, edits in ((meter.baseline, shared), (meter.knocked_out, shared + knocked), (meter.control, shared + control)):
         alone = last_token_states(tiny_llama, [prompt], edits, reading.layers)
         torch.testing.assert_close(value, reading(alone)[0], rtol=1e-4, atol=1e-4)
     assert meter.states.shape == (3, 1, tiny_llama.shape.d_model)
     assert not torch.allclose(meter.baseline, meter.knocked_out)
-
-
-def test_last_token_states_read_the_last_prompt_token(tiny_llama: ec.ModelBundle, prompt: str) -> None:
-    states = last_token_states(tiny_llama, [prompt], [], [1])
-    batch = ec.generation.encode(tiny_llama, [prompt])
-    with torch.inference_mode(), ec.capture(tiny_llama, [READ_SITE], layers=[1]) as seen:
-        tiny_llama.model(**batch)
-    torch.testing.assert_close(states[0, 0], seen[(READ_SITE, 1)][0, -1])
 
 
 class FixedJudge:

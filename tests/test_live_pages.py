@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 import emo_core as ec
@@ -15,6 +16,7 @@ from tests.test_app import assert_clean, results_dir, start
 from ui.data import results_root
 from ui.pages import KNOCKOUT, STEER
 from ui.replies import plain
+from ui.state import LAYER
 
 __all__ = ["results_dir"]
 
@@ -90,3 +92,16 @@ def test_steer_writes_a_steered_reply_beside_the_plain_one_at_two_strengths() ->
         assert any("The judge's anger probability went from" in block.value for block in app.markdown)
         texts.append((plain_reply.text, steered.text))
     assert texts[0][0] == texts[1][0] and texts[0][1] != texts[1][1]
+
+
+def test_the_effect_meter_replays_toggles_on_one_recording_and_follows_the_map_layer() -> None:
+    """A toggle re-uses the baseline's recording; moving the Layer slider moves the map's points to that layer."""
+    app = start({**RUN, "sel": "L23H1"})
+    app.switch_page(KNOCKOUT.script).run(timeout=180)
+    recorded, meter = app.session_state["knockout_recording"][1], app.session_state["knockout_meter"][1]
+    app.slider(key=LAYER).set_value(5).run(timeout=120)
+    assert_clean(app)
+    moved = app.session_state["knockout_meter"][1]
+    assert app.session_state["knockout_recording"][1] is recorded and app.session_state["knockout_meter"][0][-1] == 5
+    assert torch.equal(moved.states[0, 0], recorded.last_token([5])[0]) and not torch.equal(moved.states, meter.states)
+    assert any("map of layer 5" in block.value for block in app.subheader)

@@ -20,11 +20,11 @@ from emo_core.interventions import (
     HeadAblation,
     NeuronAblation,
     ResidualAddition,
-    _activated,
     _make_capture_hook,
     _make_residual_hook,
     _mask,
     _retuple,
+    activated,
     compile_edits,
     rms,
     untuple,
@@ -50,7 +50,7 @@ def ids() -> torch.Tensor:
 def active_token() -> Iterator[int]:
     """A hook token that is active in this thread, for calling a hook function directly."""
     tokens: list[int] = []
-    with _activated(lambda token: tokens.append(token) or []):
+    with activated(lambda token: tokens.append(token) or []):
         yield tokens[0]
 
 

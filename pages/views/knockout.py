@@ -9,6 +9,7 @@ import streamlit as st
 
 import emo_core as ec
 from emo_core.knockout import baseline_edits, baseline_prompt, chance_check, effect_meter, knockout_edits
+from emo_core.replay import record
 from emo_core.scenarios import BASELINES, load_skeletons, neutral_prompts, spread
 from emo_core.selection import describe, matched_random
 from emo_core.store import CacheError
@@ -18,7 +19,7 @@ from ui.pages import KNOCKOUT
 from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_METHODS, MODE, MODES
 from ui.state import current
 
-CHANCE, METER = "knockout_chance", "knockout_meter"
+CHANCE, METER, RECORDING = "knockout_chance", "knockout_meter", "knockout_recording"
 BASELINE_LABELS = {"steered": "steered toward it", "asked": "asked for it", "plain": "nothing (plain)"}
 MODE_LABELS = {"zero": "zero (silence them)", "mean": "mean (make them ordinary)"}
 CHANCE_SCENARIOS, CHANCE_DRAWS = 12, 20
@@ -84,13 +85,14 @@ control = matched_random(chosen, results.shape, random.Random(0))
 knocked, controlled = knockout_edits(results, chosen, mode), knockout_edits(results, control, mode)
 
 st.subheader("Effect before any text is written")
-meter_key = (view.model, prompt, emotion, baseline, method, tuple(c.token for c in chosen), mode)
-if st.session_state.get(METER, (None,))[0] != meter_key:
+recording_key = (view.model, prompt, emotion, baseline, method)
+meter_key = (*recording_key, tuple(c.token for c in chosen), mode)
+if st.session_state.get(METER, (None,))[0] != (*meter_key, view.layer):
     with live.model_turn():
-        st.session_state[METER] = (
-            meter_key,
-            effect_meter(bundle, reading, prompt, shared, knocked, controlled, extra_layers=(view.layer,)),
-        )
+        if st.session_state.get(RECORDING, (None,))[0] != recording_key:
+            st.session_state[RECORDING] = (recording_key, record(bundle, prompt, shared))
+        recorded = st.session_state[RECORDING][1]
+        st.session_state[METER] = ((*meter_key, view.layer), effect_meter(bundle, reading, recorded, knocked, controlled, (view.layer,)))
 meter = st.session_state[METER][1]
 index = results.emotion_index(emotion)
 before, after, chance = (float(value[index]) for value in (meter.baseline, meter.knocked_out, meter.control))

@@ -1,0 +1,54 @@
+"""Replaying the layers above a change gives what a full forward pass gives, on every supported architecture."""
+
+from __future__ import annotations
+
+import torch
+
+import emo_core as ec
+from emo_core.generation import chat_prompt, encode
+from emo_core.interventions import HeadAblation, NeuronAblation, ResidualAddition
+from emo_core.replay import record, replay
+from tests.conftest import exact
+
+
+def full_pass(bundle: ec.ModelBundle, prompt: str, rows: int, edits: list) -> torch.Tensor:
+    """``[rows, n_layers, d_model]`` last-token ``resid_post`` from one ordinary batched forward pass."""
+    batch = encode(bundle, [prompt] * rows)
+    last = torch.full((rows,), batch["input_ids"].shape[1] - 1)
+    with torch.inference_mode(), ec.intervene(bundle, *edits), ec.capture(bundle, ["resid_post"], positions=last) as seen:
+        bundle.model(**batch)
+    return torch.stack([seen[("resid_post", layer)] for layer in range(bundle.shape.n_layers)], dim=1)
+
+
+def test_replay_equals_a_full_pass_with_the_same_edits(tiny: ec.ModelBundle) -> None:
+    prompt = chat_prompt(tiny, "I lost my wallet\nSomeone handed it in.", "Be brief.")
+    torch.manual_seed(0)
+    steering = [ResidualAddition({0: torch.randn(tiny.shape.d_model, dtype=tiny.dtype)}, 2.0, rows=(0,))]
+    changes = [HeadAblation(((1, 0),), rows=(0,)), NeuronAblation(((2, 3), (1, 1)), rows=(2,))]
+    recorded = record(tiny, prompt, steering)  # a one-row recording: its edits lose their rows and apply to every replayed row
+    layers = list(range(tiny.shape.n_layers))
+    got = replay(tiny, recorded, changes, 3, layers)
+    want = full_pass(tiny, prompt, 3, [ResidualAddition(steering[0].vectors, 2.0), *changes])
+    torch.testing.assert_close(got, want, atol=exact(tiny), rtol=0)
+    torch.testing.assert_close(recorded.last_token(layers), want[1], atol=exact(tiny), rtol=0)  # row 1: nothing changed
+    assert not torch.allclose(got[0, 1:], got[1, 1:]) and torch.equal(got[0, 0], got[1, 0])  # parts at layer 1 leave layer 0 alone
+
+
+def test_replay_runs_only_the_layers_from_the_lowest_change_to_the_highest_read(tiny: ec.ModelBundle) -> None:
+    prompt = chat_prompt(tiny, "My flight was delayed", "Be brief.")
+    recorded = record(tiny, prompt)
+    calls: list[int] = []
+    handles = [
+        tiny.adapter.layer(layer).register_forward_pre_hook(lambda module, args, layer=layer: calls.append(layer))
+        for layer in range(tiny.shape.n_layers)
+    ]
+    try:
+        states = replay(tiny, recorded, [NeuronAblation(((1, 0),), rows=(1,))], 2, [0, 1])
+        unchanged = replay(tiny, recorded, [], 2, [0, 1, 2])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [1]
+    torch.testing.assert_close(states[0], recorded.last_token([0, 1]))
+    assert torch.equal(unchanged, recorded.last_token([0, 1, 2]).expand(2, -1, -1))
+    assert not any(layer._forward_hooks or layer._forward_pre_hooks for layer in tiny.adapter.layers)
