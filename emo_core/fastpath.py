@@ -134,7 +134,8 @@ def _linear_by_columns(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     as each costs microseconds."""
     flat = x.reshape(-1, x.shape[-1])
     rows = flat.shape[0]
-    out = torch.mm(weight, torch.cat((flat, flat)).T).T[:1] if rows == 1 else torch.mm(weight, flat.T).T  # [rows, out_features]
+    columns = torch.mm(weight, torch.cat((flat, flat)).T) if rows == 1 else torch.mm(weight, flat.T)  # [out_features, 2 or rows]
+    out = columns.T[:rows].contiguous()  # row-major like F.linear: attention's fast kernel refuses strided queries and keys
     if bias is not None:
         out = out + bias
     return out.view(*x.shape[:-1], weight.shape[0])
