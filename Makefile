@@ -14,11 +14,11 @@ $(STAMP): requirements.txt requirements-embedded.txt requirements-dev.txt
 
 # No file watcher: an installed app needs none, and on a big tree it floods the log with "Inotify queue overflowed".
 run: $(STAMP)
-	$(PY) -m streamlit run app.py --server.headless true --server.fileWatcherType none
+	$(PY) -m ui.serve app.py --server.headless true --server.fileWatcherType none
 
 # For development: reloads when a source file changes, and shows Streamlit's developer toolbar.
 dev: $(STAMP)
-	$(PY) -m streamlit run app.py --server.headless true --server.fileWatcherType auto --client.toolbarMode developer
+	$(PY) -m ui.serve app.py --server.headless true --server.fileWatcherType auto --client.toolbarMode developer
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

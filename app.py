@@ -7,10 +7,14 @@ is drawn, the built-in model starts loading in the background.
 
 from __future__ import annotations
 
-import streamlit as st
+from ui import warm
 
-from ui import pages, run, sidebar, state, tour
-from ui.data import model_choices, preload_default_model, wait_for_library
+warm.wait()  # the first page's libraries, when ``ui.serve`` started importing them with the server
+
+import streamlit as st  # noqa: E402
+
+from ui import pages, run, sidebar, state, tour  # noqa: E402
+from ui.data import model_choices, preload_default_model, wait_for_library  # noqa: E402
 
 st.set_page_config(page_title="Emotion Circuit Explorer", page_icon="🧠", layout="wide")
 models = model_choices()

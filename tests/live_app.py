@@ -38,9 +38,10 @@ def server_env(synthetic_root: Path) -> dict[str, str]:
 
 
 def start_server(env: dict[str, str], timeout: float = 90, script: str = "app.py") -> tuple[subprocess.Popen, str]:
-    """``streamlit run <script>`` on a free port; returns the process and its URL once it answers its health check."""
+    """``<script>`` served on a free port as ``make run`` serves it; returns the process and its URL once it answers its health check."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true", "--server.port", str(port)]
+    launcher = ["ui.serve"] if script == "app.py" else ["streamlit", "run"]
+    command = [sys.executable, "-m", *launcher, script, "--server.headless", "true", "--server.port", str(port)]
     command += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
