@@ -93,12 +93,11 @@ def test_knockout_from_the_tour_two_clicked_heads_and_steering_at_two_strengths(
         assert "sel=" in page.url and "baseline=steered" in page.url
         page.get_by_role("button", name="Clear").click()
         settle(page)
-        grid = page.get_by_test_id("stVegaLiteChart").first
-        positions = cell_positions(page, grid, {"L23H1", "L20H3"})
-        assert set(positions) == {"L23H1", "L20H3"}
-        for token in ("L23H1", "L20H3"):
-            page.mouse.click(*positions[token])
-            page.wait_for_timeout(300)
+        for token in ("L23H1", "L20H3"):  # found afresh each time: the first click's rerun can move the grid
+            position = cell_positions(page, page.get_by_test_id("stVegaLiteChart").first, {token}).get(token)
+            assert position is not None, f"no cell of the head grid names {token}"
+            page.mouse.click(*position)
+            page.wait_for_function(f"location.href.includes('{token}')", timeout=60_000)  # the click's rerun has begun and kept it
             settle(page)
             page.mouse.move(0, 0)
         assert "L23H1" in page.url and "L20H3" in page.url
@@ -124,4 +123,46 @@ def test_knockout_from_the_tour_two_clicked_heads_and_steering_at_two_strengths(
             texts = page.get_by_test_id("stColumn").filter(has_text="What the judge reads").all_inner_texts()
             steered.append(reply_text(texts[1]))
         assert steered[0] != steered[1]
+        browser.close()
+
+
+SESSION_LINKS = {
+    "a": "knockout?emotion=anger&scenario=work_eval_00:negative&baseline=steered&tokens=16&decode=sample&seed=11&mode=mean"
+    "&sel=L20H3,L21H4,L22N100",
+    "b": "knockout?emotion=anger&scenario=work_eval_00:negative&baseline=steered&tokens=16&decode=sample&seed=11&mode=mean"
+    "&sel=L16H0,L17H1,L18H2,L19H3",
+}
+
+
+def open_knockout(page: object, url: str) -> None:
+    page.goto(url)
+    page.get_by_role("button", name="Generate").wait_for(timeout=120_000)
+    settle(page)
+
+
+def shown_replies(page: object) -> list[str]:
+    """Once the verdict is drawn: the baseline's and the knocked-out reply as the page shows them."""
+    page.get_by_text("Inside the model, anger").wait_for(timeout=180_000)
+    settle(page)
+    columns = page.get_by_test_id("stColumn").filter(has_text="What the judge reads").all_inner_texts()
+    return [reply_text(text) for text in columns[:2]]
+
+
+def test_two_browser_sessions_generating_at_once_each_get_their_own_replies(server: str) -> None:
+    """Two tabs with different selections press Generate together; each shows what it shows when generating alone."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        pages = {name: browser.new_context(viewport=VIEWPORT).new_page() for name in SESSION_LINKS}
+        alone = {}
+        for name, link in SESSION_LINKS.items():
+            open_knockout(pages[name], f"{server}/{link}")
+            pages[name].get_by_role("button", name="Generate").click()
+            alone[name] = shown_replies(pages[name])
+        for name, link in SESSION_LINKS.items():
+            open_knockout(pages[name], f"{server}/{link}")
+        for page in pages.values():
+            page.get_by_role("button", name="Generate").click()
+        together = {name: shown_replies(page) for name, page in pages.items()}
+        pages["b"].screenshot(path=shots() / "knockout_two_sessions_b.png")
+        assert together == alone and alone["a"][1] != alone["b"][1] and alone["a"][0] == alone["b"][0]
         browser.close()

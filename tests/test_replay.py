@@ -37,6 +37,7 @@ def test_replay_equals_a_full_pass_with_the_same_edits(tiny: ec.ModelBundle) -> 
 def test_replay_runs_only_the_layers_from_the_lowest_change_to_the_highest_read(tiny: ec.ModelBundle) -> None:
     prompt = chat_prompt(tiny, "My flight was delayed", "Be brief.")
     recorded = record(tiny, prompt)
+    hooks_before = [len(layer._forward_hooks) + len(layer._forward_pre_hooks) for layer in tiny.adapter.layers]
     calls: list[int] = []
     handles = [
         tiny.adapter.layer(layer).register_forward_pre_hook(lambda module, args, layer=layer: calls.append(layer))
@@ -51,4 +52,4 @@ def test_replay_runs_only_the_layers_from_the_lowest_change_to_the_highest_read(
     assert calls == [1]
     torch.testing.assert_close(states[0], recorded.last_token([0, 1]))
     assert torch.equal(unchanged, recorded.last_token([0, 1, 2]).expand(2, -1, -1))
-    assert not any(layer._forward_hooks or layer._forward_pre_hooks for layer in tiny.adapter.layers)
+    assert [len(layer._forward_hooks) + len(layer._forward_pre_hooks) for layer in tiny.adapter.layers] == hooks_before
