@@ -106,6 +106,16 @@ def test_unknown_interventions_are_refused(llama: SimpleNamespace) -> None:
         compile_edits(llama.adapter, "HeadAblation")
 
 
+def test_mean_head_ablation_keeps_its_mode_means_and_rows(llama: SimpleNamespace) -> None:
+    # kills a head ablation lowered without its mode, its means or a neuron ablation without its rows
+    means = {1: torch.arange(32, dtype=torch.float64)}
+    (edit,) = compile_edits(llama.adapter, HeadAblation(((1, 2),), mode="mean", means=means, rows=(0,)))
+    torch.testing.assert_close(edit.add, torch.arange(16, 24, dtype=torch.float64))
+    assert edit.rows == (0,) and edit.scale == 0.0
+    (neuron,) = compile_edits(llama.adapter, NeuronAblation(((0, 5),), rows=(2,)))
+    assert neuron.rows == (2,)
+
+
 def test_ablations_lower_to_one_edit_per_layer_with_every_channel(llama: SimpleNamespace) -> None:
     # heads 0 and 3 (the ends), a negative layer, mean values per channel: kills bounds, head slices, 'add = ""', scale 1.0,
     # positions other than "all", dropped rows, unsorted layers
@@ -224,19 +234,21 @@ def test_captures_are_at_least_float32_on_the_cpu(ids: torch.Tensor) -> None:
     assert {value.device.type for value in captured.values()} == {"cpu"}
 
 
+@pytest.mark.parametrize("sites", [("resid_pre", "attn_z", "resid_post"), ("resid_post",)])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_grad_capture_works_on_a_frozen_model(family: str, ids: torch.Tensor) -> None:
+def test_grad_capture_works_on_a_frozen_model(family: str, sites: tuple[str, ...], ids: torch.Tensor) -> None:
     """A frozen model's first captured sites do not track gradients; the capture must start the graph there.
 
     Gradients through the capture equal those of a model whose weights track gradients (kills the mutants of ``_in_graph``
     and of the hooks' 'fresh' branches, which leave a frozen model's gradient unset or cut the graph between two sites).
+    With ``resid_post`` alone, a layer output is the first site, which exercises the forward hook's own 'fresh' branch.
     """
     gradients = []
     for frozen in (False, True):
         model = tiny_model(family).float()
         model.requires_grad_(not frozen)
         bundle = SimpleNamespace(model=model, adapter=Adapter(model))
-        with torch.enable_grad(), ec.capture(bundle, ["resid_pre", "attn_z", "resid_post"], [0, 1], grad=True) as captured:
+        with torch.enable_grad(), ec.capture(bundle, list(sites), [0, 1], grad=True) as captured:
             metric = model(ids).logits[:, -1].sum()
         keys = sorted(captured.parts)
         grads = torch.autograd.grad(metric, [part for key in keys for part in captured.parts[key]])

@@ -6,7 +6,7 @@ import torch
 
 import emo_core as ec
 from emo_core.generation import chat_prompt, encode
-from emo_core.interventions import HeadAblation, NeuronAblation, ResidualAddition
+from emo_core.interventions import HeadAblation, NeuronAblation, ResidualAddition, lowest_layer
 from emo_core.replay import record, replay
 from tests.conftest import exact
 
@@ -53,3 +53,11 @@ def test_replay_runs_only_the_layers_from_the_lowest_change_to_the_highest_read(
     torch.testing.assert_close(states[0], recorded.last_token([0, 1]))
     assert torch.equal(unchanged, recorded.last_token([0, 1, 2]).expand(2, -1, -1))
     assert [len(layer._forward_hooks) + len(layer._forward_pre_hooks) for layer in tiny.adapter.layers] == hooks_before
+
+
+def test_the_lowest_layer_counts_steering_vectors_and_parts(tiny: ec.ModelBundle) -> None:
+    vector = torch.zeros(tiny.shape.d_model, dtype=tiny.dtype)
+    steering = ResidualAddition({2: vector, 1: vector}, 1.0)
+    assert lowest_layer(tiny.adapter, [NeuronAblation(((2, 0),)), steering]) == 1
+    assert lowest_layer(tiny.adapter, [HeadAblation(((-1, 0),))]) == tiny.shape.n_layers - 1
+    assert lowest_layer(tiny.adapter, []) is None
