@@ -147,8 +147,8 @@ def library_replies(runs: list[dict[str, str]]) -> list[tuple[tuple[str, str], f
 
 
 def same_text(shown: str, reply: str) -> bool:
-    """Whether the page shows ``reply``: equal but for whitespace (Markdown may fold a space at the highlight's edge)."""
-    return "".join(shown.split()) == "".join(reply.split())
+    """Whether the page shows ``reply``: equal but for whitespace and the invisible space that glues a highlight on."""
+    return "".join(shown.replace("\u200b", "").split()) == "".join(reply.split())
 
 
 def settled(page: Page) -> None:

@@ -14,6 +14,7 @@ from tests.synthetic_cache import SHAPE, write_synthetic_cache
 from ui import builder, charts, frames, glossary, narrative
 from ui.export import chart_bytes, file_stem, table_bytes
 from ui.palette import EMOTION_COLORS
+from ui.replies import highlighted
 from ui.state import View, clamp_layer, read_link
 
 MODEL = "synthetic-model"
@@ -185,3 +186,13 @@ def test_a_missing_folder_is_named_as_one(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     assert "is a file, not a folder" in builder.folder_problem(str(tmp_path / "file"))
     assert builder.folder_problem(str(tmp_path)) is None and builder.folder_problem("Qwen/Qwen2.5-0.5B-Instruct") is None
+
+
+def test_a_highlight_covers_each_paragraph_of_the_rest_and_never_touches_a_word() -> None:
+    """The page showed '…big[ day …]' raw: a highlight spanning a blank line, or glued to a word or a colon, is not read."""
+    assert highlighted("It was a big", " day.\n\nI'm *sad*") == (
+        "It was a big :orange-background[day.]\n\n:orange-background[I'm \\*sad\\*]"
+    )
+    assert highlighted("edits:", "\n\nI moved") == "edits:\n\n:orange-background[I moved]"
+    assert highlighted("I", "'m fine") == "I\u200b:orange-background['m fine]"
+    assert highlighted("", "All new ") == ":orange-background[All new] "

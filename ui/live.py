@@ -23,7 +23,7 @@ from emo_core.reading import EmotionReading
 from emo_core.scenarios import EMOTIONS
 from emo_core.turns import Turns
 from ui import live_charts
-from ui.replies import plain
+from ui.replies import highlighted, plain
 from ui.run import MIN_TOKENS, SAMPLE, SCENARIO, SEED, TEXT, TOKENS, check_text, default_scenario, scenario_by_key, scenarios
 
 SOURCE = "run_source"
@@ -131,7 +131,7 @@ def marked(bundle: ec.ModelBundle, reply: ec.Reply, start: int | None) -> str:
     if not reply.text.startswith(prefix):
         return plain(reply.text)
     rest = reply.text[len(prefix) :]
-    return f"{plain(prefix)}:orange-background[{plain(rest)}]" if rest.strip() else plain(reply.text)
+    return highlighted(prefix, rest) if rest.strip() else plain(reply.text)
 
 
 def stream_into_columns(
