@@ -67,6 +67,15 @@ def exact(bundle: ec.ModelBundle) -> float:
     return 1e-12 if bundle.dtype == torch.float64 else 1e-5
 
 
+def last_token_states(bundle: ec.ModelBundle, prompts: list[str], edits: list, layers: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """The reference: one ordinary batched forward pass; ``resid_post`` at each row's last prompt token, ``[rows, len(layers), d]``."""
+    batch = ec.generation.encode(bundle, prompts)
+    last = torch.full((len(prompts),), batch["input_ids"].shape[1] - 1)
+    with torch.inference_mode(), ec.intervene(bundle, *edits), ec.capture(bundle, ["resid_post"], layers=layers, positions=last) as seen:
+        bundle.model(**batch)
+    return torch.stack([seen[("resid_post", layer)] for layer in layers], dim=1)
+
+
 @pytest.fixture(scope="session", params=FAMILIES)
 def tiny(request: pytest.FixtureRequest, embedded: ec.ModelBundle) -> ec.ModelBundle:
     """A tiny model of each family (float64 where possible) with the embedded tokenizer."""

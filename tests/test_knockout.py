@@ -18,23 +18,13 @@ from emo_core.knockout import (
     knockout_edits,
 )
 from emo_core.placement import place_on_map
-from emo_core.reading import READ_SITE
 from emo_core.replay import record
 from emo_core.results import Results, load_results
 from emo_core.selection import Component, matched_random, parse_tokens, top_components
-from tests.conftest import tiny_model
+from tests.conftest import last_token_states, tiny_model
 from tests.synthetic_cache import write_synthetic_cache
 
 SELECTION = parse_tokens(["L1H0,L1H2,L2N3,L2N7,L0N1"])[0]
-
-
-def last_token_states(bundle: ec.ModelBundle, prompts: list[str], edits: list, layers: tuple[int, ...]) -> torch.Tensor:
-    """The reference: one full forward pass, ``resid_post`` at each row's last prompt token, ``[rows, len(layers), d_model]``."""
-    batch = ec.generation.encode(bundle, prompts)
-    last = torch.full((len(prompts),), batch["input_ids"].shape[1] - 1)
-    with torch.inference_mode(), ec.intervene(bundle, *edits), ec.capture(bundle, [READ_SITE], layers=layers, positions=last) as seen:
-        bundle.model(**batch)
-    return torch.stack([seen[(READ_SITE, layer)] for layer in layers], dim=1)
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,10 @@ from __future__ import annotations
 import torch
 
 import emo_core as ec
-from emo_core.generation import chat_prompt, encode
+from emo_core.generation import chat_prompt
 from emo_core.interventions import HeadAblation, NeuronAblation, ResidualAddition, lowest_layer
 from emo_core.replay import record, replay
-from tests.conftest import exact
-
-
-def full_pass(bundle: ec.ModelBundle, prompt: str, rows: int, edits: list) -> torch.Tensor:
-    """``[rows, n_layers, d_model]`` last-token ``resid_post`` from one ordinary batched forward pass."""
-    batch = encode(bundle, [prompt] * rows)
-    last = torch.full((rows,), batch["input_ids"].shape[1] - 1)
-    with torch.inference_mode(), ec.intervene(bundle, *edits), ec.capture(bundle, ["resid_post"], positions=last) as seen:
-        bundle.model(**batch)
-    return torch.stack([seen[("resid_post", layer)] for layer in range(bundle.shape.n_layers)], dim=1)
+from tests.conftest import exact, last_token_states
 
 
 def test_replay_equals_a_full_pass_with_the_same_edits(tiny: ec.ModelBundle) -> None:
@@ -28,7 +19,7 @@ def test_replay_equals_a_full_pass_with_the_same_edits(tiny: ec.ModelBundle) -> 
     recorded = record(tiny, prompt, steering)  # a one-row recording: its edits lose their rows and apply to every replayed row
     layers = list(range(tiny.shape.n_layers))
     got = replay(tiny, recorded, changes, 3, layers)
-    want = full_pass(tiny, prompt, 3, [ResidualAddition(steering[0].vectors, 2.0), *changes])
+    want = last_token_states(tiny, [prompt] * 3, [ResidualAddition(steering[0].vectors, 2.0), *changes], layers)
     torch.testing.assert_close(got, want, atol=exact(tiny), rtol=0)
     torch.testing.assert_close(recorded.last_token(layers), want[1], atol=exact(tiny), rtol=0)  # row 1: nothing changed
     assert not torch.allclose(got[0, 1:], got[1, 1:]) and torch.equal(got[0, 0], got[1, 0])  # parts at layer 1 leave layer 0 alone

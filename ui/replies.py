@@ -33,7 +33,7 @@ def highlighted(prefix: str, rest: str, colour: str = "orange") -> str:
         if not body:
             pieces.append(chunk)
             continue
-        touching = not lead and not (pieces[-1][-1:].isspace() or pieces[-1] == "")
+        touching = not lead and bool(pieces[-1][-1:].strip())
         pieces.append(f"{lead}{_DIRECTIVE_GLUE if touching else ''}:{colour}-background[{plain(body)}]{trail}")
     return "".join(pieces)
 
