@@ -24,12 +24,13 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# A worker per core (pytest-xdist), each taking whole test files, so a file's server or tiny build is made once.
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # For development: skips the tests marked slow (build, evaluate, the real model, the browser); CI runs `make test`.
 test-quick: lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m bench.bench_generation

@@ -32,7 +32,7 @@ def extract_batch(bundle: ModelBundle, prompts: Sequence[PromptSpec], sites: Seq
     batch = encode(bundle, texts)
     positions = last_token_positions(batch["attention_mask"])
     with torch.inference_mode(), capture(bundle, sites, positions=positions) as captured:
-        bundle.model(**batch)
+        bundle.model(**batch, use_cache=False, logits_to_keep=1)  # states only: no logits over the vocabulary
     layers = range(bundle.shape.n_layers)
     return {site: torch.stack([captured[(site, layer)] for layer in layers], dim=1).float() for site in sites}
 
@@ -89,7 +89,7 @@ def neutral_means(bundle: ModelBundle, prompts: Sequence[PromptSpec], batch_size
         batch = encode(bundle, [chat_prompt(bundle, p.user, p.system) for p in prompts[start : start + batch_size]])
         weights = batch["attention_mask"].float().cpu()[..., None]  # [batch, pos, 1]
         with torch.inference_mode(), capture(bundle, sites) as captured:
-            bundle.model(**batch)
+            bundle.model(**batch, use_cache=False, logits_to_keep=1)  # states only: no logits over the vocabulary
         for site in sites:
             summed = torch.stack([(captured[(site, layer)] * weights).sum(dim=(0, 1)) for layer in layers])
             totals[site] = totals[site] + summed if site in totals else summed

@@ -51,7 +51,7 @@ def reply_means(
             mask[row, : mask.shape[1] - length + prompt_len] = 0  # left padding, then the prompt
         weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1)).float()[..., None]
         with torch.inference_mode(), capture(bundle, sites) as captured:
-            bundle.model(**batch)
+            bundle.model(**batch, use_cache=False, logits_to_keep=1)  # states only: no logits over the vocabulary
         for site in sites:
             parts[site].append(torch.stack([(captured[(site, layer)].float() * weights).sum(dim=1).cpu() for layer in layers], dim=1))
     return {site: torch.cat(parts[site]) for site in sites}

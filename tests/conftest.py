@@ -22,6 +22,10 @@ from transformers import (
 import emo_core as ec
 
 os.environ.setdefault("EMO_PRELOAD_MODEL", "0")  # no app started by a test loads the model in the background
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")  # UMAP on a tiny build: 2 s as plain Python, 30 s of numba compiling per process
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs a worker per core: one torch thread each, for the apps they serve too;
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # two threads per worker spun against each other (measured: twice the CPU time)
+    torch.set_num_threads(1)
 
 VOCAB = 49152  # the embedded tokenizer's size, so tiny models can share it
 _COMMON = dict(
@@ -88,9 +92,9 @@ def input_ids() -> torch.Tensor:
     return torch.randint(0, VOCAB, (2, 7))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app served on a free port for a browser test module (the shipped cache, or a synthetic one; never the Hub)."""
+    """The app served on a free port, one for every browser test (the shipped cache, or a synthetic one; never the Hub)."""
     from tests.live_app import server_env, start_server, stop_server  # imports streamlit: only browser tests pay for it
 
     process, url = start_server(server_env(tmp_path_factory.mktemp("results")))

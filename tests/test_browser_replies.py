@@ -14,7 +14,7 @@ import emo_core as ec
 from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTION_SYSTEM
-from tests.live_app import BROWSER_ARGS, CHROMIUM, VIEWPORT, settle
+from tests.live_app import BROWSER_ARGS, CHROMIUM, VIEWPORT, cell_positions, click_head, link_shows, settle
 from ui.replies import sentence
 
 pytestmark = pytest.mark.slow  # a server and a real browser
@@ -60,24 +60,7 @@ def reply_text(column: str) -> str:
     return [line.strip() for line in column.splitlines() if line.strip()][1]
 
 
-def cell_positions(page: object, chart: object, wanted: set[str], step: int = 8) -> dict[str, tuple[int, int]]:
-    """Sweep the pointer over the head grid and note where Vega's tooltip names each wanted head (``L23H1``)."""
-    box = chart.bounding_box()
-    found: dict[str, tuple[int, int]] = {}
-    for y in range(int(box["y"]) + step, int(box["y"] + box["height"]) - step, step):
-        for x in range(int(box["x"]) + step, int(box["x"] + box["width"]) - step, step):
-            page.mouse.move(x, y)
-            text = page.evaluate("document.getElementById('vg-tooltip-element')?.innerText ?? ''")
-            words = text.split()  # "head L23H1 importance 0.12 now on"
-            token = words[words.index("head") + 1] if "head" in words[:-1] else None
-            if token in wanted and token not in found:
-                found[token] = (x, y)
-                if len(found) == len(wanted):
-                    return found
-    return found
-
-
-def test_knockout_from_the_tour_two_clicked_heads_and_steering_at_two_strengths(server: str) -> None:
+def test_knockout_from_the_tour_two_clicked_heads_then_steering(server: str) -> None:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
@@ -95,15 +78,12 @@ def test_knockout_from_the_tour_two_clicked_heads_and_steering_at_two_strengths(
         settle(page)
         positions = cell_positions(page, page.get_by_test_id("stVegaLiteChart").first, {"L23H1", "L20H3"})
         assert set(positions) == {"L23H1", "L20H3"}
-        for token in ("L23H1", "L20H3"):
-            page.mouse.move(*positions[token])  # the grid redrawn by the last click takes clicks once its tooltip answers
-            page.wait_for_function(f"(document.getElementById('vg-tooltip-element')?.innerText ?? '').includes('{token}')")
-            page.mouse.click(*positions[token])
-            page.wait_for_function(f"location.href.includes('{token}')", timeout=60_000)  # the click's rerun has begun and kept it
-            settle(page)
+        for token, selected in (("L23H1", "1 head in layer 23"), ("L20H3", "2 heads in layers 20–23")):
+            click_head(page, page.get_by_test_id("stVegaLiteChart").first, token, positions[token])
+            link_shows(page, token)
+            page.get_by_text(f"Selected: {selected}.").wait_for()  # as a person does: the next click once this one shows
             page.mouse.move(0, 0)
         assert "L23H1" in page.url and "L20H3" in page.url
-        page.get_by_text("2 heads in layers 20–23").first.wait_for()
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("Inside the model, anger").wait_for(timeout=180_000)
         settle(page)
@@ -114,17 +94,15 @@ def test_knockout_from_the_tour_two_clicked_heads_and_steering_at_two_strengths(
         assert all(len(reply) > 10 for reply in replies) and replies[0] != replies[1]
         assert page.get_by_text("a random set of 2 parts from the same layers moved it by").count() == 1
 
-        steered = []
-        for strength in ("1", "3"):
-            page.goto(f"{server}/steer?emotion=sadness&tokens=24&strength={strength}")
-            page.get_by_role("button", name="Generate").click()
-            page.get_by_text("The judge's sadness probability went from").wait_for(timeout=180_000)
-            settle(page)
-            page.wait_for_timeout(800)
-            page.screenshot(path=shots() / f"steer_strength_{strength}.png")
-            texts = page.get_by_test_id("stColumn").filter(has_text="What the judge reads").all_inner_texts()
-            steered.append(reply_text(texts[1]))
-        assert steered[0] != steered[1]
+        page.goto(f"{server}/steer?emotion=sadness&tokens=24&strength=3")  # two strengths: tests/test_live_pages.py
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("The judge's sadness probability went from").wait_for(timeout=180_000)
+        settle(page)
+        page.wait_for_timeout(800)
+        page.screenshot(path=shots() / "steer_strength_3.png")
+        columns = page.get_by_test_id("stColumn").filter(has_text="What the judge reads").all_inner_texts()
+        plain_reply, steered = [reply_text(text) for text in columns[:2]]
+        assert len(steered) > 10 and steered != plain_reply
         browser.close()
 
 
@@ -160,10 +138,10 @@ def test_two_browser_sessions_generating_at_once_each_get_their_own_replies(serv
             open_knockout(pages[name], f"{server}/{link}")
             pages[name].get_by_role("button", name="Generate").click()
             alone[name] = shown_replies(pages[name])
-        for name, link in SESSION_LINKS.items():
-            open_knockout(pages[name], f"{server}/{link}")
         for page in pages.values():
             page.get_by_role("button", name="Generate").click()
+        for page in pages.values():
+            page.get_by_test_id("stStatusWidget").wait_for()  # this run has begun (the last run's replies are still shown)
         together = {name: shown_replies(page) for name, page in pages.items()}
         pages["b"].screenshot(path=shots() / "knockout_two_sessions_b.png")
         assert together == alone and alone["a"][1] != alone["b"][1] and alone["a"][0] == alone["b"][0]

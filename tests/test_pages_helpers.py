@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from emo_core.results import Results, load_results
 from emo_core.scenarios import EMOTIONS
@@ -196,3 +197,29 @@ def test_a_highlight_covers_each_paragraph_of_the_rest_and_never_touches_a_word(
     assert highlighted("edits:", "\n\nI moved") == "edits:\n\n:orange-background[I moved]"
     assert highlighted("I", "'m fine") == "I\u200b:orange-background['m fine]"
     assert highlighted("", "All new ") == ":orange-background[All new] "
+
+
+def test_a_head_grid_click_toggles_once_even_when_the_browser_sends_it_again() -> None:
+    def page() -> None:
+        import streamlit as st
+
+        from ui import knockout_parts
+        from ui.state import SELECTION
+
+        def click(key: str, layer: int, head: int) -> None:
+            st.session_state[key] = {"selection": {"cell": [{"layer": layer, "head": head}]}}
+            knockout_parts.grid_clicked(key)
+
+        first = knockout_parts.grid_key()
+        click(first, 23, 1)
+        second = knockout_parts.grid_key()
+        click(second, 20, 3)
+        click(second, 20, 3)  # the same click again, with a later rerun
+        click(first, 23, 1)
+        shown = list(st.session_state[SELECTION])
+        click(second, 21, 4)  # a new cell on a grid not yet replaced in the browser: a real click
+        st.write(f"{first} {second} {shown} {st.session_state[SELECTION]}")
+
+    app = AppTest.from_function(page).run()
+    assert not app.exception
+    assert app.markdown[0].value == "knockout_grid_0 knockout_grid_1 ['L23H1', 'L20H3'] ['L23H1', 'L20H3', 'L21H4']"

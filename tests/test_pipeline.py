@@ -36,7 +36,7 @@ def tiny_llama(embedded: ec.ModelBundle) -> ec.ModelBundle:
     return ec.bundle_from(tiny_model("llama").float(), embedded.tokenizer, name="tiny-llama")
 
 
-# Tests that use ``built`` (a tiny build: minutes on 2 cores) or run the CLI on the real model are marked slow.
+# Tests that use ``built`` (a tiny build: 11 s on 2 cores) or run the CLI on the real model are marked slow.
 @pytest.fixture(scope="module")
 def skeleton_files_read() -> list[Path]:
     """Every scenario file the module's build read (filled by ``built``)."""

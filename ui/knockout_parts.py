@@ -1,7 +1,7 @@
 """Choosing the parts to switch off on the Knockout page: presets, the clickable head grid, neurons by number or rank.
 
 Every change goes through a button or chart callback, so the selection (and the link) is up to date before the
-page draws; the head grid's key changes after each click so a click always toggles exactly one cell.
+page draws; the head grid's key changes after each click, and each click toggles exactly one cell once.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from emo_core.selection import MAX_PARTS, Component, circuit_components, matched
 from emo_core.store import CacheError
 from ui.state import SELECTION
 
-GRID_CLICKS, RANDOM_DRAWS = "knockout_grid_clicks", "knockout_random_draws"
+GRID_CLICKS, GRID_HANDLED, RANDOM_DRAWS = "knockout_grid_clicks", "knockout_grid_handled", "knockout_random_draws"
 PROBLEM = "knockout_parts_problem"
 K, NEURON_LAYER, NEURON_INDEX, NEURON_RANK = "knockout_k", "knockout_neuron_layer", "knockout_neuron_index", "knockout_neuron_rank"
 
@@ -86,9 +86,18 @@ def _draw_random(circuit: list[Component], shape: dict[str, int]) -> None:
 
 
 def grid_clicked(key: str) -> None:
-    cells = st.session_state[key]["selection"].get("cell", [])
-    for cell in cells:
-        _toggle(Component("head", int(cell["layer"]), int(cell["head"])))
+    """Toggle the clicked head, once per click: the same click arriving again for a grid it already replaced is ignored.
+
+    On a loaded server a browser can send a replaced grid's click again with a later rerun; toggling it again
+    silently switched that head back on (a test pressed Generate and ran without the head it had just clicked).
+    """
+    cells = tuple((int(cell["layer"]), int(cell["head"])) for cell in st.session_state[key]["selection"].get("cell", []))
+    handled = st.session_state.setdefault(GRID_HANDLED, {})
+    if handled.get(key) == cells:
+        return
+    handled[key] = cells
+    for layer, head in cells:
+        _toggle(Component("head", layer, head))
     st.session_state[GRID_CLICKS] = st.session_state.get(GRID_CLICKS, 0) + 1
 
 
