@@ -24,13 +24,16 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# A worker per core (pytest-xdist), each taking whole test files, so a file's server or tiny build is made once.
+# A worker per core (pytest-xdist), each taking whole test files (so a file's server or tiny build is made once), slow files
+# first (tests/conftest.py). Torch's idle threads wait passively: spinning, the two workers' threads doubled the CPU time.
+TEST_RUN := OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
+
 test: lint
-	$(PY) -m pytest -q -n auto --dist loadfile
+	$(TEST_RUN)
 
 # For development: skips the tests marked slow (build, evaluate, the real model, the browser); CI runs `make test`.
 test-quick: lint
-	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
+	$(TEST_RUN) -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m bench.bench_generation

@@ -23,9 +23,6 @@ import emo_core as ec
 
 os.environ.setdefault("EMO_PRELOAD_MODEL", "0")  # no app started by a test loads the model in the background
 os.environ.setdefault("NUMBA_DISABLE_JIT", "1")  # UMAP on a tiny build: 2 s as plain Python, 30 s of numba compiling per process
-if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs a worker per core: one torch thread each, for the apps they serve too;
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # two threads per worker spun against each other (measured: twice the CPU time)
-    torch.set_num_threads(1)
 
 VOCAB = 49152  # the embedded tokenizer's size, so tiny models can share it
 _COMMON = dict(
@@ -102,3 +99,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         stop_server(process)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (files keep their order): `make test` hands whole files to a worker per core, so the quick
+    tests then fill in behind the browser and build files instead of those running last, alone on one core."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

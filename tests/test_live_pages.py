@@ -61,7 +61,7 @@ def test_knockout_changes_the_knocked_out_reply_never_the_baseline() -> None:
 def test_a_link_reproduces_a_sampled_run() -> None:
     """Two sessions opened from the same link write the same sampled replies (two sessions generating at once:
     ``test_browser_replies``, since AppTest runs share Streamlit's globals and cannot overlap)."""
-    sampled = {**RUN, "decode": "sample", "seed": "11", "sel": "L20H3,L21H4,L22N100", "mode": "mean"}
+    sampled = {**RUN, "tokens": "8", "decode": "sample", "seed": "11", "sel": "L20H3,L21H4,L22N100", "mode": "mean"}
     _, first = knockout_run(sampled)
     _, again = knockout_run(sampled)
     assert [r.text for r in first] == [r.text for r in again]
