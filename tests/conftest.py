@@ -91,7 +91,7 @@ def input_ids() -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app served on a free port, one for every browser test (the shipped cache, or a synthetic one; never the Hub)."""
+    """The app served on a free port, one per test process for its browser tests (the shipped cache, or a synthetic one; never the Hub)."""
     from tests.live_app import server_env, start_server, stop_server  # imports streamlit: only browser tests pay for it
 
     process, url = start_server(server_env(tmp_path_factory.mktemp("results")))

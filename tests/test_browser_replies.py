@@ -60,6 +60,18 @@ def reply_text(column: str) -> str:
     return [line.strip() for line in column.splitlines() if line.strip()][1]
 
 
+def shown_replies(page: object, done: str = "Inside the model, anger", screenshot: str | None = None) -> list[str]:
+    """Once ``done`` is drawn and the run has finished: the two replies the page shows side by side (left, right),
+    after saving a screenshot named ``screenshot`` if given."""
+    page.get_by_text(done).wait_for(timeout=180_000)
+    settle(page)
+    if screenshot:
+        page.wait_for_timeout(800)  # the charts finish drawing
+        page.screenshot(path=shots() / screenshot)
+    columns = page.get_by_test_id("stColumn").filter(has_text="What the judge reads").all_inner_texts()
+    return [reply_text(text) for text in columns[:2]]
+
+
 def test_knockout_from_the_tour_two_clicked_heads_then_steering(server: str) -> None:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
@@ -85,23 +97,13 @@ def test_knockout_from_the_tour_two_clicked_heads_then_steering(server: str) -> 
             page.mouse.move(0, 0)
         assert "L23H1" in page.url and "L20H3" in page.url
         page.get_by_role("button", name="Generate").click()
-        page.get_by_text("Inside the model, anger").wait_for(timeout=180_000)
-        settle(page)
-        page.wait_for_timeout(800)
-        page.screenshot(path=shots() / "knockout_two_heads.png")
-        columns = page.get_by_test_id("stColumn").filter(has_text="What the judge reads").all_inner_texts()
-        replies = [reply_text(text) for text in columns[:2]]
+        replies = shown_replies(page, screenshot="knockout_two_heads.png")
         assert all(len(reply) > 10 for reply in replies) and replies[0] != replies[1]
         assert page.get_by_text("a random set of 2 parts from the same layers moved it by").count() == 1
 
         page.goto(f"{server}/steer?emotion=sadness&tokens=24&strength=3")  # two strengths: tests/test_live_pages.py
         page.get_by_role("button", name="Generate").click()
-        page.get_by_text("The judge's sadness probability went from").wait_for(timeout=180_000)
-        settle(page)
-        page.wait_for_timeout(800)
-        page.screenshot(path=shots() / "steer_strength_3.png")
-        columns = page.get_by_test_id("stColumn").filter(has_text="What the judge reads").all_inner_texts()
-        plain_reply, steered = [reply_text(text) for text in columns[:2]]
+        plain_reply, steered = shown_replies(page, "The judge's sadness probability went from", "steer_strength_3.png")
         assert len(steered) > 10 and steered != plain_reply
         browser.close()
 
@@ -118,14 +120,6 @@ def open_knockout(page: object, url: str) -> None:
     page.goto(url)
     page.get_by_role("button", name="Generate").wait_for(timeout=120_000)
     settle(page)
-
-
-def shown_replies(page: object) -> list[str]:
-    """Once the verdict is drawn: the baseline's and the knocked-out reply as the page shows them."""
-    page.get_by_text("Inside the model, anger").wait_for(timeout=180_000)
-    settle(page)
-    columns = page.get_by_test_id("stColumn").filter(has_text="What the judge reads").all_inner_texts()
-    return [reply_text(text) for text in columns[:2]]
 
 
 def test_two_browser_sessions_generating_at_once_each_get_their_own_replies(server: str) -> None:
