@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from emo_core.activations import Progress, StageProgress
 from emo_core.arch import Site
+from emo_core.causal import HARM_BASE, effect_name, harm_name
 from emo_core.generation import Reply, chat_prompt, encode
 from emo_core.interventions import AblationMode, ComponentEdit, Intervention, ResidualAddition, capture, intervene
 from emo_core.judge import TRAIN_PATH, read_labelled
@@ -376,7 +377,7 @@ def causal_effects(
         effects = own_effects(bundle, reading, rows, replies, unit_means, settings.batch_size, stage)
         for kind, modes in effects.items():
             for mode, value in modes.items():
-                out[f"causal.{baseline}.{kind}.{mode}"] = -value
+                out[effect_name(baseline, kind, mode)] = -value
     texts = [chat_prompt(bundle, p.user, NEUTRAL_SYSTEM) for p in spread(prompts, settings.harm_prompts)]
     total, count, harm = 0.0, 0, {}
     for start in range(0, len(texts), settings.batch_size):
@@ -388,6 +389,6 @@ def causal_effects(
             for mode, value in modes.items():
                 harm[(kind, mode)] = harm.get((kind, mode), 0) + value
     for (kind, mode), value in harm.items():
-        out[f"causal.harm.{kind}.{mode}"] = value / count
-    out["causal.harm.base"] = torch.tensor([total / count])
+        out[harm_name(kind, mode)] = value / count
+    out[HARM_BASE] = torch.tensor([total / count])
     return out

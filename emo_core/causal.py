@@ -8,6 +8,7 @@ the app can import it cheaply.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import pandas as pd
@@ -16,6 +17,17 @@ import torch
 Kind = Literal["heads", "neurons"]
 HARM_BOUND = 0.01  # a ranked part may raise the neutral-prompt loss by at most 1% (estimated); four of them stay under 5%
 OTHERS_WEIGHT = 1.5  # a part must lower its emotion 1.5 times as much as it lowers the other emotions on average to score above 0
+HARM_BASE = "causal.harm.base"  # the cache's name for the neutral-prompt loss with nothing switched off, ``[1]``
+
+
+def effect_name(baseline: str, kind: Kind, mode: str) -> str:
+    """The cache's name for the ``[E, L, units]`` estimated drops of each emotion's reading on ``baseline``."""
+    return f"causal.{baseline}.{kind}.{mode}"
+
+
+def harm_name(kind: Kind, mode: str) -> str:
+    """The cache's name for the ``[L, units]`` estimated rise of the neutral-prompt loss per part."""
+    return f"causal.harm.{kind}.{mode}"
 
 
 def others_mean(own: torch.Tensor) -> torch.Tensor:
@@ -43,6 +55,11 @@ def causal_scores(own: torch.Tensor, harm: torch.Tensor, base_loss: float) -> to
     """
     score = own - OTHERS_WEIGHT * others_mean(own).clamp(min=0)
     return score.masked_fill(harmful(harm, base_loss)[None], float("-inf"))
+
+
+def stored_scores(tensors: Mapping[str, torch.Tensor], baseline: str, kind: Kind, mode: str) -> torch.Tensor:
+    """``causal_scores`` from a cache's (or a build's own) tensors; ``KeyError`` when they lack this ranking."""
+    return causal_scores(tensors[effect_name(baseline, kind, mode)], tensors[harm_name(kind, mode)], float(tensors[HARM_BASE][0]))
 
 
 def top_units(score: torch.Tensor, k: int) -> list[tuple[int, int]]:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emo_core.causal import causal_scores, others_mean, ranking_table
+from emo_core.causal import HARM_BASE, causal_scores, effect_name, harm_name, others_mean, ranking_table
 from emo_core.circuit import Circuit, circuit_from_table
 from emo_core.placement import place_on_map
 from emo_core.reading import EmotionReading
@@ -176,7 +176,7 @@ class Results:
 
     def steering_kit(self, bundle: ModelBundle) -> SteeringKit:
         """Steering for ``bundle`` (the model these results belong to) from the saved vectors and circuits."""
-        return SteeringKit.from_tensors(bundle, self.cache.tensors, self.table("circuit"))
+        return SteeringKit.from_tensors(bundle, self.cache.tensors)
 
     def steering_settings(self, method: str, emotion: str) -> dict:
         """Tuned ``layers`` and ``strength`` of a steering method for one emotion."""
@@ -190,11 +190,11 @@ class Results:
                 f"No causal ranking for baseline '{baseline}', kind '{kind}', mode '{mode}'; choose a baseline of "
                 f"{', '.join(CAUSAL_BASELINES)}, heads or neurons, zero or mean."
             )
-        return self._causal(f"causal.{baseline}.{kind}.{mode}")
+        return self._causal(effect_name(baseline, kind, mode))
 
     def causal_harm(self, kind: str = "neurons", mode: str = "mean") -> tuple[torch.Tensor, float]:
         """``[L, units]`` estimated rise of the language-model loss on neutral prompts per part, and that loss untouched."""
-        return self._causal(f"causal.harm.{kind}.{mode}"), float(self._causal("causal.harm.base")[0])
+        return self._causal(harm_name(kind, mode)), float(self._causal(HARM_BASE)[0])
 
     def causal_scores(self, baseline: str = "steered", kind: str = "neurons", mode: str = "mean") -> torch.Tensor:
         """``[E, L, units]`` ranking scores: specific drops of the emotion's reading, ``-inf`` for harmful parts (``causal.py``)."""
