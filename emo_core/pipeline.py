@@ -211,13 +211,20 @@ def build(
     tensors.update({f"expression.{site}": value for site, value in expression.items()})
     tensors["expression.head_scores"], tensors["expression.neuron_scores"] = expression_scores(bundle, expression)
     circuits = circuit_table(importance, tensors["expression.head_scores"], tensors["expression.neuron_scores"])
-    kit = SteeringKit.from_tensors(bundle, tensors, circuits)
-    steering = tune_steering(kit, load_judge(judge), skeletons, n_prompts=settings.tuning_prompts, progress=_stage(progress, "tuning"))
-    reading = calibrate_reading(kit, steering, spread(neutral, settings.tuning_prompts), progress=_stage(progress, "reading"))
+    emotion_judge = load_judge(judge)
+
+    def tune(kit: SteeringKit, method: str) -> pd.DataFrame:
+        stage = _stage(progress, f"tuning: {method}")
+        return tune_steering(kit, emotion_judge, skeletons, (method,), n_prompts=settings.tuning_prompts, progress=stage)
+
+    kit = SteeringKit.from_tensors(bundle, tensors)  # directions only: the steering circuits come from the causal rankings
+    direction = tune(kit, "direction")
+    reading = calibrate_reading(kit, direction, spread(neutral, settings.tuning_prompts), progress=_stage(progress, "reading"))
     tensors.update(reading.to_tensors())
     means = neutral_means(bundle, spread(neutral, settings.mean_prompts), settings.batch_size)
     tensors.update({f"means.{site}": value for site, value in means.items()})
-    tensors.update(causal_effects(kit, reading, steering, means, neutral, training_openings(), settings.causal, progress))
+    tensors.update(causal_effects(kit, reading, direction, means, neutral, training_openings(), settings.causal, progress))
+    steering = pd.concat([direction, tune(SteeringKit.from_tensors(bundle, tensors), "circuit")], ignore_index=True)
     tables = {
         "prompts": prompt_table(prompts, skeletons),
         "circuit": circuits,

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from emo_core.defaults import DEFAULT_MODEL, EMBEDDED_NAME
 from emo_core.errors import EmoCoreError
 
-FORMAT_VERSION = 2  # 2: sealed manifest, library versions, skeleton count
+FORMAT_VERSION = 3  # 2: sealed manifest, library versions, skeleton count; 3: circuit strengths tuned for the steering circuits
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 LIBRARIES = ("torch", "transformers")  # their versions change the numbers a cache holds

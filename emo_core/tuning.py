@@ -11,9 +11,10 @@ from emo_core.generation import chat_prompt
 from emo_core.judge import EmotionJudge
 from emo_core.scenarios import EMOTIONS, Skeleton, neutral_prompts, spread
 from emo_core.scoring import Row, generate_rows, score_replies
-from emo_core.steering import SteeringKit
+from emo_core.steering import METHODS, SteeringKit
 
-STRENGTHS = {"direction": (1.0, 2.0), "circuit": (3.0, 4.5, 6.0)}  # direction 3.0 and circuit 8.0 broke replies and were never chosen
+# Direction 3.0 broke replies and was never chosen; circuit 5.0 broke surprise's (67% degenerate) and suited three others best.
+STRENGTHS = {"direction": (1.0, 2.0), "circuit": (3.0, 4.0, 4.5, 5.0)}
 TUNING_PROMPTS = 12
 MAX_DEGENERATE = 0.05  # the issue's fluency bound
 
@@ -30,11 +31,12 @@ def tune_steering(
     kit: SteeringKit,
     judge: EmotionJudge,
     skeletons: Sequence[Skeleton],
+    methods: Sequence[str] = METHODS,
     strengths: Mapping[str, Sequence[float]] = STRENGTHS,
     n_prompts: int = TUNING_PROMPTS,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """Per method and emotion, the strength (and, for direction steering, the layer window) with the
+    """Per method (of ``methods``) and emotion, the strength (and, for direction steering, the layer window) with the
     most fluent on-target replies among the settings whose replies stay fluent (at most
     ``MAX_DEGENERATE`` degenerate; if none does, every setting competes); ties go to the weaker strength.
 
@@ -45,9 +47,7 @@ def tune_steering(
     bundle = kit.bundle
     texts = [chat_prompt(bundle, p.user, p.system) for p in spread(neutral_prompts(skeletons), n_prompts)]
     windows = {"direction": layer_windows(bundle.shape.n_layers)}
-    grid = [
-        (method, strength, layers) for method, values in strengths.items() for strength in values for layers in windows.get(method, [()])
-    ]
+    grid = [(method, strength, layers) for method in methods for strength in strengths[method] for layers in windows.get(method, [()])]
     rows = [
         Row(
             text,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 import torch
 
+from emo_core.causal import HARM_BASE, effect_name, harm_name
+from emo_core.circuit import ATTN, MLP
 from emo_core.scenarios import EMOTIONS
 from emo_core.steering import SteeringKit, direction_steering
 
@@ -30,18 +31,29 @@ def test_an_unknown_method_is_refused_with_the_choices() -> None:
         kit.interventions("sideways", "anger", 1.0)
 
 
-def test_a_kit_from_a_caches_tensors_takes_each_sites_vectors_and_every_emotions_circuit() -> None:
-    # kills every mutant of from_tensors (a None or missing argument, a mutated tensor name, a circuit table or emotion of None)
-    rows = []
-    for number, emotion in enumerate(EMOTIONS):
-        rows.append({"emotion": emotion, "kind": "head", "layer": number % 6, "index": 1, "score": 0.5, "sublayer_weight": 1.0})
-        rows.append({"emotion": emotion, "kind": "neuron", "layer": 2, "index": number, "score": 0.25, "sublayer_weight": 0.5})
+def test_a_kit_from_a_caches_tensors_takes_each_sites_vectors_and_every_emotions_steering_circuit() -> None:
+    # kills every mutant of from_tensors and steering_circuits (a mutated tensor name, ranking or emotion, a missing argument)
     tensors = {f"expression.{site}": torch.full((1,), float(n)) for n, site in enumerate(("resid_post", "attn_z", "mlp_post"))}
-    kit = SteeringKit.from_tensors(BUNDLE, tensors, pd.DataFrame(rows))
+    assert SteeringKit.from_tensors(BUNDLE, tensors).circuits == {}  # a build's kit before its causal rankings exist
+    n = len(EMOTIONS)
+    heads, neurons = torch.zeros(n, 6, 3), torch.zeros(n, 6, 40)
+    for e in range(n):
+        heads[e, e % 6, 1] = 2.0 + e
+        neurons[e, 2, e] = 1.0 + e
+    tensors |= {
+        effect_name("steered", "heads", "mean"): heads,
+        effect_name("steered", "neurons", "mean"): neurons,
+        effect_name("asked", "heads", "mean"): -heads,  # another baseline's ranking must not be the one used
+        harm_name("heads", "mean"): torch.zeros(6, 3),
+        harm_name("neurons", "mean"): torch.zeros(6, 40),
+        HARM_BASE: torch.tensor([3.0]),
+    }
+    kit = SteeringKit.from_tensors(BUNDLE, tensors)
     assert kit.bundle is BUNDLE
     assert kit.resid is tensors["expression.resid_post"] and kit.attn is tensors["expression.attn_z"]
     assert kit.mlp is tensors["expression.mlp_post"]
     assert sorted(kit.circuits) == sorted(EMOTIONS)
-    for number, emotion in enumerate(EMOTIONS):
+    for e, emotion in enumerate(EMOTIONS):
         circuit = kit.circuits[emotion]
-        assert (circuit.emotion, circuit.heads, circuit.neurons) == (emotion, ((number % 6, 1, 0.5),), ((2, number, 0.25),))
+        assert (circuit.emotion, circuit.heads, circuit.neurons) == (emotion, ((e % 6, 1, 2.0 + e),), ((2, e, 1.0 + e),))
+        assert circuit.weights == {(ATTN, e % 6): 1.0, (MLP, 2): 1.0}

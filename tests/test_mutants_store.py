@@ -12,7 +12,17 @@ import pandas as pd
 import pytest
 import torch
 
-from emo_core.store import CacheError, Manifest, installed_version, model_slug, read_cache, rebuild_command, write_cache, write_manifest
+from emo_core.store import (
+    FORMAT_VERSION,
+    CacheError,
+    Manifest,
+    installed_version,
+    model_slug,
+    read_cache,
+    rebuild_command,
+    write_cache,
+    write_manifest,
+)
 
 MANIFEST = Manifest("tiny/model", "llama", {"n_layers": 3}, "abc123", ("resid_post",), "float32")
 TENSORS = {"directions.resid_post": torch.arange(6.0)}
@@ -91,7 +101,7 @@ def test_a_sealed_manifest_missing_a_field_is_refused_with_the_rebuild(tmp_path:
     raw["seal"] = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()  # the seal's documented rule
     (folder / "manifest.json").write_text(json.dumps(raw))
     message = (
-        f"The cache at {folder} has a manifest without the fields of format version 2; "
+        f"The cache at {folder} has a manifest without the fields of format version {FORMAT_VERSION}; "
         f"rebuild it with `python -m emo_core build --model tiny/model --cache-root {tmp_path}`."
     )
     with pytest.raises(CacheError, match=f"^{re.escape(message)}$"):

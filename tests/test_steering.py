@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from emo_core.circuit import ATTN, MLP, Circuit
+from emo_core.errors import EmoCoreError
 from emo_core.interventions import ResidualAddition
 from emo_core.scenarios import EMOTIONS
-from emo_core.steering import SteeringKit, direction_steering, middle_layers, tuned_settings, tuned_steering
+from emo_core.steering import SteeringKit, direction_steering, middle_layers, steering_circuit, tuned_settings, tuned_steering
 
 N_LAYERS, D_MODEL = 9, 6
 
@@ -81,3 +82,19 @@ def test_circuit_steering_adds_the_weighted_shift_at_the_circuit_only() -> None:
     torch.testing.assert_close(heads.add, 3.0 * 1.0 * attn[e, 1, [2, 3]])
     assert (neurons.site, neurons.layer, neurons.channels, neurons.scale) == ("mlp_post", 0, (2, 0), 1.0)
     torch.testing.assert_close(neurons.add, 3.0 * 0.5 * mlp[e, 0, [2, 0]])
+
+
+def test_the_steering_circuit_takes_the_best_causal_scores_and_never_a_harmful_part() -> None:
+    heads = torch.tensor([[0.1, 0.9, float("-inf")], [0.5, -0.2, 0.3]])
+    neurons = torch.tensor([[0.0, 0.7], [float("-inf"), 0.2]])
+    circuit = steering_circuit("fear", heads, neurons, n_heads=3, n_neurons=5)
+    assert [part[:2] for part in circuit.heads] == [(0, 1), (1, 0), (1, 2)]
+    assert [part[:2] for part in circuit.neurons] == [(0, 1), (1, 1)]  # neither the harmful one nor one scoring 0
+    assert circuit.weights == {(ATTN, 0): 1.0, (ATTN, 1): 1.0, (MLP, 0): 1.0, (MLP, 1): 1.0}
+
+
+def test_circuit_steering_without_causal_rankings_says_so() -> None:
+    kit = _kit()
+    kit = SteeringKit(kit.bundle, kit.resid, kit.attn, kit.mlp, {})
+    with pytest.raises(EmoCoreError, match="Circuit steering needs the causal rankings"):
+        kit.interventions("circuit", "fear", 1.0)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from emo_core import store
+from emo_core.causal import effect_name
 from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import load_results
 from emo_core.store import (
@@ -176,7 +177,7 @@ def test_load_results_checks_the_prompt_set_against_the_current_training_scenari
 
 @pytest.mark.skipif(not (CACHE_ROOT / model_slug(EMBEDDED_NAME)).is_dir(), reason="no shipped cache in this checkout")
 def test_the_shipped_cache_loads() -> None:
-    """After a format change, ``python -m scripts.reseal_cache`` migrates a cache built by the previous format."""
+    """After a format change, the shipped cache is rebuilt (``python -m emo_core build`` and ``evaluate``)."""
     assert load_results(EMBEDDED_NAME).cache.manifest.skeletons is None
 
 
@@ -198,3 +199,13 @@ def test_installed_versions_drop_the_local_build_label(monkeypatch: pytest.Monke
     assert installed_version("no-such-package-for-emo-core") == "none"
     monkeypatch.setattr(store, "version", lambda library: "2.13.0+cpu")
     assert installed_version("torch") == "2.13.0"
+
+
+def test_results_without_a_causal_ranking_name_the_rebuild_and_are_not_recomputed(tmp_path: Path) -> None:
+    write_synthetic_cache(tmp_path, "synthetic/model", n_skeletons=2)
+    results = load_results("synthetic/model", tmp_path)
+    del results.cache.tensors[effect_name("asked", "neurons", "mean")]  # as a cache written before that ranking would be
+    with pytest.raises(CacheError, match="has no causal rankings") as error:
+        results.causal_ranking("fear", "neurons", "mean", "asked")
+    assert results.rebuild in str(error.value)
+    assert len(results.causal_ranking("fear", "neurons", "mean", "steered")) == results.shape["n_layers"] * results.shape["d_mlp"]

@@ -27,7 +27,8 @@ UMAP_PCA = (
 )
 CIRCUIT = (
     "An emotion's circuit is a small set of attention heads and neurons: inside the parts of the model that matter most for "
-    "that emotion, the ones that write it most strongly while the model speaks with it. Turning them up steers replies toward it."
+    "that emotion, the ones that write it most strongly while the model speaks with it. Circuit steering turns up other parts: "
+    "those that matter most for the emotion when switched off, which steer this small model's replies far better."
 )
 READING = (
     "The internal reading is how strongly the model's own hidden state, near its last layers, points toward each emotion "

@@ -8,6 +8,7 @@ import streamlit as st
 import emo_core as ec
 from emo_core.knockout import baseline_edits, baseline_prompt
 from emo_core.scenarios import load_skeletons, neutral_prompts, spread
+from emo_core.steering import STEERING_HEADS, STEERING_NEURONS
 from ui import glossary, live, live_charts, steer_sweep, tour
 from ui.data import model_bundle, page_results
 from ui.pages import STEER
@@ -26,7 +27,8 @@ tour.banner(results, emotion, STEER)
 st.title(f"Turn {emotion} up")
 st.caption(
     f"Make the model reply with {emotion} and compare with its plain reply. *Direction* adds the emotion's direction to the hidden "
-    f"state in the middle layers; *circuit* adds it only at the {emotion} circuit's heads and neurons; *ask* just puts the request "
+    f"state in the middle layers; *circuit* adds the emotion's shift only at the {STEERING_HEADS} heads and {STEERING_NEURONS} "
+    f"neurons that matter most for {emotion} when switched off (the second ranking on the Circuit page); *ask* just puts the request "
     f"in the prompt. {glossary.STEERING} {glossary.JUDGE}"
 )
 scenario_col, method_col = st.columns([3, 2], gap="large")
