@@ -19,6 +19,7 @@ import time
 import torch
 from scipy.stats import spearmanr
 
+from bench.bench_generation import cpu_name
 from emo_core import load_model
 from emo_core.attribution import (
     BASELINES,
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args()
 
+    print(f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     started = time.time()
     bundle = load_model("default")
     results = load_results(bundle.name)

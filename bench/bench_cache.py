@@ -6,10 +6,12 @@ process each time: imports, checksum verification and parsing included) against 
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
 
+from bench.bench_generation import cpu_name
 from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import cache_folder
 
@@ -29,6 +31,7 @@ def main() -> None:
         float(subprocess.run([sys.executable, "-c", LOAD_SNIPPET], capture_output=True, text=True, check=True).stdout) for _ in range(RUNS)
     ]
     load = statistics.median(loads)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores")
     print(f"cache folder: {folder}")
     print(f"size: {size_mb:.1f} MB ({size_mb / SIZE_BUDGET_MB:.2f} of the {SIZE_BUDGET_MB} MB budget)")
     print(f"cold load with imports, median of {RUNS}: {load:.2f} s ({load / LOAD_BUDGET_S:.2f} of the {LOAD_BUDGET_S:.0f} s budget)")
