@@ -16,7 +16,7 @@ import streamlit as st  # noqa: E402
 from ui import pages, run, sidebar, state, tour  # noqa: E402
 from ui.data import model_choices, preload_default_model, wait_for_library  # noqa: E402
 
-st.set_page_config(page_title="Emotion Circuit Explorer", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="Emotion Circuit Explorer", page_icon=":material/psychology:", layout="wide")
 models = model_choices()
 if state.seed_from_link(models):
     run.seed_run_from_link(st.query_params.to_dict())

@@ -17,7 +17,23 @@ import pandas as pd
 
 from emo_core.scenarios import EMOTIONS
 from ui.frames import CURVE_SETS, position_labels
-from ui.palette import emotion_scale, part_scale, valence_scale
+from ui.palette import EMOTION_COLORS, PART_COLORS, VALENCE_SHAPES
+
+
+def emotion_scale() -> alt.Scale:
+    """The shared emotion -> color scale."""
+    return alt.Scale(domain=list(EMOTION_COLORS), range=list(EMOTION_COLORS.values()))
+
+
+def valence_scale() -> alt.Scale:
+    """The shared valence -> point shape scale."""
+    return alt.Scale(domain=list(VALENCE_SHAPES), range=list(VALENCE_SHAPES.values()))
+
+
+def part_scale() -> alt.Scale:
+    """Attention vs MLP colors (kept apart from the emotion colors)."""
+    return alt.Scale(domain=list(PART_COLORS), range=list(PART_COLORS.values()))
+
 
 DIVERGING = "blueorange"
 LAYER_AXIS = alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0))  # layer runs along the bottom of every layer chart

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -76,32 +77,46 @@ def _load_quietly(source: str) -> None:
         pass  # the first page that needs the model shows why it could not load
 
 
+PRELOAD_DELAY_S = 3.0  # let the first page reach the browser before the background import competes with it for the interpreter
+
+
+@dataclass(frozen=True)
+class _Preload:
+    wanted: threading.Event  # a page needs the libraries now: stop waiting out the delay
+    imported: threading.Event
+
+
 @st.cache_resource(show_spinner=False)
-def _preloader() -> threading.Event:
-    imported = threading.Event()
+def _preloader() -> _Preload:
+    preload = _Preload(threading.Event(), threading.Event())
 
     def work() -> None:
+        preload.wanted.wait(PRELOAD_DELAY_S)
         try:  # everything a live page imports, in this one thread: transformers' lazy imports are not safe from two threads at once
             for module in ("emo_core.knockout", "emo_core.judge", "ui.live"):
                 importlib.import_module(module)
         finally:
-            imported.set()
+            preload.imported.set()
         if os.environ.get(PRELOAD_ENV, "1") != "0":
             _load_quietly(ec.DEFAULT_MODEL)
 
     threading.Thread(target=work, name="emo-preload", daemon=True).start()
-    return imported
+    return preload
 
 
 def preload_default_model() -> None:
-    """Start importing the live pages' libraries and loading the built-in model in the background, once per process,
+    """Start importing the live pages' libraries and loading the built-in model in the background, once per process and
+    ``PRELOAD_DELAY_S`` after the first page (in a cold start that page was 0.5 s slower with the import right behind it),
     so the first *Generate* need not wait. A session that asks for the model meanwhile waits for this same load."""
     _preloader()
 
 
 def wait_for_library() -> None:
-    """Wait until the background import is done (a page that generates text imports the same libraries)."""
-    _preloader().wait()
+    """Wait until the background import is done, starting it at once if it is still waiting out its delay (a page that
+    generates text imports the same libraries)."""
+    preload = _preloader()
+    preload.wanted.set()
+    preload.imported.wait()
 
 
 def model_bundle(model_id: str) -> ec.ModelBundle | None:

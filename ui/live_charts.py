@@ -6,8 +6,8 @@ import altair as alt
 import pandas as pd
 
 from emo_core.judge import LABELS
-from ui.charts import plot_height
-from ui.palette import EMOTION_COLORS, emotion_scale
+from ui.charts import emotion_scale, plot_height
+from ui.palette import EMOTION_COLORS
 
 NEUTRAL_GREY = "#9A9A9A"
 BREAKDOWN = "#D55E00"

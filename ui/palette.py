@@ -1,11 +1,10 @@
 """One color (and one symbol) per emotion, used by every chart so a color means the same thing everywhere.
 
-Colors are the Okabe-Ito palette, which stays distinguishable for the common kinds of color blindness.
+Colors are the Okabe-Ito palette, which stays distinguishable for the common kinds of color blindness. The altair scales
+built from them live in ``ui.charts``, so a page without charts (Home) does not import altair.
 """
 
 from __future__ import annotations
-
-import altair as alt
 
 EMOTION_COLORS: dict[str, str] = {
     "anger": "#D55E00",
@@ -18,21 +17,6 @@ EMOTION_COLORS: dict[str, str] = {
 EMOTION_ICONS: dict[str, str] = {"anger": "😠", "sadness": "😢", "happiness": "😊", "fear": "😨", "surprise": "😲", "disgust": "🤢"}
 VALENCE_SHAPES: dict[str, str] = {"positive": "triangle-up", "neutral": "circle", "negative": "triangle-down"}
 PART_COLORS: dict[str, str] = {"attention": "#5B6C8F", "MLP": "#C98B2B"}
-
-
-def emotion_scale() -> alt.Scale:
-    """The shared emotion -> color scale."""
-    return alt.Scale(domain=list(EMOTION_COLORS), range=list(EMOTION_COLORS.values()))
-
-
-def valence_scale() -> alt.Scale:
-    """The shared valence -> point shape scale."""
-    return alt.Scale(domain=list(VALENCE_SHAPES), range=list(VALENCE_SHAPES.values()))
-
-
-def part_scale() -> alt.Scale:
-    """Attention vs MLP colors (kept apart from the emotion colors)."""
-    return alt.Scale(domain=list(PART_COLORS), range=list(PART_COLORS.values()))
 
 
 def emotion_label(emotion: str) -> str:
