@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from emo_core.pipeline import prompt_table
 from emo_core.causal import HARM_BASE, effect_name, harm_name
+from emo_core.pipeline import prompt_table
 from emo_core.results import CAUSAL_BASELINES, cache_folder
 from emo_core.scenarios import EMOTIONS, emotion_prompts, prompt_set_hash, training_skeletons
 from emo_core.store import Manifest, write_cache
