@@ -138,14 +138,18 @@ def test_scores_ask_for_specificity_and_drop_harmful_parts() -> None:
 
 
 def test_an_older_cache_without_causal_rankings_names_the_rebuild(tmp_path) -> None:
+    from emo_core.causal import effect_name
     from emo_core.results import load_results
     from emo_core.store import CacheError
     from tests.synthetic_cache import write_synthetic_cache
 
     write_synthetic_cache(tmp_path, "older-model")
     results = load_results("older-model", tmp_path)
-    with pytest.raises(CacheError, match="python -m emo_core build"):
-        results.causal_ranking("anger")
+    del results.cache.tensors[effect_name("asked", "neurons", "mean")]  # as a cache written before that ranking would be
+    with pytest.raises(CacheError, match="has no causal rankings") as error:
+        results.causal_ranking("anger", "neurons", "mean", "asked")
+    assert results.rebuild in str(error.value) and "python -m emo_core build" in results.rebuild
+    assert len(results.causal_ranking("anger", "neurons", "mean", "steered")) == results.shape["n_layers"] * results.shape["d_mlp"]
     with pytest.raises(ValueError, match="choose a baseline"):
         results.causal_effects("shouted")
 

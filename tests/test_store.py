@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from emo_core import store
-from emo_core.causal import effect_name
 from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import load_results
 from emo_core.store import (
@@ -199,13 +198,3 @@ def test_installed_versions_drop_the_local_build_label(monkeypatch: pytest.Monke
     assert installed_version("no-such-package-for-emo-core") == "none"
     monkeypatch.setattr(store, "version", lambda library: "2.13.0+cpu")
     assert installed_version("torch") == "2.13.0"
-
-
-def test_results_without_a_causal_ranking_name_the_rebuild_and_are_not_recomputed(tmp_path: Path) -> None:
-    write_synthetic_cache(tmp_path, "synthetic/model", n_skeletons=2)
-    results = load_results("synthetic/model", tmp_path)
-    del results.cache.tensors[effect_name("asked", "neurons", "mean")]  # as a cache written before that ranking would be
-    with pytest.raises(CacheError, match="has no causal rankings") as error:
-        results.causal_ranking("fear", "neurons", "mean", "asked")
-    assert results.rebuild in str(error.value)
-    assert len(results.causal_ranking("fear", "neurons", "mean", "steered")) == results.shape["n_layers"] * results.shape["d_mlp"]
