@@ -94,3 +94,18 @@ def test_the_effect_meter_replays_toggles_on_one_recording_and_follows_the_map_l
     assert app.session_state["knockout_recording"][1] is recorded and app.session_state["knockout_meter"][0][-1] == 5
     assert torch.equal(moved.states[0, 0], recorded.last_token([5])[0]) and not torch.equal(moved.states, meter.states)
     assert any("map of layer 5" in block.value for block in app.subheader)
+
+
+def test_circuit_steering_writes_the_reply_the_page_shows_at_the_tuned_strength() -> None:
+    app = start({**RUN, "method": "circuit"})
+    app.switch_page(STEER.script).run(timeout=180)
+    tuned = load_results(EMBEDDED_NAME, results_root()).steering_settings("circuit", "anger")["strength"]
+    assert app.slider(key="steer_strength").value == tuned
+    app.button(key="steer_generate").click().run(timeout=180)
+    assert_clean(app)
+    plain_reply, steered = app.session_state["steer_last"][1]
+    assert len(steered.text) > 20 and plain_reply.text != steered.text
+    shown = [block.value for block in app.markdown]
+    assert any(plain(steered.text)[:20] in block for block in shown)
+    assert any(f"(strength {tuned:g})" in block for block in shown)
+    assert any("The judge's anger probability went from" in block for block in shown)
