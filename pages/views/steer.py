@@ -29,7 +29,8 @@ st.caption(
     f"Make the model reply with {emotion} and compare with its plain reply. *Direction* adds the emotion's direction to the hidden "
     f"state in the middle layers; *circuit* adds the emotion's shift only at the {STEERING_HEADS} heads and {STEERING_NEURONS} "
     f"neurons that matter most for {emotion} when switched off (the second ranking on the Circuit page); *ask* just puts the request "
-    f"in the prompt. {glossary.STEERING} {glossary.JUDGE}"
+    f"in the prompt. {glossary.STEERING} {glossary.JUDGE} Turned up, an emotion can make a small model's replies rude or crude "
+    "(insults, slurs): try a run before showing it to a class."
 )
 scenario_col, method_col = st.columns([3, 2], gap="large")
 with scenario_col:
