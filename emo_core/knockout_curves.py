@@ -53,8 +53,8 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class CurveSettings:
-    """What the curves measure. On 2 CPU cores a teacher-forced row costs about 0.2 s and a judged reply about 0.3 s;
-    the defaults (about 1,800 forced rows and 870 replies) take about 11 minutes there."""
+    """What the curves measure. The defaults (about 1,800 teacher-forced rows and 864 judged replies) took 18 minutes
+    on 2 quiet CPU cores (AMD EPYC without AVX-512; the judged replies about 7 of them)."""
 
     prompts: int = 2  # evaluation prompts per emotion and baseline for the reading curves
     draws: int = 4  # random draws per curve point and emotion (one prompt each; 24 per point over the six emotions)
