@@ -62,12 +62,17 @@ def stored_scores(tensors: Mapping[str, torch.Tensor], baseline: str, kind: Kind
     return causal_scores(tensors[effect_name(baseline, kind, mode)], tensors[harm_name(kind, mode)], float(tensors[HARM_BASE][0]))
 
 
-def top_units(score: torch.Tensor, k: int) -> list[tuple[int, int]]:
-    """The ``k`` best ``(layer, index)`` of a ``[L, units]`` score grid, best first, never a ``-inf`` one."""
+def top_scored_units(score: torch.Tensor, k: int) -> list[tuple[int, int, float]]:
+    """The ``k`` best ``(layer, index, score)`` of a ``[L, units]`` score grid, best first, never a ``-inf`` one."""
     width = score.shape[1]
     finite = int(torch.isfinite(score).sum())
-    flat = score.flatten().topk(min(k, finite)).indices
-    return [(int(i) // width, int(i) % width) for i in flat]
+    values, flat = score.flatten().topk(min(k, finite))
+    return [(i // width, i % width, value) for value, i in zip(values.tolist(), flat.tolist(), strict=True)]
+
+
+def top_units(score: torch.Tensor, k: int) -> list[tuple[int, int]]:
+    """The ``k`` best ``(layer, index)`` of a ``[L, units]`` score grid, best first, never a ``-inf`` one."""
+    return [(layer, index) for layer, index, _ in top_scored_units(score, k)]
 
 
 def ranking_table(own: torch.Tensor, others: torch.Tensor, harm: torch.Tensor, score: torch.Tensor, index_name: str) -> pd.DataFrame:

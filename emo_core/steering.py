@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from emo_core.causal import stored_scores, top_units
+from emo_core.causal import stored_scores, top_scored_units
 from emo_core.circuit import ATTN, MLP, Circuit
 from emo_core.errors import EmoCoreError
 from emo_core.interventions import ComponentEdit, Intervention, ResidualAddition
@@ -53,10 +53,8 @@ def steering_circuit(
     """The parts circuit steering pushes toward ``emotion``: its ``n_heads`` heads and ``n_neurons`` neurons with the best
     causal scores (``[L, units]`` each), every sublayer weighted alike. Harmful parts (``-inf``) and parts whose knockout
     does not lower the emotion more than the others (score 0 or less) are never taken."""
-    heads, neurons = (
-        tuple((layer, index, float(scores[layer, index])) for layer, index in top_units(scores, n) if scores[layer, index] > 0)
-        for scores, n in ((head_scores, n_heads), (neuron_scores, n_neurons))
-    )
+    heads = tuple(unit for unit in top_scored_units(head_scores, n_heads) if unit[2] > 0)
+    neurons = tuple(unit for unit in top_scored_units(neuron_scores, n_neurons) if unit[2] > 0)
     weights = {(ATTN, layer): 1.0 for layer, _, _ in heads} | {(MLP, layer): 1.0 for layer, _, _ in neurons}
     return Circuit(emotion, heads, neurons, weights)
 
