@@ -106,7 +106,7 @@ def _preloader() -> _Preload:
 
 def preload_default_model() -> None:
     """Start importing the live pages' libraries and loading the built-in model in the background, once per process and
-    ``PRELOAD_DELAY_S`` after the first page (in a cold start that page was 0.5 s slower with the import right behind it),
+    ``PRELOAD_DELAY_S`` after the first page (with the import right behind it, Home was usable about a second later in a cold start),
     so the first *Generate* need not wait. A session that asks for the model meanwhile waits for this same load."""
     _preloader()
 
