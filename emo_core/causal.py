@@ -2,17 +2,20 @@
 
 ``attribution.py`` estimates, for every head and neuron, how far switching it off lowers each emotion's
 reading (on a baseline reply expressing that emotion) and how far it raises the language-model loss on
-neutral prompts. This module turns those estimates into a ranking; it needs only torch and pandas, so
-the app can import it cheaply.
+neutral prompts. This module turns those estimates into a ranking with the tensors' own methods, so
+importing it does not import torch and the app can import it cheaply.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 Kind = Literal["heads", "neurons"]
 HARM_BOUND = 0.01  # a ranked part may raise the neutral-prompt loss by at most 1% (estimated); four of them stay under 5%
@@ -65,7 +68,7 @@ def stored_scores(tensors: Mapping[str, torch.Tensor], baseline: str, kind: Kind
 def top_scored_units(score: torch.Tensor, k: int) -> list[tuple[int, int, float]]:
     """The ``k`` best ``(layer, index, score)`` of a ``[L, units]`` score grid, best first, never a ``-inf`` one."""
     width = score.shape[1]
-    finite = int(torch.isfinite(score).sum())
+    finite = int(score.isfinite().sum())
     values, flat = score.flatten().topk(min(k, finite))
     return [(i // width, i % width, value) for value, i in zip(values.tolist(), flat.tolist(), strict=True)]
 
@@ -81,18 +84,16 @@ def ranking_table(own: torch.Tensor, others: torch.Tensor, harm: torch.Tensor, s
     All arguments are ``[L, units]``; parts that fail the harm bound come last with ``eligible`` False.
     """
     n_layers, width = own.shape
-    layer = torch.arange(n_layers).repeat_interleave(width)
-    index = torch.arange(width).repeat(n_layers)
     table = pd.DataFrame(
         {
-            "layer": layer.numpy(),
-            index_name: index.numpy(),
+            "layer": np.repeat(np.arange(n_layers), width),
+            index_name: np.tile(np.arange(width), n_layers),
             "own": own.flatten().numpy(),
             "others": others.flatten().numpy(),
             "harm": harm.flatten().numpy(),
             "score": score.flatten().numpy(),
         }
     )
-    table["eligible"] = torch.isfinite(score.flatten()).numpy()
+    table["eligible"] = score.flatten().isfinite().numpy()
     ranked = table.sort_values(["eligible", "score", "own"], ascending=[False, False, False], kind="stable")
     return ranked.reset_index(drop=True)

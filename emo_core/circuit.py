@@ -7,9 +7,12 @@ and reads it back from a cache table. It needs no model, so the app can import i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 ATTN, MLP = 0, 1  # sublayer kinds along the last axis of importance tensors
 

@@ -37,18 +37,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from emo_core.causal import HARM_BASE, causal_scores, effect_name, harm_name, others_mean, ranking_table
 from emo_core.circuit import Circuit, circuit_from_table
 from emo_core.placement import place_on_map
-from emo_core.reading import EmotionReading
 from emo_core.scenarios import EMOTIONS, emotion_prompts, prompt_set_hash, training_skeletons
-from emo_core.steering import SteeringKit, tuned_settings
 from emo_core.store import CACHE_ROOT, Cache, CacheError, model_slug, read_cache, read_manifest, rebuild_command
 
 if TYPE_CHECKING:
+    import torch
+
     from emo_core.models import ModelBundle
+    from emo_core.reading import EmotionReading
+    from emo_core.steering import SteeringKit
 
 REPORT = "report.json"
 CAUSAL_BASELINES = ("steered", "asked", "continued")
@@ -56,7 +57,11 @@ CAUSAL_BASELINES = ("steered", "asked", "continued")
 
 @dataclass(frozen=True)
 class Results:
-    """A loaded cache with named accessors; every array is on the CPU."""
+    """A loaded cache with named accessors; every array is on the CPU.
+
+    Showing saved results needs numpy and pandas only (``array``, the tables, the maps); torch is imported by the first
+    accessor that computes (``tensor``), so the first page of a cold start does not wait for it.
+    """
 
     folder: Path
     cache: Cache
@@ -84,8 +89,14 @@ class Results:
         return EMOTIONS
 
     def tensor(self, name: str) -> torch.Tensor:
+        """A saved tensor, for computing with torch (the first call imports it)."""
+        self.array(name)
+        return self.cache.tensors[name]
+
+    def array(self, name: str) -> np.ndarray:
+        """A saved tensor as numpy, for showing it: pages that only show saved results never import torch."""
         try:
-            return self.cache.tensors[name]
+            return self.cache.arrays[name]
         except KeyError:
             raise CacheError(f"The cache at {self.folder} has no '{name}'; rebuild it with `{self.rebuild}`.") from None
 
@@ -109,7 +120,7 @@ class Results:
         """The prompts table with ``x``/``y`` of the chosen map at ``layer``."""
         if method not in ("umap", "pca"):
             raise ValueError(f"Unknown map '{method}'; choose umap or pca.")
-        xy = self.tensor(method)[self.check_layer(layer)].numpy()
+        xy = self.array(method)[self.check_layer(layer)]
         return self.table("prompts").assign(x=xy[:, 0], y=xy[:, 1])
 
     def place_states(self, states: torch.Tensor, layer: int, method: str = "umap") -> np.ndarray:
@@ -117,12 +128,11 @@ class Results:
         layer = self.check_layer(layer)
         directions = self.tensor("directions.resid_post")[:, layer].float()  # [E, d]
         new = ((states.float() - self.tensor("map.centre")[layer]) @ directions.T).numpy()
-        positions = self.tensor(method)[layer].numpy()
-        return place_on_map(new, self.tensor("map.coordinates")[layer].numpy(), positions)
+        return place_on_map(new, self.array("map.coordinates")[layer], self.array(method)[layer])
 
     def cosine_matrix(self, layer: int) -> pd.DataFrame:
         """The emotion x emotion cosine table at ``layer``."""
-        values = self.tensor("cosines")[self.check_layer(layer)].numpy()
+        values = self.array("cosines")[self.check_layer(layer)]
         return pd.DataFrame(values, index=list(EMOTIONS), columns=list(EMOTIONS))
 
     def separation_by_layer(self) -> pd.DataFrame:
@@ -130,8 +140,8 @@ class Results:
         return pd.DataFrame(
             {
                 "layer": range(self.n_layers),
-                "silhouette": self.tensor("separation").numpy(),
-                "probe_accuracy": self.tensor("probe_accuracy").numpy(),
+                "silhouette": self.array("separation"),
+                "probe_accuracy": self.array("probe_accuracy"),
             }
         )
 
@@ -171,15 +181,21 @@ class Results:
 
     def reading(self) -> EmotionReading:
         """The model's calibrated internal emotion reading (raises ``CacheError`` naming the rebuild for an older cache)."""
+        from emo_core.reading import EmotionReading  # computes with torch: imported by the pages that read a model
+
         names = ("reading.layers", "reading.calibration", "expression.resid_post")
         return EmotionReading.from_tensors({name: self.tensor(name) for name in names})
 
     def steering_kit(self, bundle: ModelBundle) -> SteeringKit:
         """Steering for ``bundle`` (the model these results belong to) from the saved vectors and circuits."""
+        from emo_core.steering import SteeringKit  # computes with torch: imported by the pages that steer a model
+
         return SteeringKit.from_tensors(bundle, self.cache.tensors)
 
     def steering_settings(self, method: str, emotion: str) -> dict:
         """Tuned ``layers`` and ``strength`` of a steering method for one emotion."""
+        from emo_core.steering import tuned_settings
+
         return tuned_settings(self.table("steering"), method, emotion)
 
     def causal_effects(self, baseline: str = "steered", kind: str = "neurons", mode: str = "mean") -> torch.Tensor:
@@ -213,7 +229,7 @@ class Results:
         return table if k is None else table.head(k)
 
     def _causal(self, name: str) -> torch.Tensor:
-        if name not in self.cache.tensors:
+        if name not in self.cache.arrays:
             raise CacheError(
                 f"The cache at {self.folder} has no causal rankings ('{name}'; it predates them); rebuild it with `{self.rebuild}`."
             )

@@ -10,13 +10,15 @@ import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-
-from emo_core.circuit import Circuit
 from emo_core.errors import LimitError
-from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation, Rows
+
+if TYPE_CHECKING:
+    import torch
+
+    from emo_core.circuit import Circuit
+    from emo_core.interventions import AblationMode, Intervention, Rows
 
 Kind = Literal["head", "neuron"]
 MAX_PARTS = 512  # parts switched off at once: enough for any circuit, small enough to carry in a link
@@ -116,6 +118,8 @@ def ablations(
     Raises:
         LimitError: more than ``MAX_PARTS`` components.
     """
+    from emo_core.interventions import HeadAblation, NeuronAblation  # here, so naming parts does not import torch
+
     if len(components) > MAX_PARTS:
         raise LimitError(f"{len(components):,} parts cannot be switched off at once; the limit is {MAX_PARTS}, so pick fewer.")
     heads = tuple((c.layer, c.index) for c in components if c.kind == "head")

@@ -17,16 +17,21 @@ import re
 import shlex
 import shutil
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.numpy import load_file, save_file
 
 from emo_core.defaults import DEFAULT_MODEL, EMBEDDED_NAME
 from emo_core.errors import EmoCoreError
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 3  # 2: sealed manifest, library versions, skeleton count; 3: circuit strengths tuned for the steering circuits
 MANIFEST = "manifest.json"
@@ -71,11 +76,22 @@ class Manifest:
 
 @dataclass(frozen=True)
 class Cache:
-    """A loaded cache: its manifest, named tensors and named tables."""
+    """A loaded cache: its manifest, named arrays and named tables.
+
+    The arrays are read as numpy, so a page that only shows saved results never imports torch (about 2 s of a
+    cold start); ``tensors`` gives the same memory as torch tensors, for whatever computes with them.
+    """
 
     manifest: Manifest
-    tensors: dict[str, torch.Tensor]
+    arrays: dict[str, np.ndarray]
     tables: dict[str, pd.DataFrame]
+
+    @cached_property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The arrays as torch tensors sharing their memory, made on first use."""
+        import torch
+
+        return {name: torch.from_numpy(array) for name, array in self.arrays.items()}
 
 
 def model_slug(model_id: str) -> str:
@@ -126,7 +142,7 @@ def write_cache(folder: Path, manifest: Manifest, tensors: dict[str, torch.Tenso
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, staging / TENSORS)
+    save_file({name: t.detach().cpu().contiguous().numpy() for name, t in tensors.items()}, staging / TENSORS)
     for name, table in tables.items():
         table.to_parquet(staging / f"{name}.parquet", index=False)
     files = {path.name: file_checksum(path) for path in sorted(staging.iterdir())}
@@ -197,8 +213,8 @@ def read_cache(folder: Path, model_id: str | None = None, prompt_set_hash: str |
                 f"rebuild the cache with `{rebuild_command(folder, rebuild_for)}`."
             )
     try:
-        tensors = load_file(folder / TENSORS)
+        arrays = load_file(folder / TENSORS)
         tables = {name[: -len(".parquet")]: pd.read_parquet(folder / name) for name in manifest.files if name.endswith(".parquet")}
     except (SafetensorError, OSError, ValueError) as error:
         raise _refuse(folder, rebuild_for, "could not be read") from error
-    return Cache(manifest, tensors, tables)
+    return Cache(manifest, arrays, tables)

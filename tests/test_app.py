@@ -6,7 +6,10 @@ synthetic cache in the same format. The model is never loaded: ``emo_core.load_m
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -68,6 +71,29 @@ def test_home_opens_with_the_shared_sidebar_and_a_link_to_the_view() -> None:
     assert {w.key for w in app.sidebar.children.values() if hasattr(w, "key")} >= {"model", "layer", "emotion", "settings_json"}
     assert app.query_params["model"] == EMBEDDED_NAME and app.query_params["emotion"] == "anger"
     assert app.query_params["layer"].isdigit()
+
+
+def test_home_and_its_tour_open_without_importing_torch() -> None:
+    """Torch is about 2 s of a cold start on 2 cores (more while the browser loads): Home and the saved results it
+    shows must not need it. In a fresh interpreter, since other tests here import it; the live pages' libraries,
+    imported in the background after the first page, are held back."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import ui.data
+        from streamlit.testing.v1 import AppTest
+        ui.data.PRELOAD_DELAY_S = 600
+        app = AppTest.from_file({APP!r}, default_timeout=60).run()
+        app.button(key="tour_start").click().run()
+        assert not app.exception and app.title[0].value == "Emotion Circuit Explorer", app.exception
+        print(sorted(name for name in ("torch", "transformers") if name in sys.modules))
+        """
+    )
+    root = Path(APP).parent
+    env = {**os.environ, "PYTHONPATH": str(root), "EMO_PRELOAD_MODEL": "0"}
+    run = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_a_link_restores_model_layer_emotion_and_selection() -> None:

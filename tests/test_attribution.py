@@ -145,7 +145,7 @@ def test_an_older_cache_without_causal_rankings_names_the_rebuild(tmp_path) -> N
 
     write_synthetic_cache(tmp_path, "older-model")
     results = load_results("older-model", tmp_path)
-    del results.cache.tensors[effect_name("asked", "neurons", "mean")]  # as a cache written before that ranking would be
+    del results.cache.arrays[effect_name("asked", "neurons", "mean")]  # as a cache written before that ranking would be
     with pytest.raises(CacheError, match="has no causal rankings") as error:
         results.causal_ranking("anger", "neurons", "mean", "asked")
     assert results.rebuild in str(error.value) and "python -m emo_core build" in results.rebuild

@@ -7,17 +7,19 @@ page draws; the head grid's key changes after each click, and each click toggles
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 import streamlit as st
-import torch
 
 from emo_core.causal import top_units
 from emo_core.results import Results
 from emo_core.selection import MAX_PARTS, Component, circuit_components, matched_random, out_of_range, parse_tokens, top_components
 from emo_core.store import CacheError
 from ui.state import SELECTION
+
+if TYPE_CHECKING:
+    import torch
 
 GRID_CLICKS, GRID_HANDLED, RANDOM_DRAWS = "knockout_grid_clicks", "knockout_grid_handled", "knockout_random_draws"
 PROBLEM = "knockout_parts_problem"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import streamlit as st
 
@@ -21,12 +23,22 @@ GOTO = "_tour_goto"
 
 @dataclass(frozen=True)
 class Step:
-    """One stop of the tour: what to read, which page shows it, and the settings that page needs."""
+    """One stop of the tour: what to read, which page shows it, and the settings that page needs.
+
+    The settings are made when the step's button is pressed: the knockout preset reads the causal ranking, which
+    imports torch, and Home (which lists every step) opens without it.
+    """
 
     title: str
     text: str
     page: PageSpec
-    settings: dict[str, object] = field(default_factory=dict)
+    settings: Callable[[], dict[str, object]] = dict
+
+
+def _knockout_preset(results: Results, emotion: str, more: dict[str, object]) -> dict[str, object]:
+    """The tour's parts to switch off (the top heads and neurons of the causal ranking) and the other ``more`` settings."""
+    preset = ranked(results, emotion, "head", TOUR_HEADS) + ranked(results, emotion, "neuron", TOUR_NEURONS)
+    return {SELECTION: [component.token for component in preset], **more}
 
 
 def steps(results: Results, emotion: str) -> list[Step]:
@@ -35,7 +47,7 @@ def steps(results: Results, emotion: str) -> list[Step]:
     n_scenarios = prompts["skeleton_id"].nunique()
     best = best_layer(results)
     circuit = circuit_components(results.circuit(emotion))
-    preset = ranked(results, emotion, "head", TOUR_HEADS) + ranked(results, emotion, "neuron", TOUR_NEURONS)
+    n_preset = TOUR_HEADS + TOUR_NEURONS
     shape = results.shape
     n_heads, n_neurons = shape["n_layers"] * shape["n_heads"], shape["n_layers"] * shape["d_mlp"]
     return [
@@ -52,14 +64,14 @@ def steps(results: Results, emotion: str) -> list[Step]:
             "at every layer. Each dot is one prompt's notes at the last word, squeezed into 2-D. At layer 0 the emotions "
             "are all mixed up.",
             CLUSTERS,
-            {LAYER: 0},
+            partial(dict, {LAYER: 0}),
         ),
         Step(
             "Emotions form clusters",
             f"Deeper in, prompts that ask for the same emotion gather together. At layer {best} they are clearest. "
             "Drag the layer slider to watch them form.",
             CLUSTERS,
-            {LAYER: best},
+            partial(dict, {LAYER: best}),
         ),
         Step(
             "Some parts carry each emotion",
@@ -69,19 +81,19 @@ def steps(results: Results, emotion: str) -> list[Step]:
         ),
         Step(
             "Pick parts to switch off",
-            f"We selected the {TOUR_HEADS} heads and {TOUR_NEURONS} neurons that matter most for {emotion} when switched off "
-            f"(the second table): {describe(preset)}. The selection is saved in the link, ready for the Knockout page, which "
-            "switches exactly these parts off while the model writes.",
+            f"The tour selects the {TOUR_HEADS} heads and {TOUR_NEURONS} neurons that matter most for {emotion} when switched "
+            "off (the top of the second table; the sidebar lists them once selected). The selection is saved in the link, ready "
+            "for the Knockout page, which switches exactly these parts off while the model writes.",
             CIRCUIT,
-            {SELECTION: [component.token for component in preset]},
+            partial(_knockout_preset, results, emotion, {}),
         ),
         Step(
             "Switch them off and watch",
-            f"Here the reply is steered toward {emotion}, and those {len(preset)} parts are switched off in a second copy of the "
-            f"model. The meter shows at once how much {emotion} the model holds inside with them off, and with {len(preset)} random "
+            f"Here the reply is steered toward {emotion}, and those {n_preset} parts are switched off in a second copy of the "
+            f"model. The meter shows at once how much {emotion} the model holds inside with them off, and with {n_preset} random "
             "parts off instead. Press *Generate*: both replies appear side by side, with what the judge reads in the words.",
             KNOCKOUT,
-            {SELECTION: [component.token for component in preset], BASELINE: "steered", MODE: "mean"},
+            partial(_knockout_preset, results, emotion, {BASELINE: "steered", MODE: "mean"}),
         ),
     ]
 
@@ -90,7 +102,7 @@ def go(tour: list[Step], index: int) -> None:
     """Button callback: make ``index`` the current step, apply its settings and ask for its page."""
     st.session_state[STEP] = index
     st.session_state[GOTO] = tour[index].page.script
-    apply(tour[index].settings)
+    apply(tour[index].settings())
 
 
 def follow() -> None:

@@ -17,7 +17,7 @@ import time
 from streamlit.runtime import Runtime
 from streamlit.runtime.runtime import RuntimeState
 
-FIRST_PAGE = ("torch", "pandas", "ui.data", "ui.pages", "ui.run", "ui.sidebar", "ui.state", "ui.tour", "ui.replies")
+FIRST_PAGE = ("pandas", "ui.data", "ui.pages", "ui.run", "ui.sidebar", "ui.state", "ui.tour", "ui.replies")
 
 START_WAIT_S = 30.0  # import anyway after this long, should the server never report that it started
 
