@@ -223,3 +223,23 @@ def test_a_head_grid_click_toggles_once_even_when_the_browser_sends_it_again() -
     app = AppTest.from_function(page).run()
     assert not app.exception
     assert app.markdown[0].value == "knockout_grid_0 knockout_grid_1 ['L23H1', 'L20H3'] ['L23H1', 'L20H3', 'L21H4']"
+
+
+def test_the_live_pages_decode_as_the_evaluation_does() -> None:
+    """A steered reply looped on the Steer page ("I don't know what's happening to him" x3) while the evaluation, which
+    blocks repeated 3-word phrases, reported the same steering as fluent: the pages now decode the evaluation's way."""
+
+    def page() -> None:
+        import streamlit as st
+
+        from ui import live
+
+        settings = live.decoding_controls()
+        st.markdown(f"{settings.repetition_penalty} {settings.no_repeat_ngram_size} {settings.do_sample}")
+
+    from emo_core.scoring import SCORING_SETTINGS
+
+    app = AppTest.from_function(page).run()
+    assert not app.exception
+    assert app.markdown[0].value == f"{SCORING_SETTINGS.repetition_penalty} {SCORING_SETTINGS.no_repeat_ngram_size} False"
+    assert SCORING_SETTINGS.no_repeat_ngram_size > 0

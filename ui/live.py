@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ from emo_core.judge import LABELS, EmotionJudge, load_judge
 from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_TEXT
 from emo_core.reading import EmotionReading
 from emo_core.scenarios import EMOTIONS
+from emo_core.scoring import SCORING_SETTINGS
 from emo_core.turns import Turns
 from ui import live_charts
 from ui.replies import highlighted, plain
@@ -102,7 +103,9 @@ def scenario_controls() -> str | None:
 
 
 def decoding_controls() -> ec.GenerationSettings:
-    """Greedy or seeded sampling, the seed (shown and changeable) and the reply length."""
+    """Greedy or seeded sampling, the seed (shown and changeable) and the reply length; otherwise the evaluation's
+    decoding (``SCORING_SETTINGS``: a mild repetition penalty and no repeated 3-word phrase), so a steered reply does
+    not loop and the page shows what the reported accuracy measured."""
     greedy_col, seed_col, length_col = st.columns([2, 1, 2], vertical_alignment="bottom")
     sample = greedy_col.toggle(
         "Sample (vary the wording)",
@@ -112,7 +115,7 @@ def decoding_controls() -> ec.GenerationSettings:
     )
     seed = seed_col.number_input("Seed", 0, MAX_SEED, key=SEED, disabled=not sample, persist_state="session")
     tokens = length_col.slider("Reply length (tokens)", MIN_TOKENS, MAX_NEW_TOKENS, key=TOKENS, persist_state="session")
-    return ec.GenerationSettings(max_new_tokens=int(tokens), do_sample=bool(sample), seed=int(seed), repetition_penalty=1.05)
+    return replace(SCORING_SETTINGS, max_new_tokens=int(tokens), do_sample=bool(sample), seed=int(seed))
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
