@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from emo_core.results import Results
 from emo_core.selection import Component
+
+if TYPE_CHECKING:
+    import torch
 
 MAP_COLUMNS = ["x", "y", "emotion", "valence", "theme", "scenario", "event", "key"]
 MAP_TEXT = ["emotion", "valence", "theme", "scenario", "event"]
@@ -33,8 +36,8 @@ def map_frame(results: Results, layer: int, method: str, valences: Sequence[str]
 
 def map_extent(results: Results, method: str, margin: float = 0.05) -> tuple[tuple[float, float], tuple[float, float]]:
     """Fixed ``(x, y)`` axis ranges over all layers, so an aligned map does not rescale as the layer changes."""
-    maps = results.tensor(method)  # [L, N, 2]
-    low, high = maps.amin(dim=(0, 1)), maps.amax(dim=(0, 1))
+    maps = results.array(method)  # [L, N, 2]
+    low, high = maps.min(axis=(0, 1)), maps.max(axis=(0, 1))
     pad = (high - low) * margin
     low, high = (low - pad).tolist(), (high + pad).tolist()
     return (low[0], high[0]), (low[1], high[1])
@@ -60,8 +63,8 @@ def separation_frame(results: Results, current: int) -> pd.DataFrame:
 def grid_frame(scores: torch.Tensor, column: str) -> pd.DataFrame:
     """A ``[L, W]`` score grid in long form: ``layer``, ``column``, ``score``."""
     n_layers, width = scores.shape
-    layer, index = torch.meshgrid(torch.arange(n_layers), torch.arange(width), indexing="ij")
-    return pd.DataFrame({"layer": layer.flatten().numpy(), column: index.flatten().numpy(), "score": scores.flatten().float().numpy()})
+    layer, index = np.repeat(np.arange(n_layers), width), np.tile(np.arange(width), n_layers)
+    return pd.DataFrame({"layer": layer, column: index, "score": scores.flatten().float().numpy()})
 
 
 def top_per_layer(scores: torch.Tensor, k: int) -> pd.DataFrame:
