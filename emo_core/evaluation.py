@@ -32,6 +32,8 @@ from emo_core.scenarios import EMOTIONS, VALENCES, emotion_prompts, load_skeleto
 from emo_core.scoring import Row, generate_rows, score_replies
 from emo_core.steering import METHODS, SteeringKit, tuned_steering
 
+KNOWN_BASELINES = {"direction": "steered", "prompt": "asked"}  # steering methods whose rows are a knockout baseline's rows
+
 
 @dataclass(frozen=True)
 class EvalSettings:
@@ -98,14 +100,17 @@ def evaluate(
         "judge": {"kind": judge, "heldout_accuracy": accuracy, "labels": list(LABELS), "confusion": confusion.tolist()},
         "steering": {},
     }
+    known = {}
     for method in ("none", "prompt", *METHODS):
         rows = steering_rows(bundle, results, kit, method, skeletons)
-        scores = score_replies(emotion_judge, rows, generate_rows(bundle, rows, progress=stage(f"steering: {method}"), desc=method))
-        report["steering"][method] = summarise(scores)
+        replies = generate_rows(bundle, rows, progress=stage(f"steering: {method}"), desc=method)
+        report["steering"][method] = summarise(score_replies(emotion_judge, rows, replies))
+        if method in KNOWN_BASELINES:
+            known[KNOWN_BASELINES[method]] = {(row.prompt, row.emotion): reply for row, reply in zip(rows, replies, strict=True)}
 
     curves = replace(settings.curves, bootstrap=settings.bootstrap, seed=settings.seed)
     report["ablation"] = {
-        "curves": knockout_curves(bundle, results, emotion_judge, neutral_prompts(skeletons), curves, progress),
+        "curves": knockout_curves(bundle, results, emotion_judge, neutral_prompts(skeletons), curves, progress, known),
     }
     nearest = results.table("nearest")
     separation = results.separation_by_layer()

@@ -27,13 +27,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import torch
 
 from emo_core.attribution import BASELINES, Baseline, ForcedReply, baseline_rows, forced_pass, forced_rows, lm_loss, opening_sentences
 from emo_core.causal import top_units
-from emo_core.generation import chat_prompt
+from emo_core.generation import Reply, chat_prompt
 from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation
 from emo_core.judge import EmotionJudge
 from emo_core.models import ModelBundle
@@ -49,6 +50,8 @@ KS = (1, 2, 4, 8, 16, 32, 64)
 RANKINGS = ("causal", "paper")
 KINDS = ("heads", "neurons")
 Progress = Callable[[int, int], None]
+Known = Mapping[Baseline, Mapping[tuple[str, str], Reply]]  # baseline -> (prompt, emotion) -> a reply this run already has
+NOTHING_KNOWN: Known = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,16 @@ def evaluation_openings() -> dict[str, list[str]]:
     return opening_sentences(OPENINGS_PATH, per_emotion=100)
 
 
+def baseline_replies(bundle: ModelBundle, rows: Sequence[Row], known: Known, baseline: Baseline) -> list[Reply]:
+    """Replies to a baseline's rows: the ones this run already generated for the same prompt, emotion and baseline
+    (the steering evaluation's direction-steered and prompted replies are the *steered* and *asked* rows), the rest generated."""
+    have = known.get(baseline, {})
+    missing = [row for row in rows if (row.prompt, row.emotion) not in have]
+    fresh = generate_rows(bundle, missing, SCORING_SETTINGS, desc=f"{baseline} baselines") if missing else []
+    made = {(row.prompt, row.emotion): reply for row, reply in zip(missing, fresh, strict=True)}
+    return [have.get((row.prompt, row.emotion)) or made[(row.prompt, row.emotion)] for row in rows]
+
+
 @dataclass
 class _Plan:
     """Forced rows to run and, for each, where its reading goes."""
@@ -170,6 +183,7 @@ def reading_curves(
     baseline: Baseline,
     settings: CurveSettings,
     progress: Progress | None = None,
+    known: Known = NOTHING_KNOWN,
 ) -> dict:
     """Reading curves of one baseline: per ranking, kind, k and emotion, the top-k drop vs matched random drops.
 
@@ -180,8 +194,7 @@ def reading_curves(
     picked = spread(prompts, settings.prompts)
     openings = evaluation_openings() if baseline == "continued" else None
     rows = baseline_rows(kit, results.table("steering"), picked, baseline, openings)
-    replies = generate_rows(bundle, rows, SCORING_SETTINGS, desc=f"{baseline} baselines")
-    base_rows = forced_rows(rows, replies)  # emotion-major: row e * P + p
+    base_rows = forced_rows(rows, baseline_replies(bundle, rows, known, baseline))  # emotion-major: row e * P + p
     n = len(picked)
     plan = _Plan()
     for i, row in enumerate(base_rows):
@@ -277,6 +290,7 @@ def judged_knockouts(
     prompts: Sequence[PromptSpec],
     settings: CurveSettings,
     progress: Progress | None = None,
+    known: Known = NOTHING_KNOWN,
 ) -> dict:
     """The judge's probability of the target emotion: baseline replies vs top-k and random-k knockouts, one reply per prompt each."""
     rng = random.Random(f"{settings.seed}-judged")
@@ -285,7 +299,8 @@ def judged_knockouts(
     openings = evaluation_openings() if baseline == "continued" else None
     base_rows = baseline_rows(kit, results.table("steering"), picked, baseline, openings)
     n = len(picked)
-    rows, keys = list(base_rows), [("base", None)] * len(base_rows)
+    rows: list[Row] = []
+    keys: list[tuple] = []
     for e, emotion in enumerate(EMOTIONS):
         for kind, k in settings.judged:
             top = ranked_units(results, "causal", baseline, kind, emotion, settings.mode, k)
@@ -295,12 +310,14 @@ def judged_knockouts(
                 for which, units in (("top", top), ("random", control)):
                     rows.append(Row(row.prompt, emotion, (*row.interventions, knockout(results, kind, units, settings.mode))))
                     keys.append((which, (emotion, kind, k, p)))
-    scores = score_replies(judge, rows, generate_rows(bundle, rows, SCORING_SETTINGS, progress=progress, desc="judged knockouts"))
+    replies = baseline_replies(bundle, base_rows, known, baseline)
+    replies += generate_rows(bundle, rows, SCORING_SETTINGS, progress=progress, desc="judged knockouts")
+    scores = score_replies(judge, [*base_rows, *rows], replies)
     p_target = scores["p_target"].to_numpy()
     degenerate = scores["degenerate"].to_numpy()
     base = p_target[: len(base_rows)]
     drops: dict[tuple, dict[str, list]] = {}
-    for (which, key), value, bad in zip(keys[len(base_rows) :], p_target[len(base_rows) :], degenerate[len(base_rows) :], strict=True):
+    for (which, key), value, bad in zip(keys, p_target[len(base_rows) :], degenerate[len(base_rows) :], strict=True):
         emotion, kind, k, p = key
         entry = drops.setdefault((emotion, kind, k), {"top": [], "random": [], "degenerate_top": []})
         entry[which].append(float(base[EMOTIONS.index(emotion) * n + p] - value))
@@ -325,8 +342,10 @@ def knockout_curves(
     prompts: Sequence[PromptSpec],
     settings: CurveSettings = CurveSettings(),
     progress: Callable[[str, int, int], None] | None = None,
+    known: Known = NOTHING_KNOWN,
 ) -> dict:
-    """``ablation.curves`` of the report: reading curves per baseline, target-set harm, and judged knockouts."""
+    """``ablation.curves`` of the report: reading curves per baseline, target-set harm, and judged knockouts (baseline
+    replies the run already has, in ``known``, are not generated again)."""
     kit = results.steering_kit(bundle)
     reading = EmotionReading.from_tensors(results.cache.tensors)
 
@@ -336,7 +355,7 @@ def knockout_curves(
     report: dict = {"mode": settings.mode, "ks": list(settings.ks), "reading": {}}
     for baseline in settings.baselines:
         report["reading"][baseline] = reading_curves(
-            bundle, results, kit, reading, prompts, baseline, settings, stage(f"curves: {baseline}")
+            bundle, results, kit, reading, prompts, baseline, settings, stage(f"curves: {baseline}"), known
         )
     harm_sets: dict[str, tuple[str, list]] = {}
     for emotion in EMOTIONS:
@@ -351,5 +370,5 @@ def knockout_curves(
             harm_sets[f"{settings.judged_baseline}/{emotion}/{kind}/{k}"] = (kind, units)
     report["harm"] = harm_report(bundle, results, spread(prompts, settings.harm_prompts), harm_sets, settings.mode)
     if settings.judged:
-        report["judged"] = judged_knockouts(bundle, results, kit, judge, prompts, settings, stage("curves: judged"))
+        report["judged"] = judged_knockouts(bundle, results, kit, judge, prompts, settings, stage("curves: judged"), known)
     return report

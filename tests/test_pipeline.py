@@ -218,9 +218,21 @@ def test_an_interrupted_build_resumes_to_the_same_cache(built: Path, tiny_llama:
 
 
 @pytest.mark.slow
-def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBundle) -> None:
+def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import emo_core.knockout_curves as knockout_curves
+
+    generated = []  # what the curves generate: the steering evaluation's direction and prompted replies are reused
+
+    def spy(bundle: ec.ModelBundle, rows: list, *args: object, **kwargs: object) -> list:
+        generated.extend(rows)
+        return generate_rows(bundle, rows, *args, **kwargs)
+
+    monkeypatch.setattr(knockout_curves, "generate_rows", spy)
     curves = CurveSettings(prompts=1, draws=1, target_draws=2, ks=(1, 2), harm_prompts=1, judged_prompts=2, judged=(("neurons", 2),))
     report = evaluate(bundle=tiny_llama, root=built, settings=EvalSettings(skeletons=1, bootstrap=50, curves=curves))
+    baselines = [dict(row.tags).get("baseline") for row in generated]
+    assert "continued" in baselines and not {"steered", "asked"} & set(baselines)  # only the continued baseline is new
+    assert len(generated) == baselines.count("continued") + 2 * 2 * len(EMOTIONS)  # and the judged knockouts, top and random
     on_disk = json.loads((built / "tiny-llama" / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert 0 <= report["judge"]["heldout_accuracy"] <= 1
