@@ -9,8 +9,8 @@ Two measures:
 
 - the internal reading (``reading.py``) over the baseline reply, teacher-forced (``attribution.forced_pass``):
   continuous and cheaper than generating, so it gives the whole curve, k = 1 ... 64, for both rankings
-  (the causal one of that baseline, and the paper's ``head_scores``/``neuron_scores``) on the
-  ``curve_baselines`` (the target sets only on the others). Random controls: each draw is
+  (the causal one of that baseline, and the paper's ``head_scores``/``neuron_scores``) on every
+  baseline. Random controls: each draw is
   its own matched random set (as many parts in each layer as the top-k set, none of them), evaluated on
   one prompt. The issue's target sets (top-2 heads, top-4 neurons of the causal ranking) get at least
   20 draws per emotion, their drop of the *other* emotions' readings (on the same reply, and on each
@@ -65,7 +65,6 @@ class CurveSettings:
     target_ks: Mapping[str, int] = field(default_factory=lambda: {"heads": 2, "neurons": 4})
     ks: tuple[int, ...] = KS
     baselines: tuple[Baseline, ...] = BASELINES
-    curve_baselines: tuple[Baseline, ...] = ("steered",)  # whole curves here; the other baselines get the target sets only
     rankings: tuple[str, ...] = RANKINGS
     mode: AblationMode = "mean"
     harm_prompts: int = 8
@@ -209,8 +208,7 @@ def reading_curves(
         for ranking in settings.rankings:
             for kind in KINDS:
                 target = ranking == "causal" and kind in settings.target_ks
-                curve = settings.ks if baseline in settings.curve_baselines else ()
-                ks = sorted({*curve, *((settings.target_ks[kind],) if target else ())})
+                ks = sorted({*settings.ks, *((settings.target_ks[kind],) if target else ())})
                 for k in ks:
                     top = ranked_units(results, ranking, baseline, kind, emotion, settings.mode, k)
                     if not top:

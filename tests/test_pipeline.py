@@ -247,6 +247,7 @@ def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBund
             for entry in reading["steered"][ranking][kind]["1"].values():
                 assert entry["top_ci95"][0] <= entry["top_drop"] <= entry["top_ci95"][1]
                 assert entry["random_ci95"][0] <= entry["random_drop"] <= entry["random_ci95"][1]
+    assert all(set(reading[baseline]["paper"]["heads"]) == {"1", "2"} for baseline in reading)  # whole curves on every baseline
     assert set(reading["asked"]["causal"]["neurons"]["4"]) == set(EMOTIONS)  # the target set, with its specificity
     assert "others_own" in reading["asked"]["causal"]["neurons"]["4"]["fear"]
     assert set(report["ablation"]["curves"]["judged"]["neurons"]["2"]) == set(EMOTIONS)
