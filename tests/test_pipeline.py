@@ -19,7 +19,7 @@ from emo_core.evaluation import EvalSettings, evaluate
 from emo_core.fluency import degenerate_reason
 from emo_core.knockout_curves import CurveSettings, bootstrap_interval
 from emo_core.pipeline import BuildSettings, build, cluster_separation
-from emo_core.projection import align_to, emotion_coordinates, pca_maps
+from emo_core.projection import _standardise, align_to, emotion_coordinates, pca_maps, umap_maps
 from emo_core.reading import EmotionReading, reading_layers
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTIONS, emotion_prompts, training_skeletons
@@ -101,6 +101,17 @@ def test_pca_maps_stay_aligned_across_identical_layers() -> None:
     maps = pca_maps(np.stack([layer, -layer, layer @ np.diag([1.0] * 8)], axis=1))
     np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
     np.testing.assert_allclose(maps[0], maps[2], atol=1e-5)
+
+
+def test_umap_maps_are_those_of_umap_on_the_raw_points() -> None:
+    """The distances are precomputed for speed only: every map is bit for bit the ``metric="euclidean"`` one."""
+    import umap
+
+    acts = np.random.default_rng(4).normal(size=(200, 2, 6)).astype(np.float32)
+    fit = dict(n_components=2, metric="euclidean", n_neighbors=15, min_dist=0.3, n_epochs=30, random_state=0)
+    first = _standardise(umap.UMAP(init="spectral", **fit).fit_transform(acts[:, 0]))
+    second = align_to(umap.UMAP(init=first * 5.0, **fit).fit_transform(acts[:, 1]), first)
+    np.testing.assert_array_equal(umap_maps(acts, n_epochs=30), np.stack([first, second]).astype(np.float32))
 
 
 def test_separation_scores_see_separable_labels() -> None:
