@@ -54,7 +54,7 @@ from emo_core.tuning import TUNING_PROMPTS, tune_steering
 class BuildSettings:
     """Sizes that trade build time for precision."""
 
-    batch_size: int = 32
+    batch_size: int = 36  # whole groups of 3 valences per extraction batch, so each shares its prefix (``extract``)
     importance_prompts: int = 48
     umap_epochs: int = 200
     probe_folds: int = 4

@@ -60,3 +60,10 @@ def test_an_interrupted_extraction_resumes_from_its_shards(
     monkeypatch.setattr(activations, "extract_batch", counting)
     _assert_same(extract(tiny_llama, PROMPTS, BATCH, shard_dir=tmp_path), unsharded)
     assert computed == [2]  # only the batch the interruption never reached
+
+
+def test_shards_of_other_prompts_are_not_read(tiny_llama: ec.ModelBundle, unsharded: dict, tmp_path: Path) -> None:
+    """A shard is named by its prompts, not only its place: another prompt set in the same folder is extracted afresh."""
+    others = emotion_prompts(training_skeletons(2))[-10:]
+    extract(tiny_llama, others, BATCH, shard_dir=tmp_path)
+    _assert_same(extract(tiny_llama, PROMPTS, BATCH, shard_dir=tmp_path), unsharded)

@@ -12,7 +12,7 @@ import torch
 import emo_core as ec
 from emo_core.activations import extract, extract_batch, neutral_means
 from emo_core.generation import encode
-from emo_core.scenarios import PromptSpec, emotion_prompts, training_skeletons
+from emo_core.scenarios import PromptSpec, emotion_prompts, prompt_set_hash, training_skeletons
 from tests.conftest import tiny_model
 
 PROMPTS = emotion_prompts(training_skeletons(1))[:5]  # batches of 2, 2 and 1
@@ -39,9 +39,9 @@ def test_shards_go_into_a_folder_made_on_demand(tiny_llama: ec.ModelBundle, tmp_
     folder = tmp_path / "work" / "shards"
     extract(tiny_llama, PROMPTS, batch_size=2, shard_dir=folder, sites=("resid_post",))
     assert sorted(path.name for path in folder.iterdir()) == [
-        "batch_000000_2.safetensors",
-        "batch_000002_2.safetensors",
-        "batch_000004_1.safetensors",
+        f"batch_000000_2_{prompt_set_hash(PROMPTS[:2])}.safetensors",
+        f"batch_000002_2_{prompt_set_hash(PROMPTS[2:4])}.safetensors",
+        f"batch_000004_1_{prompt_set_hash(PROMPTS[4:])}.safetensors",
     ]
 
 

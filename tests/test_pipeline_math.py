@@ -4,10 +4,11 @@ import pytest
 import torch
 
 import emo_core as ec
-from emo_core.activations import extract, extract_batch, last_token_positions
+from emo_core.activations import EXTRACT_SITES, extract, extract_batch, last_token_positions, shared_prefix_length
 from emo_core.arch import out_weight
 from emo_core.components import head_contributions, head_importance, neuron_contributions
 from emo_core.directions import complete_groups, emotion_directions, mean_differences, nearest_emotions
+from emo_core.generation import encode
 from emo_core.importance import aligned_local_directions, importance_batch, reference_directions
 from emo_core.scenarios import EMOTIONS, emotion_prompts, load_skeletons, neutral_prompts
 
@@ -32,12 +33,38 @@ def test_last_token_positions_handle_both_paddings() -> None:
 
 def test_batched_extraction_equals_one_prompt_at_a_time(tiny: ec.ModelBundle, prompts: list, tmp_path) -> None:
     together = extract(tiny, prompts, batch_size=3, shard_dir=tmp_path)
+    tolerance = 1e-6 if tiny.dtype == torch.float64 else 1e-5  # float32 rounds differently where a group's shared prefix ends
     for i, prompt in enumerate(prompts):
         alone = extract_batch(tiny, [prompt])
         for site, value in alone.items():
-            torch.testing.assert_close(together[site][i], value[0], rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(together[site][i], value[0], rtol=tolerance, atol=tolerance)
     resumed = extract(tiny, prompts, batch_size=3, shard_dir=tmp_path)
     assert all(torch.equal(resumed[site], together[site]) for site in together)
+
+
+def test_shared_prefix_length_leaves_every_sequence_a_token() -> None:
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # the same prompt twice
+    assert shared_prefix_length([[1, 2], [1, 2, 3]]) == 1  # one prompt the start of another
+    assert shared_prefix_length([[7, 8, 9]]) == 2  # a group of one
+    assert shared_prefix_length([[1, 2], [3, 2]]) == 0
+
+
+def test_shared_prefix_extraction_equals_a_forward_over_the_whole_prompts(tiny: ec.ModelBundle, tmp_path) -> None:
+    """Shuffled groups of 4 (one prompt twice), 2 and 1 prompts, some split across batches: every row equals the
+    last-token states of one left-padded forward over the whole prompts, in the order the prompts were given."""
+    every = emotion_prompts(load_skeletons("train")[:2], emotions=EMOTIONS[:3])  # index: skeleton * 9 + valence * 3 + emotion
+    prompts = [every[i] for i in (13, 0, 9, 3, 6, 1, 4, 11, 15, 10, 0)]
+    batch = encode(tiny, [ec.chat_prompt(tiny, p.user, p.system) for p in prompts])
+    last = torch.full((len(prompts),), batch["input_ids"].shape[1] - 1)
+    with torch.inference_mode(), ec.capture(tiny, EXTRACT_SITES, positions=last) as captured:
+        tiny.model(**batch)
+    layers = range(tiny.shape.n_layers)
+    for got in (extract(tiny, prompts, batch_size=4, shard_dir=tmp_path), extract_batch(tiny, prompts)):
+        for site in EXTRACT_SITES:
+            expected = torch.stack([captured[(site, layer)] for layer in layers], dim=1).float()
+            scale = expected.abs().max().item()
+            torch.testing.assert_close(got[site], expected, rtol=0, atol=1e-6 * scale, msg=site)
 
 
 def test_fast_head_importance_equals_brute_force_ablation(tiny: ec.ModelBundle, prompts: list) -> None:
