@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -105,18 +105,38 @@ def _retuple(original: object, tensor: torch.Tensor) -> object:
     return (tensor, *original[1:]) if isinstance(original, tuple) else tensor
 
 
-def _mask(x: torch.Tensor, rows: Rows, positions: Positions) -> torch.Tensor:
-    """Boolean ``[batch, pos, 1]`` selecting the rows and positions an edit applies to."""
-    batch, seq = x.shape[0], x.shape[1]
-    mask = torch.zeros(batch, seq, 1, dtype=torch.bool, device=x.device)
-    row_index = slice(None) if rows is None else list(rows)
-    if rows is not None and max(rows) >= batch:
+def _row_list(rows: Rows, batch: int) -> list[int]:
+    """The batch rows an edit applies to, sorted, negative ones counted from the end as indexing counts them."""
+    if rows is None:
+        return list(range(batch))
+    if rows and max(rows) >= batch:
         raise InvalidInterventionError(f"Row {max(rows)} does not exist in a batch of {batch}.")
-    if positions == "all":
-        mask[row_index] = True
-    else:
-        mask[row_index, -1] = True
-    return mask
+    if rows and min(rows) < -batch:
+        raise InvalidInterventionError(f"Row {min(rows)} does not exist in a batch of {batch}.")
+    return sorted({row % batch for row in rows})
+
+
+def _runs(footprints: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[list[int]]:
+    """Split items, given as ``(rows, channels)``, into consecutive runs in which no two items share a (row, channel).
+
+    The items of one run touch disjoint cells, so applying them at once equals applying them one after another;
+    the runs apply in order, so edits that overlap keep their order.
+    """
+    runs: list[list[int]] = []
+    taken: set[tuple[int, int]] = set()
+    for i, (rows, channels) in enumerate(footprints):
+        cells = {(row, channel) for row in rows for channel in channels}
+        if not runs or not taken.isdisjoint(cells):
+            runs.append([])
+            taken = set()
+        runs[-1].append(i)
+        taken |= cells
+    return runs
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    """The dtype torch computes ``tensor * python_float`` in for a tensor of ``dtype`` (float32 for 16-bit floats)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _head_channels(adapter: Adapter, layer: int, head: int) -> range:
@@ -195,18 +215,156 @@ def lowest_layer(adapter: Adapter, interventions: Sequence[Intervention]) -> int
     return min(layers, default=None)
 
 
-def _make_component_prehook(edits: list[ComponentEdit], token: int) -> Hook:
+@dataclass(frozen=True)
+class _Affine:
+    """``x * scale + add`` on ``[batch, pos, channels]``, with ``[batch, 1, channels]`` scales and adds.
+
+    A cell no edit touches has scale 1 and add -0.0, which keep every value as it is (``y + -0.0`` is ``y``, signed zeros
+    included), so nothing needs masking. ``scale`` is in the dtype torch multiplies the model's dtype by a Python float
+    in, so an edited cell rounds exactly as ``x * edit.scale + edit.add`` does.
+    """
+
+    scale: torch.Tensor
+    add: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.scale).to(x.dtype).add_(self.add)
+
+    @staticmethod
+    def footprint(edit: ComponentEdit) -> tuple[Rows, Sequence[int], Positions]:
+        return edit.rows, edit.channels, edit.positions
+
+    @classmethod
+    def build(
+        cls, edits: Sequence[ComponentEdit], rows: Sequence[list[int]], batch: int, width: int, device: torch.device, dtype: torch.dtype
+    ) -> _Affine:
+        cells: list[int] = []
+        scales: list[float] = []
+        add_cells: list[int] = []
+        adds: list[torch.Tensor] = []
+        for edit, edit_rows in zip(edits, rows, strict=True):
+            entry = {channel: k for k, channel in enumerate(edit.channels)}  # a repeated channel takes its last entry
+            flat = [row * width + channel for row in edit_rows for channel in entry]
+            cells.extend(flat)
+            scales.extend([edit.scale] * len(flat))
+            if edit.add is not None:
+                add_cells.extend(flat)
+                adds.append(edit.add.to(device=device, dtype=dtype)[list(entry.values())].repeat(len(edit_rows)))
+        scale = torch.ones(batch * width, dtype=_opmath(dtype))
+        scale[torch.tensor(cells, dtype=torch.long)] = torch.tensor(scales, dtype=scale.dtype)
+        add = torch.full((batch * width,), -0.0, dtype=dtype, device=device)
+        if adds:
+            add[torch.tensor(add_cells, dtype=torch.long, device=device)] = torch.cat(adds)
+        return cls(scale.view(batch, 1, width).to(device), add.view(batch, 1, width))
+
+
+@dataclass(frozen=True)
+class _Steer:
+    """``h + alpha * size * vector`` on ``[batch, pos, d_model]``, with ``[batch, 1, 1]`` alphas and ``[batch, 1, d_model]`` vectors;
+    ``size`` is ``rms`` of the layer's output in the rows ``by_rms`` marks, else 1.
+
+    A row no addition touches has alpha 0, size 1 and a vector of -0.0, so it gains -0.0 and keeps every value. ``alpha`` is
+    in the dtype torch multiplies the model's dtype by a Python float in, so a steered row rounds exactly as
+    ``addition.alpha * size * vector`` does.
+    """
+
+    alpha: torch.Tensor
+    by_rms: torch.Tensor
+    vector: torch.Tensor
+
+    def __call__(self, h: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+        return h + (self.alpha * torch.where(self.by_rms, size, 1.0)).to(h.dtype) * self.vector
+
+    @staticmethod
+    def footprint(item: tuple[ResidualAddition, torch.Tensor]) -> tuple[Rows, Sequence[int], Positions]:
+        """An addition's rows and positions; it touches a row's whole hidden state, one channel as far as overlaps go."""
+        return item[0].rows, (0,), item[0].positions
+
+    @classmethod
+    def build(
+        cls,
+        additions: Sequence[tuple[ResidualAddition, torch.Tensor]],
+        rows: Sequence[list[int]],
+        batch: int,
+        width: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> _Steer:
+        alpha = torch.zeros(batch, dtype=_opmath(dtype))
+        by_rms = torch.zeros(batch, dtype=torch.bool)
+        vector = torch.full((batch, width), -0.0, dtype=dtype, device=device)
+        for (addition, v), addition_rows in zip(additions, rows, strict=True):
+            index = torch.tensor(addition_rows, dtype=torch.long)
+            alpha[index] = addition.alpha
+            by_rms[index] = addition.scale == "rms"
+            vector[index.to(device)] = v.to(device=device, dtype=dtype)
+        return cls(alpha.view(batch, 1, 1).to(device), by_rms.view(batch, 1, 1).to(device), vector.unsqueeze(1))
+
+
+Step = TypeVar("Step", _Affine, _Steer)
+
+
+@dataclass(frozen=True)
+class _Run(Generic[Step]):
+    """Edits of one hook that share no (row, channel), as batch maps: of those at every position and of those at the
+    last position only (``None`` where there are none), and of all of them (a decode step's one position is the last)."""
+
+    every: Step | None
+    last: Step | None
+    both: Step
+
+    def __call__(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[batch, pos, width]`` edited, as a new tensor; ``extra`` (the steering size ``[batch, pos, 1]``) goes along."""
+        if self.last is None or x.shape[1] == 1:
+            return self.both(x, *extra)
+        y = x.clone() if self.every is None else self.every(x, *extra)
+        y[:, -1:] = self.last(y[:, -1:], *(e[:, -1:] for e in extra))
+        return y
+
+
+class _Group(Generic[Step]):
+    """The edits at one hook, in order, as runs of batch maps built once per batch size, width, device, dtype and mode.
+
+    A forward call of a new shape builds them and later calls reuse them (every decode step of a generation), so a
+    batch of many rows' edits costs a few whole-tensor operations per run rather than a loop over the edits.
+    """
+
+    def __init__(self, items: Sequence, step: type[Step]) -> None:
+        self.items, self.step = list(items), step
+        self._built: dict[tuple, list[_Run[Step]]] = {}
+
+    def runs(self, x: torch.Tensor) -> list[_Run[Step]]:
+        """The runs for ``x`` ``[batch, pos, width]``; inference-mode tensors are kept apart, since autograd refuses them."""
+        batch, width = x.shape[0], x.shape[-1]
+        key = (batch, width, x.device, x.dtype, torch.is_inference_mode_enabled())
+        if key not in self._built:
+            footprints = [self.step.footprint(item) for item in self.items]
+            rows = [_row_list(edit_rows, batch) for edit_rows, _, _ in footprints]
+
+            def build(chosen: list[int]) -> Step:
+                return self.step.build([self.items[i] for i in chosen], [rows[i] for i in chosen], batch, width, x.device, x.dtype)
+
+            runs = []
+            for run in _runs([(rows[i], channels) for i, (_, channels, _) in enumerate(footprints)]):
+                whole = build(run)
+                every = [i for i in run if footprints[i][2] == "all"]
+                if len(every) == len(run):
+                    runs.append(_Run(whole, None, whole))
+                elif not every:
+                    runs.append(_Run(None, whole, whole))
+                else:
+                    runs.append(_Run(build(every), build([i for i in run if footprints[i][2] == "last"]), whole))
+            self._built[key] = runs
+        return self._built[key]
+
+
+def _make_component_prehook(group: _Group[_Affine], token: int) -> Hook:
     def hook(module: nn.Module, args: tuple) -> tuple | None:
         if token not in _ACTIVE.get():
             return None
-        x = args[0].clone()  # [batch, pos, channels]
-        for edit in edits:
-            index = torch.tensor(edit.channels, device=x.device)
-            old = x[..., index]
-            new = old * edit.scale
-            if edit.add is not None:
-                new = new + edit.add.to(device=x.device, dtype=x.dtype)
-            x[..., index] = torch.where(_mask(x, edit.rows, edit.positions), new, old)
+        x = args[0]  # [batch, pos, channels]; each run returns a new tensor, so the caller's stays as it is
+        for run in group.runs(x):
+            x = run(x)
         return (x, *args[1:])
 
     return hook
@@ -217,16 +375,15 @@ def rms(h: torch.Tensor) -> torch.Tensor:
     return h.pow(2).mean(dim=-1, keepdim=True).add(1e-12).sqrt()
 
 
-def _make_residual_hook(additions: list[tuple[ResidualAddition, torch.Tensor]], token: int) -> Hook:
+def _make_residual_hook(group: _Group[_Steer], token: int) -> Hook:
     def hook(module: nn.Module, args: tuple, output: object) -> object:
         if token not in _ACTIVE.get():
             return None
         h = untuple(output)  # [batch, pos, d_model]
+        size = rms(h)  # of the layer's own output for every addition: additions do not see each other
         steered = h
-        for addition, vector in additions:
-            size = rms(h) if addition.scale == "rms" else torch.ones_like(h[..., :1])
-            delta = addition.alpha * size * vector.to(device=h.device, dtype=h.dtype)
-            steered = torch.where(_mask(h, addition.rows, addition.positions), steered + delta, steered)
+        for run in group.runs(h):
+            steered = run(steered, size)
         return _retuple(output, steered)
 
     return hook
@@ -255,6 +412,45 @@ def activated(register: Callable[[int], list[torch.utils.hooks.RemovableHandle]]
         _ACTIVE.reset(reset)
 
 
+class EditPlan:
+    """Interventions lowered to edits (validated) and grouped by the module each one hooks, for ``applied``.
+
+    The groups keep their batch tensors, so a decode loop that enters ``applied`` at every step with one plan
+    builds them once per generation; ``intervene`` makes a fresh plan for its block.
+    """
+
+    def __init__(self, adapter: Adapter, interventions: Sequence[Intervention]) -> None:
+        component: dict[tuple[ComponentSite, int], list[ComponentEdit]] = defaultdict(list)
+        residual: dict[int, list[tuple[ResidualAddition, torch.Tensor]]] = defaultdict(list)
+        for intervention in interventions:
+            for edit in compile_edits(adapter, intervention):
+                if isinstance(edit, ComponentEdit):
+                    component[(edit.site, edit.layer)].append(edit)
+                else:
+                    for layer, vector in edit.vectors.items():
+                        residual[layer].append((edit, vector))
+        self.component = {key: _Group(edits, _Affine) for key, edits in component.items()}
+        self.residual = {layer: _Group(additions, _Steer) for layer, additions in residual.items()}
+
+
+@contextmanager
+def applied(bundle: ModelBundle, plan: EditPlan) -> Iterator[None]:
+    """Apply a plan's edits to every forward pass run inside the block, in this thread/context only."""
+    adapter = bundle.adapter
+
+    def register(token: int) -> list[torch.utils.hooks.RemovableHandle]:
+        handles = []
+        for (site, layer), group in plan.component.items():
+            module = adapter.attn_out(layer) if site == "attn_z" else adapter.mlp_out(layer)
+            handles.append(module.register_forward_pre_hook(_make_component_prehook(group, token)))
+        for layer, group in plan.residual.items():
+            handles.append(adapter.layer(layer).register_forward_hook(_make_residual_hook(group, token)))
+        return handles
+
+    with activated(register):
+        yield
+
+
 @contextmanager
 def intervene(bundle: ModelBundle, *interventions: Intervention) -> Iterator[None]:
     """Apply interventions to every forward pass run inside the block, in this thread/context only.
@@ -263,27 +459,7 @@ def intervene(bundle: ModelBundle, *interventions: Intervention) -> Iterator[Non
         >>> with intervene(bundle, HeadAblation(((12, 3),))):
         ...     bundle.model(input_ids)
     """
-    adapter = bundle.adapter
-    edits = [edit for intervention in interventions for edit in compile_edits(adapter, intervention)]
-
-    def register(token: int) -> list[torch.utils.hooks.RemovableHandle]:
-        component: dict[tuple[str, int], list[ComponentEdit]] = defaultdict(list)
-        residual: dict[int, list[tuple[ResidualAddition, torch.Tensor]]] = defaultdict(list)
-        for edit in edits:
-            if isinstance(edit, ComponentEdit):
-                component[(edit.site, edit.layer)].append(edit)
-            else:
-                for layer, vector in edit.vectors.items():
-                    residual[layer].append((edit, vector))
-        handles = []
-        for (site, layer), group in component.items():
-            module = adapter.attn_out(layer) if site == "attn_z" else adapter.mlp_out(layer)
-            handles.append(module.register_forward_pre_hook(_make_component_prehook(group, token)))
-        for layer, group in residual.items():
-            handles.append(adapter.layer(layer).register_forward_hook(_make_residual_hook(group, token)))
-        return handles
-
-    with activated(register):
+    with applied(bundle, EditPlan(bundle.adapter, interventions)):
         yield
 
 

@@ -2,14 +2,14 @@
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 
 import pytest
 import torch
 
 import emo_core as ec
 from emo_core.arch import out_weight
-from emo_core.interventions import ComponentEdit, Intervention, ResidualAddition
+from emo_core.interventions import ComponentEdit, Intervention, ResidualAddition, rms
 from tests.conftest import exact
 
 
@@ -167,6 +167,78 @@ def test_a_component_edit_scales_then_adds(tiny: ec.ModelBundle, input_ids: torc
     expected = x.clone()
     expected[1, -1, list(channels)] = x[1, -1, list(channels)] * scale + add
     torch.testing.assert_close(edited[(site, 1)], expected, rtol=0, atol=exact(tiny))
+
+
+def _own_edits(tiny: ec.ModelBundle, row: int) -> list[Intervention]:
+    """Edits of every kind that differ from row to row (steering at every position or the last, head and mean neuron ablation)."""
+    generator = torch.Generator().manual_seed(row)
+    means = {0: torch.randn(tiny.shape.d_mlp, generator=generator, dtype=tiny.dtype)}
+    return [
+        ResidualAddition(
+            {1: torch.randn(tiny.shape.d_model, generator=generator, dtype=tiny.dtype)}, 0.5 + row, positions=("all", "last")[row % 2]
+        ),
+        ec.HeadAblation(((1, row),)),
+        ec.NeuronAblation(((0, row), (0, row + 5)), mode="mean", means=means),
+        ComponentEdit("mlp_post", 2, (row, 7), scale=1.5, add=torch.randn(2, generator=generator, dtype=tiny.dtype), positions="last"),
+    ]
+
+
+def test_a_batch_of_rows_with_their_own_edits_equals_each_row_alone(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    """Each row's edits on that row only, after a shared one, as ``forced_pass`` and ``generate_rows`` batch them.
+
+    The hooks apply a site's edits all at once; that must equal one hook per edit applied in turn, exactly (the shared
+    ablation and each row's edit of neuron 7 at layer 2 overlap, so they must also keep their order), and each row run alone.
+    """
+    ids = torch.cat([input_ids, input_ids[:1]])
+    shared = [ec.NeuronAblation(((2, 7), (2, 1)))]
+    edits = [*shared, *(ec.generation.on_rows(edit, (i,)) for i in range(len(ids)) for edit in _own_edits(tiny, i))]
+    with ec.intervene(tiny, *edits):
+        together = tiny.model(ids).logits
+    with ExitStack() as stack:
+        for edit in edits:
+            stack.enter_context(ec.intervene(tiny, edit))
+        in_turn = tiny.model(ids).logits
+    assert torch.equal(together, in_turn)
+    for i in range(len(ids)):
+        with ec.intervene(tiny, *shared, *_own_edits(tiny, i)):
+            alone = tiny.model(ids[i : i + 1]).logits
+        torch.testing.assert_close(together[i], alone[0], rtol=0, atol=exact(tiny))
+    assert not torch.equal(together[0], together[2])
+
+
+@pytest.mark.parametrize("site", ["attn_z", "mlp_post"])
+def test_edits_of_one_row_and_channel_apply_in_their_order(tiny: ec.ModelBundle, input_ids: torch.Tensor, site: str) -> None:
+    """Channel 2 of row 1 is edited by both edits: scaled and shifted by the first, then by the second at the last position."""
+    first = ComponentEdit(site, 1, (0, 2), scale=2.0, add=torch.tensor([1.0, -1.0], dtype=tiny.dtype), rows=(1,))
+    second = ComponentEdit(site, 1, (2, 3), scale=0.5, add=torch.tensor([0.25, 4.0], dtype=tiny.dtype), positions="last")
+    with ec.capture(tiny, [site], [1]) as base:
+        tiny.model(input_ids)
+    with ec.intervene(tiny, first, second), ec.capture(tiny, [site], [1]) as edited:
+        tiny.model(input_ids)
+    with ec.intervene(tiny, second, first), ec.capture(tiny, [site], [1]) as swapped:
+        tiny.model(input_ids)
+    x = base[(site, 1)]
+    expected = x.clone()
+    expected[1, :, [0, 2]] = x[1, :, [0, 2]] * 2.0 + first.add
+    expected[:, -1, [2, 3]] = expected[:, -1, [2, 3]] * 0.5 + second.add
+    assert torch.equal(edited[(site, 1)], expected)
+    assert not torch.equal(swapped[(site, 1)][1, -1, 2], expected[1, -1, 2])
+
+
+def test_additions_to_one_row_add_up_in_order_each_sized_by_the_layers_own_output(tiny: ec.ModelBundle, input_ids: torch.Tensor) -> None:
+    v, w = torch.linspace(-1, 1, tiny.shape.d_model, dtype=tiny.dtype), torch.linspace(2, 0, tiny.shape.d_model, dtype=tiny.dtype)
+    first = ResidualAddition({0: v}, alpha=0.75, positions="all", rows=(1,))
+    second = ResidualAddition({0: w}, alpha=-1.5, positions="all")
+    with ec.capture(tiny, ["resid_post"], [0]) as base:
+        tiny.model(input_ids)
+    with ec.intervene(tiny, first, second), ec.capture(tiny, ["resid_post"], [0]) as steered:
+        tiny.model(input_ids)
+    h = base[("resid_post", 0)]
+    size = rms(h)
+    expected = h.clone()
+    expected[1] = h[1] + 0.75 * size[1] * v
+    expected = expected + -1.5 * size * w
+    assert torch.equal(steered[("resid_post", 0)], expected)
 
 
 def _hold_in_thread(enter: Callable[[], AbstractContextManager], inside: Callable[[], None]) -> None:

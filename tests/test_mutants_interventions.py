@@ -20,10 +20,14 @@ from emo_core.interventions import (
     HeadAblation,
     NeuronAblation,
     ResidualAddition,
+    _Affine,
+    _Group,
     _make_capture_hook,
     _make_residual_hook,
-    _mask,
     _retuple,
+    _row_list,
+    _runs,
+    _Steer,
     activated,
     compile_edits,
     rms,
@@ -65,19 +69,49 @@ def test_untuple_and_retuple_keep_the_rest_of_a_tuple_output() -> None:
     assert _retuple(hidden, replaced) is replaced
 
 
-def test_mask_selects_rows_and_positions() -> None:
-    # kills swapped batch/seq sizes, '+1' for the last position, a dropped row list, '>' for '>=' and the message's mutants
-    x = torch.zeros(3, 4, 5)
-    every = _mask(x, None, "all")
-    assert every.shape == (3, 4, 1) and every.dtype == torch.bool and bool(every.all())
-    last = _mask(x, None, "last")
-    assert last[:, :, 0].tolist() == [[False, False, False, True]] * 3
-    rows = _mask(x, (0, 2), "all")
-    assert rows[:, :, 0].tolist() == [[True] * 4, [False] * 4, [True] * 4]
-    one = _mask(x, (2,), "last")
-    assert one[:, :, 0].nonzero().tolist() == [[2, 3]]
+def test_row_lists_count_rows_as_indexing_does_and_refuse_missing_ones() -> None:
+    # kills a dropped 'None means every row', '>' for '>=', '<=' for '<', unsorted or repeated rows and the message's mutants
+    assert _row_list(None, 3) == [0, 1, 2]
+    assert _row_list((2, 0, 2), 3) == [0, 2]
+    assert _row_list((-1, -3), 3) == [0, 2]
+    assert _row_list((), 3) == []
     with pytest.raises(ec.InvalidInterventionError, match=r"^Row 3 does not exist in a batch of 3\.$"):
-        _mask(x, (1, 3), "all")
+        _row_list((1, 3), 3)
+    with pytest.raises(ec.InvalidInterventionError, match=r"^Row -4 does not exist in a batch of 3\.$"):
+        _row_list((-4, 0), 3)
+
+
+def test_untouched_cells_keep_their_exact_values_and_last_position_edits_touch_only_the_last() -> None:
+    # row 0 channel 1 zeroed everywhere, row 1 channel 2 set to 5 at the last position: kills a scale of 0 or an add of +0.0
+    # for untouched cells (-0.0 would turn +0.0), a last-position edit at every position, a decode step (one position) that
+    # misses it, and a hook that edits the caller's tensor in place
+    edits = [
+        ComponentEdit("mlp_post", 0, (1,), scale=0.0, rows=(0,)),
+        ComponentEdit("mlp_post", 0, (2,), scale=0.0, add=torch.tensor([5.0]), positions="last", rows=(1,)),
+    ]
+    x = torch.tensor([[[-0.0, 2.0, 3.0]] * 4, [[1.0, -0.0, -7.0]] * 4])  # [2 rows, 4 positions, 3 channels]
+    given = x.clone()
+    (run,) = _Group(edits, _Affine).runs(x)
+    expected = x.clone()
+    expected[0, :, 1] = 0.0
+    expected[1, -1, 2] = 5.0
+    edited = run(x)
+    assert torch.equal(edited, expected) and torch.equal(edited.signbit(), expected.signbit())
+    assert torch.equal(run(x[:, -1:]), expected[:, -1:])
+    assert torch.equal(x, given) and torch.equal(x.signbit(), given.signbit())
+    # steering row 0 only: row 1 (with its -0.0) must come back bit for bit, with no rms or vector leaking into it
+    steering = (ResidualAddition({0: torch.ones(3)}, alpha=2.0, scale="unit", positions="all", rows=(0,)), torch.ones(3))
+    (steer,) = _Group([steering], _Steer).runs(x)
+    steered = steer(x, rms(x))
+    assert torch.equal(steered[0], x[0] + 2.0) and torch.equal(steered[1], x[1]) and torch.equal(steered[1].signbit(), x[1].signbit())
+
+
+def test_runs_split_where_two_edits_share_a_row_and_channel() -> None:
+    # (rows, channels) per edit: the fourth shares row 0, channel 2 with the first, so it starts a second run; the fifth
+    # (row 2) joins it; kills a split on a shared row or channel alone, and runs that forget what they took
+    footprints = [([0], [1, 2]), ([1], [1]), ([0], [3]), ([0, 1], [2]), ([2], [2]), ([2], [2])]
+    assert _runs(footprints) == [[0, 1, 2], [3, 4], [5]]
+    assert _runs([]) == []
 
 
 @pytest.mark.parametrize(
@@ -182,7 +216,8 @@ def test_steering_a_tuple_output_keeps_the_rest_of_the_tuple() -> None:
     h = torch.ones(1, 2, 4)
     addition = ResidualAddition({0: torch.ones(4)}, alpha=2.0, scale="unit", positions="all")
     with active_token() as token:
-        out = _make_residual_hook([(addition, torch.ones(4))], token)(None, (h,), (h, "cache"))
+        group = _Group([(addition, torch.ones(4))], _Steer)
+        out = _make_residual_hook(group, token)(None, (h,), (h, "cache"))
     assert isinstance(out, tuple) and out[1] == "cache"
     torch.testing.assert_close(out[0], h + 2.0)
 
