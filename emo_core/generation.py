@@ -28,7 +28,7 @@ from transformers import (
 
 from emo_core.errors import InvalidPromptError, LimitError
 from emo_core.fastpath import layout_choice, small_batch_linear
-from emo_core.interventions import Intervention, capture, intervene
+from emo_core.interventions import EditPlan, Intervention, applied, capture
 from emo_core.limits import check_reply_length, check_seed, check_text
 from emo_core.models import ModelBundle
 
@@ -174,6 +174,7 @@ def _decode(
     finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     eos_tensor = torch.tensor(eos_ids, device=input_ids.device)
     layouts = layout_choice(bundle.model)  # measured once per process and model shape
+    plan = EditPlan(bundle.adapter, interventions) if interventions else None  # its batch tensors are built once, not per step
     sequence = input_ids
     step_input, cache = input_ids, None
     for _ in range(settings.max_new_tokens):
@@ -181,7 +182,7 @@ def _decode(
         with (
             torch.inference_mode(),
             small_batch_linear(layouts),
-            intervene(bundle, *interventions) if interventions else nullcontext(),
+            applied(bundle, plan) if plan is not None else nullcontext(),
             capture(bundle, ["resid_post"], layers=observe) if observe else nullcontext() as captured,
         ):
             out = bundle.model(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import emo_core as ec
-from emo_core.interventions import ResidualAddition
+from emo_core.interventions import ComponentEdit, ResidualAddition
 
 SETTINGS = ec.GenerationSettings(max_new_tokens=12)
 
@@ -22,6 +22,22 @@ def test_side_by_side_rows_equal_separate_generations(tiny: ec.ModelBundle, prom
     assert baseline == ec.generate(tiny, [prompt], SETTINGS)[0]
     assert intervened == ec.generate(tiny, [prompt], SETTINGS, [ablation])[0]
     assert baseline.token_ids != intervened.token_ids
+
+
+def test_rows_with_their_own_edits_get_the_replies_they_get_alone(tiny: ec.ModelBundle, prompt: str) -> None:
+    """A batch whose rows each carry their own steering and ablations, as ``scoring.generate_rows`` builds it: the hooks
+    apply every row's edits at once (and keep them from one decode step to the next), which must not mix rows."""
+    d = tiny.shape.d_model
+    per_row = [
+        [ResidualAddition({1: torch.linspace(-1, 1, d)}, alpha=4.0)],
+        [ec.NeuronAblation(((0, 3), (2, 5))), ResidualAddition({1: torch.linspace(1, -1, d)}, alpha=2.0, positions="all")],
+        [ec.HeadAblation(((1, 2),)), ComponentEdit("mlp_post", 1, (0, 4), scale=1.0, add=torch.tensor([3.0, -3.0]), positions="last")],
+        [],
+    ]
+    edits = [ec.generation.on_rows(edit, (i,)) for i, row in enumerate(per_row) for edit in row]
+    alone = [ec.generate(tiny, [prompt], SETTINGS, row)[0] for row in per_row]
+    assert ec.generate(tiny, [prompt] * len(per_row), SETTINGS, edits) == alone
+    assert len({reply.token_ids for reply in alone}) > 1
 
 
 def test_concurrent_generations_each_get_what_they_get_alone(tiny: ec.ModelBundle, prompt: str) -> None:
