@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from emo_core.arch import Site
-from emo_core.generation import chat_prompt, encode
+from emo_core.generation import chat_prompt, encode, left_padded_positions, padded
 from emo_core.interventions import capture
 from emo_core.models import ModelBundle
 from emo_core.scenarios import PromptSpec, prompt_set_hash
@@ -47,17 +47,6 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return length
 
 
-def _padded(sequences: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``input_ids`` and ``attention_mask`` of token lists padded on the left or on the right to the longest."""
-    width = max(len(s) for s in sequences)
-    ids, mask = [], []
-    for s in sequences:
-        fill = width - len(s)
-        ids.append([pad] * fill + list(s) if left else list(s) + [pad] * fill)
-        mask.append([0] * fill + [1] * len(s) if left else [1] * len(s) + [0] * fill)
-    return torch.tensor(ids), torch.tensor(mask)
-
-
 def _inverse(order: list[int]) -> torch.Tensor:
     """The permutation that puts rows taken in ``order`` back in their original order."""
     back = torch.empty(len(order), dtype=torch.long)
@@ -83,8 +72,8 @@ def extract_batch(bundle: ModelBundle, prompts: Sequence[PromptSpec], sites: Seq
         order += members
         owners += [group] * len(members)
     pad = bundle.tokenizer.pad_token_id
-    prefix_ids, prefix_mask = _padded(prefixes, pad, left=True)
-    suffix_ids, suffix_mask = _padded(suffixes, pad, left=False)
+    prefix_ids, prefix_mask = padded(prefixes, pad, left=True)
+    suffix_ids, suffix_mask = padded(suffixes, pad, left=False)
     owner = torch.tensor(owners)
     row_prefix_mask = prefix_mask[owner]  # each row's copy of its group's prefix
     device = bundle.device
@@ -92,7 +81,7 @@ def extract_batch(bundle: ModelBundle, prompts: Sequence[PromptSpec], sites: Seq
         cache = bundle.model(
             input_ids=prefix_ids.to(device),
             attention_mask=prefix_mask.to(device),
-            position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0).to(device),  # as ``encode``: 0 at the first real token
+            position_ids=left_padded_positions(prefix_mask).to(device),  # as ``encode`` gives them
             use_cache=True,
             logits_to_keep=1,
         ).cache

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from emo_core.activations import Progress, StageProgress
 from emo_core.arch import Site
 from emo_core.causal import HARM_BASE, effect_name, harm_name
-from emo_core.generation import Reply, chat_prompt, encode
+from emo_core.generation import Reply, chat_prompt, encode, padded
 from emo_core.interventions import AblationMode, ComponentEdit, Intervention, ResidualAddition, capture, intervene
 from emo_core.judge import TRAIN_PATH, read_labelled
 from emo_core.models import ModelBundle
@@ -118,10 +118,10 @@ def forced_pass(
     calls = [(edits, dict(batch, use_cache=width > 0))]
     if width > 0:
         pad = bundle.tokenizer.pad_token_id
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in followed], device=device)
+        ids, mask = padded(followed, pad, left=False)
         reply = {
-            "input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids in followed], device=device),
-            "attention_mask": torch.cat([batch["attention_mask"], mask], dim=1),
+            "input_ids": ids.to(device),
+            "attention_mask": torch.cat([batch["attention_mask"], mask.to(device)], dim=1),
             "position_ids": batch["position_ids"][:, -1:] + torch.arange(1, width + 1, device=device),
             "use_cache": True,
         }

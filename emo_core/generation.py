@@ -115,11 +115,26 @@ def encode(bundle: ModelBundle, prompts: Sequence[str]) -> dict[str, torch.Tenso
         raise InvalidPromptError("The prompt is empty; type a message for the model to answer.")
     encoded = bundle.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
     mask = encoded["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return {
         key: value.to(bundle.device)
-        for key, value in (("input_ids", encoded["input_ids"]), ("attention_mask", mask), ("position_ids", positions))
+        for key, value in (("input_ids", encoded["input_ids"]), ("attention_mask", mask), ("position_ids", left_padded_positions(mask)))
     }
+
+
+def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``position_ids`` of a left-padded batch: 0 at each row's first real token, as if it had no padding."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def padded(sequences: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of token lists padded on the left or on the right to the longest."""
+    width = max(len(s) for s in sequences)
+    ids, mask = [], []
+    for s in sequences:
+        fill = width - len(s)
+        ids.append([pad] * fill + list(s) if left else list(s) + [pad] * fill)
+        mask.append([0] * fill + [1] * len(s) if left else [1] * len(s) + [0] * fill)
+    return torch.tensor(ids), torch.tensor(mask)
 
 
 def _logits_processors(settings: GenerationSettings, prompt_len: int, eos_ids: list[int]) -> LogitsProcessorList:
