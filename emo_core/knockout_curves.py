@@ -130,8 +130,8 @@ def baseline_replies(bundle: ModelBundle, rows: Sequence[Row], known: Known, bas
     have = known.get(baseline, {})
     missing = [row for row in rows if (row.prompt, row.emotion) not in have]
     fresh = generate_rows(bundle, missing, SCORING_SETTINGS, desc=f"{baseline} baselines") if missing else []
-    made = {(row.prompt, row.emotion): reply for row, reply in zip(missing, fresh, strict=True)}
-    return [have.get((row.prompt, row.emotion)) or made[(row.prompt, row.emotion)] for row in rows]
+    replies = {**have, **{(row.prompt, row.emotion): reply for row, reply in zip(missing, fresh, strict=True)}}
+    return [replies[(row.prompt, row.emotion)] for row in rows]
 
 
 @dataclass
