@@ -47,6 +47,7 @@ from emo_core.interventions import AblationMode, ComponentEdit, Intervention, Re
 from emo_core.judge import TRAIN_PATH, read_labelled
 from emo_core.models import ModelBundle
 from emo_core.reading import READ_SITE, EmotionReading
+from emo_core.replay import Recording, record_calls, replay_calls
 from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, NEUTRAL_SYSTEM, PromptSpec, spread
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows
 from emo_core.steering import SteeringKit, tuned_settings, tuned_steering
@@ -81,6 +82,32 @@ def _row_edits(rows: Sequence[ForcedReply], shared: Sequence[Intervention]) -> l
     return [*shared, *(replace(edit, rows=(i,)) for i, row in enumerate(rows) for edit in row.edits)]
 
 
+def _forced_calls(
+    bundle: ModelBundle, rows: Sequence[ForcedReply], edits: Sequence[Intervention]
+) -> tuple[list[tuple[list[Intervention], dict]], torch.Tensor]:
+    """``forced_pass``'s calls as ``(edits, model inputs)``, and ``[rows, positions]`` weights of the positions it reads."""
+    batch = encode(bundle, [row.prompt for row in rows])
+    device = batch["input_ids"].device
+    prompt_len = batch["input_ids"].shape[1]
+    followed = [list(row.tokens[:-1]) for row in rows]  # the reply call feeds every token but the last
+    width = max(len(ids) for ids in followed)
+    read = torch.zeros(len(rows), prompt_len + width, device=device)
+    for i, row in enumerate(rows):
+        read[i, prompt_len - 1 : prompt_len + max(len(row.tokens), 1) - 1] = 1.0  # the states that produced the reply
+    read = read / read.sum(dim=1, keepdim=True)
+    calls = [(list(edits), dict(batch, use_cache=width > 0))]
+    if width > 0:
+        ids, mask = padded(followed, bundle.tokenizer.pad_token_id, left=False)
+        reply = {
+            "input_ids": ids.to(device),
+            "attention_mask": torch.cat([batch["attention_mask"], mask.to(device)], dim=1),
+            "position_ids": batch["position_ids"][:, -1:] + torch.arange(1, width + 1, device=device),
+            "use_cache": True,
+        }
+        calls.append(([_for_reply_tokens(edit) for edit in edits], reply))
+    return calls, read
+
+
 def forced_pass(
     bundle: ModelBundle,
     rows: Sequence[ForcedReply],
@@ -103,29 +130,9 @@ def forced_pass(
         gradients are on), ``weights`` ``[rows, positions]`` (which positions of the two calls were read,
         prompt call first), and the grad captures: ``{site: list of per-call tensors per layer}``.
     """
-    batch = encode(bundle, [row.prompt for row in rows])
-    device = batch["input_ids"].device
-    prompt_len = batch["input_ids"].shape[1]
-    edits = _row_edits(rows, shared)
-    followed = [list(row.tokens[:-1]) for row in rows]  # the reply call feeds every token but the last
-    width = max(len(ids) for ids in followed)
-    read = torch.zeros(len(rows), prompt_len + width, device=device)
-    for i, row in enumerate(rows):
-        read[i, prompt_len - 1 : prompt_len + max(len(row.tokens), 1) - 1] = 1.0  # the states that produced the reply
-    read = read / read.sum(dim=1, keepdim=True)
+    calls, read = _forced_calls(bundle, rows, _row_edits(rows, shared))
     n_layers = bundle.shape.n_layers
     grad = bool(grad_sites)
-    calls = [(edits, dict(batch, use_cache=width > 0))]
-    if width > 0:
-        pad = bundle.tokenizer.pad_token_id
-        ids, mask = padded(followed, pad, left=False)
-        reply = {
-            "input_ids": ids.to(device),
-            "attention_mask": torch.cat([batch["attention_mask"], mask.to(device)], dim=1),
-            "position_ids": batch["position_ids"][:, -1:] + torch.arange(1, width + 1, device=device),
-            "use_cache": True,
-        }
-        calls.append(([_for_reply_tokens(edit) for edit in edits], reply))
     read_parts: list[list[torch.Tensor]] = []
     kept: dict[Site, list[list[torch.Tensor]]] = {site: [[] for _ in range(n_layers)] for site in grad_sites}
     cache = None
@@ -146,6 +153,22 @@ def forced_pass(
     mean = torch.einsum("rp,rpkd->rkd", read.to(stacked.dtype), stacked)
     grads = {site: kept[site] for site in grad_sites}
     return mean, read, grads
+
+
+def forced_recording(bundle: ModelBundle, row: ForcedReply) -> Recording:
+    """``forced_pass`` of one row, recorded layer by layer so that changes on top of it can be replayed (``forced_replay``)."""
+    calls, _ = _forced_calls(bundle, [row], row.edits)
+    return record_calls(bundle, calls)
+
+
+def forced_replay(
+    bundle: ModelBundle, recording: Recording, changes: Sequence[Intervention], rows: int, layers: Sequence[int]
+) -> torch.Tensor:
+    """``[rows, len(layers), d_model]``: what ``forced_pass`` reads of the recorded row with ``changes`` on top (each with its
+    own ``rows``), re-running only the layers they can reach. With no changes, the recorded row's own reading."""
+    per_call = [list(changes), [_for_reply_tokens(change) for change in changes]][: len(recording.calls)]
+    states = replay_calls(bundle, recording, per_call, rows, layers)
+    return torch.cat([states[0][:, -1:], *states[1:]], dim=1).mean(dim=1)  # the last prompt token and the fed reply tokens
 
 
 def _effects(

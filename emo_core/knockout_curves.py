@@ -26,16 +26,26 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import numpy as np
 import torch
 
-from emo_core.attribution import BASELINES, Baseline, ForcedReply, baseline_rows, forced_pass, forced_rows, lm_loss, opening_sentences
+from emo_core.attribution import (
+    BASELINES,
+    Baseline,
+    ForcedReply,
+    baseline_rows,
+    forced_recording,
+    forced_replay,
+    forced_rows,
+    lm_loss,
+    opening_sentences,
+)
 from emo_core.causal import top_units
 from emo_core.generation import Reply, chat_prompt
-from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation
+from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation, lowest_layer
 from emo_core.judge import EmotionJudge
 from emo_core.models import ModelBundle
 from emo_core.reading import EmotionReading
@@ -50,6 +60,7 @@ KS = (1, 2, 4, 8, 16, 32, 64)
 RANKINGS = ("causal", "paper")
 KINDS = ("heads", "neurons")
 Progress = Callable[[int, int], None]
+BATCH_OVERHEAD_ROWS = 2  # a replayed batch costs about this many rows more than its rows (its calls, its small matrices)
 Known = Mapping[Baseline, Mapping[tuple[str, str], Reply]]  # baseline -> (prompt, emotion) -> a reply this run already has
 NOTHING_KNOWN: Known = MappingProxyType({})
 
@@ -136,24 +147,64 @@ def baseline_replies(bundle: ModelBundle, rows: Sequence[Row], known: Known, bas
 
 @dataclass
 class _Plan:
-    """Forced rows to run and, for each, where its reading goes."""
+    """Knockouts to read, each on one teacher-forced baseline row, and where its reading goes."""
 
-    rows: list[ForcedReply] = field(default_factory=list)
+    bases: list[int] = field(default_factory=list)
+    changes: list[Intervention] = field(default_factory=list)
     keys: list[tuple] = field(default_factory=list)
 
-    def add(self, row: ForcedReply, key: tuple) -> None:
-        self.rows.append(row)
+    def add(self, base: int, change: Intervention, key: tuple) -> None:
+        self.bases.append(base)
+        self.changes.append(change)
         self.keys.append(key)
 
 
-def _readings(bundle: ModelBundle, reading: EmotionReading, plan: _Plan, batch_size: int, progress: Progress | None) -> torch.Tensor:
-    out = []
-    for start in range(0, len(plan.rows), batch_size):
-        states, _, _ = forced_pass(bundle, plan.rows[start : start + batch_size], reading.layers)
-        out.append(reading(states.float()))
-        if progress is not None:
-            progress(min(start + batch_size, len(plan.rows)), len(plan.rows))
-    return torch.cat(out)
+def _batches(lows: Sequence[int], top: int, batch_size: int) -> list[tuple[int, int]]:
+    """Split rows sorted by lowest changed layer into ``[start, end)`` batches of at most ``batch_size`` rows that re-run
+    the fewest row-layers: a batch runs from its first row's layer to ``top``, and each costs about ``BATCH_OVERHEAD_ROWS``
+    more rows for its calls."""
+    best = [0.0] + [float("inf")] * len(lows)
+    cut = [0] * (len(lows) + 1)
+    for end in range(1, len(lows) + 1):
+        for start in range(max(0, end - batch_size), end):
+            cost = best[start] + (top - lows[start] + 1) * (end - start + BATCH_OVERHEAD_ROWS)
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    bounds, end = [], len(lows)
+    while end > 0:
+        bounds.append((cut[end], end))
+        end = cut[end]
+    return bounds[::-1]
+
+
+def _readings(
+    bundle: ModelBundle, reading: EmotionReading, base_rows: Sequence[ForcedReply], plan: _Plan, batch_size: int, progress: Progress | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Readings ``[bases, E]`` of the baseline rows and ``[knockouts, E]`` of the planned knockouts.
+
+    Each baseline row is recorded once and its knockouts replayed on it (``attribution.forced_replay``), in batches
+    of similar lowest layer (``_batches``), so a batch re-runs only the layers from its lowest one up to the reading's.
+    """
+    adapter = bundle.adapter
+    base = torch.empty(len(base_rows), len(EMOTIONS))
+    out = torch.empty(len(plan.changes), len(EMOTIONS))
+    owned: dict[int, list[int]] = {}
+    for i, owner in enumerate(plan.bases):
+        owned.setdefault(owner, []).append(i)
+    done = 0
+    for b, row in enumerate(base_rows):
+        recording = forced_recording(bundle, row)
+        base[b] = reading(forced_replay(bundle, recording, [], 1, reading.layers))[0]
+        lows = {i: lowest_layer(adapter, [plan.changes[i]]) for i in owned.get(b, [])}
+        members = sorted(lows, key=lows.get)
+        for start, end in _batches([lows[i] for i in members], max(reading.layers), batch_size):
+            chunk = members[start:end]
+            changes = [replace(plan.changes[i], rows=(j,)) for j, i in enumerate(chunk)]
+            out[chunk] = reading(forced_replay(bundle, recording, changes, len(chunk), reading.layers))
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(plan.changes))
+    return base, out
 
 
 def _summary(top: np.ndarray, control: np.ndarray, settings: CurveSettings, paired: bool = False) -> dict:
@@ -197,13 +248,6 @@ def reading_curves(
     base_rows = forced_rows(rows, baseline_replies(bundle, rows, known, baseline))  # emotion-major: row e * P + p
     n = len(picked)
     plan = _Plan()
-    for i, row in enumerate(base_rows):
-        plan.add(row, ("base", i))
-
-    def with_knockout(i: int, edit: Intervention) -> ForcedReply:
-        row = base_rows[i]
-        return ForcedReply(row.prompt, row.tokens, (*row.edits, edit))
-
     sets: dict[tuple, list] = {}
     for e, emotion in enumerate(EMOTIONS):
         for ranking in settings.rankings:
@@ -217,23 +261,22 @@ def reading_curves(
                     key = (emotion, ranking, kind, k)
                     sets[key] = top
                     for p in range(n):
-                        plan.add(with_knockout(e * n + p, knockout(results, kind, top, settings.mode)), ("top", key, p))
+                        plan.add(e * n + p, knockout(results, kind, top, settings.mode), ("top", key, p))
                     is_target = target and k == settings.target_ks[kind]
                     for d in range(settings.target_draws if is_target else settings.draws):
                         control = _control(results, kind, top, rng)
-                        plan.add(with_knockout(e * n + d % n, knockout(results, kind, control, settings.mode)), ("random", key, d % n))
+                        plan.add(e * n + d % n, knockout(results, kind, control, settings.mode), ("random", key, d % n))
                     if is_target:
                         for f in range(len(EMOTIONS)):
                             if f != e:
                                 for p in range(n):
-                                    plan.add(with_knockout(f * n + p, knockout(results, kind, top, settings.mode)), ("cross", key, f, p))
-    values = _readings(bundle, reading, plan, settings.batch_size, progress)  # [rows, E]
-    base = values[: len(base_rows)]
+                                    plan.add(f * n + p, knockout(results, kind, top, settings.mode), ("cross", key, f, p))
+    base, values = _readings(bundle, reading, base_rows, plan, settings.batch_size, progress)  # [rows, E]
     top_drops: dict[tuple, list] = {}
     random_drops: dict[tuple, list] = {}
     others_same: dict[tuple, list] = {}
     others_own: dict[tuple, list] = {}
-    for key, value in zip(plan.keys[len(base_rows) :], values[len(base_rows) :], strict=True):
+    for key, value in zip(plan.keys, values, strict=True):
         emotion = key[1][0]
         e = EMOTIONS.index(emotion)
         if key[0] == "cross":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,14 +11,17 @@ import emo_core as ec
 from emo_core.attribution import (
     ForcedReply,
     forced_pass,
+    forced_recording,
+    forced_replay,
     lm_loss,
     loss_attribution,
     reading_attribution,
 )
 from emo_core.causal import causal_scores, others_mean, top_units
-from emo_core.interventions import ComponentEdit
+from emo_core.interventions import ComponentEdit, HeadAblation, NeuronAblation
 from emo_core.reading import EmotionReading, unit_directions
 from emo_core.scoring import Row, generate_rows
+from tests.conftest import exact
 
 LAYERS = (1, 2)
 
@@ -41,6 +46,23 @@ def _rows(bundle: ec.ModelBundle) -> list[ForcedReply]:
     steer = ec.ResidualAddition({0: torch.ones(bundle.shape.d_model, dtype=bundle.dtype)}, alpha=0.5)
     prompts = [ec.chat_prompt(bundle, "I lost my keys.", "Be brief."), ec.chat_prompt(bundle, "My train was late again today.")]
     return [ForcedReply(prompts[0], (11, 12, 13, 14), (steer,)), ForcedReply(prompts[1], (21, 22))]
+
+
+def test_knockouts_replayed_on_a_recorded_forced_row_read_what_a_forced_pass_reads(tiny: ec.ModelBundle) -> None:
+    """Prompt and reply calls over the replay's own cache, the row's steering kept, only the layers from the lowest change up."""
+    head, neurons = (
+        HeadAblation(((1, 0),)),
+        NeuronAblation(((2, 3), (1, 1)), "mean", {layer: torch.ones(tiny.shape.d_mlp, dtype=tiny.dtype) for layer in (1, 2)}),
+    )
+    single = ForcedReply(ec.chat_prompt(tiny, "Be quick."), (31,))  # one reply token: the prompt call alone
+    for row in [*_rows(tiny), single]:
+        recording = forced_recording(tiny, row)
+        got = forced_replay(tiny, recording, [replace(head, rows=(0,)), replace(neurons, rows=(2,))], 3, LAYERS)
+        rows = [replace(row, edits=(*row.edits, head)), row, replace(row, edits=(*row.edits, neurons))]
+        want = forced_pass(tiny, rows, LAYERS)[0]
+        torch.testing.assert_close(got, want, atol=10 * exact(tiny), rtol=0)
+        torch.testing.assert_close(forced_replay(tiny, recording, [], 1, LAYERS)[0], want[1], atol=10 * exact(tiny), rtol=0)
+        assert not torch.allclose(got[0], got[1]) and not torch.allclose(got[2], got[1])
 
 
 def _dosed(bundle: ec.ModelBundle, kind: str, mode: str, layer: int, unit: int, means: dict, dose: float) -> ComponentEdit:
