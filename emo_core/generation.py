@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from jinja2 import TemplateError
 from transformers import (
+    DynamicCache,
     LogitsProcessorList,
     MinNewTokensLengthLogitsProcessor,
     NoRepeatNGramLogitsProcessor,
@@ -27,7 +28,7 @@ from transformers import (
 )
 
 from emo_core.errors import InvalidPromptError, LimitError
-from emo_core.fastpath import layout_choice, small_batch_linear
+from emo_core.fastpath import LayoutChoice, layout_choice, small_batch_linear
 from emo_core.interventions import EditPlan, Intervention, applied, capture
 from emo_core.limits import check_reply_length, check_seed, check_text
 from emo_core.models import ModelBundle
@@ -172,6 +173,33 @@ def iter_tokens(
     return (tokens for tokens, _ in _decode(bundle, encode(bundle, prompts), settings, interventions))
 
 
+def _shared_prefill(bundle: ModelBundle, batch: dict[str, torch.Tensor], layouts: LayoutChoice) -> DynamicCache | None:
+    """The KV cache of every prompt but its last token, run once per distinct prompt and copied to the rows that share it;
+    ``None`` where no two rows share a prompt (or a prompt is a single token).
+
+    Only for edits of the last position (steering): a batch of one prompt steered toward six emotions, or at several
+    strengths, then runs the prompt once and only its last token per row.
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if ids.shape[1] < 2 or not bool(mask[:, :-1].any(dim=1).all()):
+        return None
+    groups: dict[tuple[int, ...], int] = {}
+    owner = [groups.setdefault((*ids[i].tolist(), *mask[i].tolist()), len(groups)) for i in range(len(ids))]
+    if len(groups) == len(ids):
+        return None
+    first = torch.tensor([owner.index(group) for group in range(len(groups))], device=ids.device)
+    with torch.inference_mode(), small_batch_linear(layouts):
+        cache = bundle.model(
+            input_ids=ids[first, :-1],
+            attention_mask=mask[first, :-1],
+            position_ids=batch["position_ids"][first, :-1],
+            use_cache=True,
+            logits_to_keep=1,
+        ).cache
+        cache.reorder_cache(torch.tensor(owner, device=ids.device))
+    return cache
+
+
 def _decode(
     bundle: ModelBundle,
     batch: dict[str, torch.Tensor],
@@ -192,6 +220,10 @@ def _decode(
     plan = EditPlan(bundle.adapter, interventions) if interventions else None  # its batch tensors are built once, not per step
     sequence = input_ids
     step_input, cache = input_ids, None
+    if plan is None or plan.last_only:
+        cache = _shared_prefill(bundle, batch, layouts)
+        if cache is not None:
+            step_input, position_ids = input_ids[:, -1:], position_ids[:, -1:]
     for _ in range(settings.max_new_tokens):
         # Hooks live only inside this forward call; with no interventions there is nothing to attach.
         with (

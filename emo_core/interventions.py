@@ -431,6 +431,10 @@ class EditPlan:
                         residual[layer].append((edit, vector))
         self.component = {key: _Group(edits, _Affine) for key, edits in component.items()}
         self.residual = {layer: _Group(additions, _Steer) for layer, additions in residual.items()}
+        # Edits of a call's last position only (steering) leave every earlier token of a prompt as it is without them.
+        self.last_only = all(edit.positions == "last" for edits in component.values() for edit in edits) and all(
+            edit.positions == "last" for additions in residual.values() for edit, _ in additions
+        )
 
 
 @contextmanager

@@ -43,7 +43,8 @@ def generate_rows(
     produced its tokens (``Reply.states``, ``[n_tokens, k, d_model]``; one state for an empty reply).
 
     With greedy decoding, rows that share a prompt and have no interventions get one reply between
-    them (the unsteered reply is the same whatever emotion a row is scored against).
+    them (the unsteered reply is the same whatever emotion a row is scored against). Rows are batched
+    by prompt, so a prompt steered several ways runs its prefill once (``generation.generate``).
     """
     plain: dict[str, int] = {}
     unique: list[Row] = []
@@ -57,12 +58,13 @@ def generate_rows(
                 plain[row.prompt] = len(unique)
                 unique.append(row)
             source.append(plain[row.prompt])
-    replies: list[Reply] = []
+    order = sorted(range(len(unique)), key=lambda i: unique[i].prompt)  # rows of one prompt share batches, and so its prefill
+    replies: dict[int, Reply] = {}
     bar = tqdm(total=len(unique), desc=desc, unit="reply", disable=progress is not None)
     for start in range(0, len(unique), batch_size):
-        chunk = unique[start : start + batch_size]
-        edits = [on_rows(edit, (i,)) for i, row in enumerate(chunk) for edit in row.interventions]
-        replies.extend(generate(bundle, [row.prompt for row in chunk], settings, edits, observe))
+        chunk = order[start : start + batch_size]
+        edits = [on_rows(edit, (i,)) for i, u in enumerate(chunk) for edit in unique[u].interventions]
+        replies.update(zip(chunk, generate(bundle, [unique[u].prompt for u in chunk], settings, edits, observe), strict=True))
         bar.update(len(chunk))
         if progress is not None:
             progress(len(replies), len(unique))

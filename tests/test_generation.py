@@ -40,6 +40,30 @@ def test_rows_with_their_own_edits_get_the_replies_they_get_alone(tiny: ec.Model
     assert len({reply.token_ids for reply in alone}) > 1
 
 
+def test_steered_rows_of_one_prompt_run_its_prefill_once_and_get_the_replies_they_get_alone(tiny: ec.ModelBundle, prompt: str) -> None:
+    """Steering edits only a call's last position, so a shared prompt's tokens but the last run once for all its rows;
+    an ablation edits every position, so its batch runs whole prompts."""
+    other = ec.chat_prompt(tiny, "My cat ran away.", "Keep the reply short.")
+    steer = [ResidualAddition({1: torch.linspace(-1, 1, tiny.shape.d_model)}, alpha=alpha) for alpha in (2.0, 4.0)]
+    prompts, per_row = [prompt, prompt, other, prompt], [[steer[0]], [steer[1]], [steer[0]], []]
+    width = ec.generation.encode(tiny, prompts)["input_ids"].shape[1]
+    shapes: list[tuple[int, ...]] = []  # (rows, tokens) entering layer 0, call by call
+    handle = tiny.adapter.layer(0).register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple((args[0] if args else kwargs["hidden_states"]).shape[:2])), with_kwargs=True
+    )
+    try:
+        for rows, expected in ((per_row, [(2, width - 1), (4, 1)]), ([*per_row[:3], [ec.HeadAblation(((1, 2),))]], [(4, width)])):
+            shapes.clear()
+            edits = [ec.generation.on_rows(edit, (i,)) for i, row in enumerate(rows) for edit in row]
+            together = ec.generate(tiny, prompts, SETTINGS, edits)
+            assert shapes[: len(expected)] == expected
+            alone = [ec.generate(tiny, [p], SETTINGS, row)[0] for p, row in zip(prompts, rows, strict=True)]
+            assert [reply.token_ids for reply in together] == [reply.token_ids for reply in alone]
+    finally:
+        handle.remove()
+    assert len({reply.token_ids for reply in together}) > 1
+
+
 def test_concurrent_generations_each_get_what_they_get_alone(tiny: ec.ModelBundle, prompt: str) -> None:
     jobs = {
         "heads": [ec.HeadAblation(tuple((layer, h) for layer in range(3) for h in (0, 1)))],
