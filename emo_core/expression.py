@@ -24,7 +24,7 @@ import torch
 from emo_core.activations import Progress
 from emo_core.arch import Site
 from emo_core.components import head_contributions, neuron_contributions
-from emo_core.generation import chat_prompt, encode
+from emo_core.generation import chat_prompt, padded
 from emo_core.interventions import capture
 from emo_core.judge import TRAIN_PATH, read_labelled
 from emo_core.models import ModelBundle
@@ -37,23 +37,38 @@ QUESTION = "Tell me how you feel about what happened."
 def reply_means(
     bundle: ModelBundle, replies: Sequence[str], sites: Sequence[Site] = EXPRESSION_SITES, batch_size: int = 32
 ) -> dict[Site, torch.Tensor]:
-    """Mean activation over the reply tokens of each reply, read as the answer to ``QUESTION``: per site ``[n, L, width]``."""
+    """Mean activation over the reply tokens of each reply, read as the answer to ``QUESTION``: per site ``[n, L, width]``.
+
+    The question is the same for every reply, so each batch runs it once and copies its KV cache to the batch's
+    rows, which then run only their reply tokens (right-padded, positions continuing the question's).
+    """
     prompt = chat_prompt(bundle, QUESTION)
-    prompt_len = len(bundle.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    question = bundle.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    n = len(question)
+    device = bundle.device
     parts: dict[Site, list[torch.Tensor]] = {site: [] for site in sites}
     layers = range(bundle.shape.n_layers)
     for start in range(0, len(replies), batch_size):
         texts = [prompt + reply for reply in replies[start : start + batch_size]]
-        batch = encode(bundle, texts)
-        mask = batch["attention_mask"].clone()
-        lengths = mask.sum(dim=1)
-        for row, length in enumerate(lengths.tolist()):
-            mask[row, : mask.shape[1] - length + prompt_len] = 0  # left padding, then the prompt
+        # The reply tokens as they are tokenized after the question, which is what the question's cache continues.
+        answers = [ids[n:] for ids in bundle.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        ids, mask = padded(answers, bundle.tokenizer.pad_token_id, left=False)
+        rows, width = ids.shape
         weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1)).float()[..., None]
-        with torch.inference_mode(), capture(bundle, sites) as captured:
-            bundle.model(**batch, use_cache=False, logits_to_keep=1)  # states only: no logits over the vocabulary
+        with torch.inference_mode():
+            cache = bundle.model(input_ids=torch.tensor([question], device=device), use_cache=True, logits_to_keep=1).cache
+            cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=device))
+            with capture(bundle, sites) as captured:
+                bundle.model(
+                    input_ids=ids.to(device),
+                    attention_mask=torch.cat([torch.ones(rows, n, dtype=mask.dtype), mask], dim=1).to(device),
+                    position_ids=(n + torch.arange(width)).expand(rows, -1).to(device),
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,  # states only: no logits over the vocabulary
+                )
         for site in sites:
-            parts[site].append(torch.stack([(captured[(site, layer)].float() * weights).sum(dim=1).cpu() for layer in layers], dim=1))
+            parts[site].append(torch.stack([(captured[(site, layer)].float().cpu() * weights).sum(dim=1) for layer in layers], dim=1))
     return {site: torch.cat(parts[site]) for site in sites}
 
 

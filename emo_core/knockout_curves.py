@@ -7,12 +7,12 @@ written for this and never fitted on, and the model writes on; only what it writ
 
 Two measures:
 
-- the internal reading (``reading.py``) over the baseline reply, teacher-forced (``attribution.forced_pass``):
+- the internal reading (``reading.py``) over the baseline reply, teacher-forced (``attribution.forced_pass``;
+  each knockout is replayed on its recorded baseline row from the lowest layer it touches):
   continuous and cheaper than generating, so it gives the whole curve, k = 1 ... 64, for both rankings
   (the causal one of that baseline, and the paper's ``head_scores``/``neuron_scores``) on every
-  baseline. Random controls: each draw is
-  its own matched random set (as many parts in each layer as the top-k set, none of them), evaluated on
-  one prompt. The issue's target sets (top-2 heads, top-4 neurons of the causal ranking) get at least
+  baseline. Random controls: each draw is its own matched random set (as many parts in each layer as the
+  top-k set, none of them), evaluated on one prompt. The issue's target sets (top-2 heads, top-4 neurons of the causal ranking) get at least
   20 draws per emotion, their drop of the *other* emotions' readings (on the same reply, and on each
   other emotion's own baseline reply) and their harm (language-model loss on neutral evaluation prompts);
 - the judge's probability of the target emotion over generated replies, for a few k on one baseline,
