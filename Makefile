@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_generation
 	$(PY) -m bench.bench_cache
 	$(PY) -m bench.bench_app
+	$(PY) -m bench.bench_shared_work
 
 # Mutation testing of the core modules (pyproject.toml [tool.mutmut]); outside `make test`: about an hour on 2 cores.
 # Results stay in mutants/, so a rerun tests only the mutants of functions that changed.

@@ -12,8 +12,8 @@ Two measures:
   continuous and cheaper than generating, so it gives the whole curve, k = 1 ... 64, for both rankings
   (the causal one of that baseline, and the paper's ``head_scores``/``neuron_scores``) on every
   baseline. Random controls: each draw is its own matched random set (as many parts in each layer as the
-  top-k set, none of them), evaluated on one prompt. The issue's target sets (top-2 heads, top-4 neurons of the causal ranking) get at least
-  20 draws per emotion, their drop of the *other* emotions' readings (on the same reply, and on each
+  top-k set, none of them), evaluated on one prompt. The issue's target sets (top-2 heads, top-4 neurons
+  of the causal ranking) get at least 20 draws per emotion, their drop of the *other* emotions' readings (on the same reply, and on each
   other emotion's own baseline reply) and their harm (language-model loss on neutral evaluation prompts);
 - the judge's probability of the target emotion over generated replies, for a few k on one baseline,
   with one reply per prompt per condition (48 prompts by default: 12 cannot tell a knockout from chance),
@@ -186,24 +186,29 @@ def _readings(
     of similar lowest layer (``_batches``), so a batch re-runs only the layers from its lowest one up to the reading's.
     """
     adapter = bundle.adapter
-    base = torch.empty(len(base_rows), len(EMOTIONS))
-    out = torch.empty(len(plan.changes), len(EMOTIONS))
+    base = torch.empty(len(base_rows), len(EMOTIONS), dtype=reading.units.dtype)
+    out = torch.empty(len(plan.changes), len(EMOTIONS), dtype=reading.units.dtype)
     owned: dict[int, list[int]] = {}
     for i, owner in enumerate(plan.bases):
         owned.setdefault(owner, []).append(i)
+    highest = max(reading.layers)
     done = 0
     for b, row in enumerate(base_rows):
         recording = forced_recording(bundle, row)
         base[b] = reading(forced_replay(bundle, recording, [], 1, reading.layers))[0]
         lows = {i: lowest_layer(adapter, [plan.changes[i]]) for i in owned.get(b, [])}
-        members = sorted(lows, key=lows.get)
-        for start, end in _batches([lows[i] for i in members], max(reading.layers), batch_size):
+        for i, low in lows.items():
+            if low is None or low > highest:  # parts above the reading's layers cannot move it: exactly the baseline
+                out[i] = base[b]
+        members = sorted((i for i, low in lows.items() if low is not None and low <= highest), key=lows.get)
+        for start, end in _batches([lows[i] for i in members], highest, batch_size):
             chunk = members[start:end]
             changes = [replace(plan.changes[i], rows=(j,)) for j, i in enumerate(chunk)]
             out[chunk] = reading(forced_replay(bundle, recording, changes, len(chunk), reading.layers))
             done += len(chunk)
             if progress is not None:
                 progress(done, len(plan.changes))
+        done += len(lows) - len(members)
     return base, out
 
 
