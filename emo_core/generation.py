@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from emo_core.errors import InvalidPromptError, LimitError
-from emo_core.fastpath import LayoutChoice, layout_choice, small_batch_linear
+from emo_core.fastpath import layout_choice, small_batch_linear
 from emo_core.interventions import EditPlan, Intervention, applied, capture
 from emo_core.limits import check_reply_length, check_seed, check_text
 from emo_core.models import ModelBundle
@@ -173,7 +173,7 @@ def iter_tokens(
     return (tokens for tokens, _ in _decode(bundle, encode(bundle, prompts), settings, interventions))
 
 
-def _shared_prefill(bundle: ModelBundle, batch: dict[str, torch.Tensor], layouts: LayoutChoice) -> DynamicCache | None:
+def _shared_prefill(bundle: ModelBundle, batch: dict[str, torch.Tensor]) -> DynamicCache | None:
     """The KV cache of every prompt but its last token, run once per distinct prompt and copied to the rows that share it;
     ``None`` where no two rows share a prompt (or a prompt is a single token).
 
@@ -188,7 +188,7 @@ def _shared_prefill(bundle: ModelBundle, batch: dict[str, torch.Tensor], layouts
     if len(groups) == len(ids):
         return None
     first = torch.tensor([owner.index(group) for group in range(len(groups))], device=ids.device)
-    with torch.inference_mode(), small_batch_linear(layouts):
+    with torch.inference_mode():  # a prefill: many rows per matrix product, the plain layout
         cache = bundle.model(
             input_ids=ids[first, :-1],
             attention_mask=mask[first, :-1],
@@ -221,7 +221,7 @@ def _decode(
     sequence = input_ids
     step_input, cache = input_ids, None
     if plan is None or plan.last_only:
-        cache = _shared_prefill(bundle, batch, layouts)
+        cache = _shared_prefill(bundle, batch)
         if cache is not None:
             step_input, position_ids = input_ids[:, -1:], position_ids[:, -1:]
     for _ in range(settings.max_new_tokens):
