@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from emo_core.arch import Site
-from emo_core.generation import chat_prompt, encode, left_padded_positions, padded
+from emo_core.generation import chat_prompt, continuation, encode, padded, prefix_cache
 from emo_core.interventions import capture
 from emo_core.models import ModelBundle
 from emo_core.scenarios import PromptSpec, prompt_set_hash
@@ -75,26 +75,10 @@ def extract_batch(bundle: ModelBundle, prompts: Sequence[PromptSpec], sites: Seq
     prefix_ids, prefix_mask = padded(prefixes, pad, left=True)
     suffix_ids, suffix_mask = padded(suffixes, pad, left=False)
     owner = torch.tensor(owners)
-    row_prefix_mask = prefix_mask[owner]  # each row's copy of its group's prefix
-    device = bundle.device
-    with torch.inference_mode():
-        cache = bundle.model(
-            input_ids=prefix_ids.to(device),
-            attention_mask=prefix_mask.to(device),
-            position_ids=left_padded_positions(prefix_mask).to(device),  # as ``encode`` gives them
-            use_cache=True,
-            logits_to_keep=1,
-        ).cache
-        cache.reorder_cache(owner.to(device))  # row i gets the prefix keys and values of group owners[i]
-        with capture(bundle, sites, positions=last_token_positions(suffix_mask)) as captured:
-            bundle.model(
-                input_ids=suffix_ids.to(device),
-                attention_mask=torch.cat([row_prefix_mask, suffix_mask], dim=1).to(device),
-                position_ids=(row_prefix_mask.sum(dim=1, keepdim=True) + torch.arange(suffix_ids.shape[1])).to(device),
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,  # states only: no logits over the vocabulary
-            )
+    cache = prefix_cache(bundle, prefix_ids, prefix_mask, owner)  # row i gets the prefix keys and values of group owners[i]
+    suffix = continuation(prefix_mask[owner].to(bundle.device), suffix_ids, suffix_mask)
+    with torch.inference_mode(), capture(bundle, sites, positions=last_token_positions(suffix_mask)) as captured:
+        bundle.model(**suffix, cache=cache, use_cache=True, logits_to_keep=1)  # states only: no logits over the vocabulary
     layers = range(bundle.shape.n_layers)
     back = _inverse(order)
     return {site: torch.stack([captured[(site, layer)] for layer in layers], dim=1).float()[back] for site in sites}

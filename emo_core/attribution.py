@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from emo_core.activations import Progress, StageProgress
 from emo_core.arch import Site
 from emo_core.causal import HARM_BASE, effect_name, harm_name
-from emo_core.generation import Reply, chat_prompt, encode, padded
+from emo_core.generation import Reply, chat_prompt, continuation, encode, padded
 from emo_core.interventions import AblationMode, ComponentEdit, Intervention, ResidualAddition, capture, intervene
 from emo_core.judge import TRAIN_PATH, read_labelled
 from emo_core.models import ModelBundle
@@ -98,13 +98,8 @@ def _forced_calls(
     calls = [(list(edits), dict(batch, use_cache=width > 0))]
     if width > 0:
         ids, mask = padded(followed, bundle.tokenizer.pad_token_id, left=False)
-        reply = {
-            "input_ids": ids.to(device),
-            "attention_mask": torch.cat([batch["attention_mask"], mask.to(device)], dim=1),
-            "position_ids": batch["position_ids"][:, -1:] + torch.arange(1, width + 1, device=device),
-            "use_cache": True,
-        }
-        calls.append(([_for_reply_tokens(edit) for edit in edits], reply))
+        reply = continuation(batch["attention_mask"], ids, mask)
+        calls.append(([_for_reply_tokens(edit) for edit in edits], dict(reply, use_cache=True)))
     return calls, read
 
 

@@ -24,7 +24,7 @@ import torch
 from emo_core.activations import Progress
 from emo_core.arch import Site
 from emo_core.components import head_contributions, neuron_contributions
-from emo_core.generation import chat_prompt, padded
+from emo_core.generation import chat_prompt, continuation, padded, prefix_cache
 from emo_core.interventions import capture
 from emo_core.judge import TRAIN_PATH, read_labelled
 from emo_core.models import ModelBundle
@@ -45,7 +45,6 @@ def reply_means(
     prompt = chat_prompt(bundle, QUESTION)
     question = bundle.tokenizer(prompt, add_special_tokens=False)["input_ids"]
     n = len(question)
-    device = bundle.device
     parts: dict[Site, list[torch.Tensor]] = {site: [] for site in sites}
     layers = range(bundle.shape.n_layers)
     for start in range(0, len(replies), batch_size):
@@ -53,20 +52,12 @@ def reply_means(
         # The reply tokens as they are tokenized after the question, which is what the question's cache continues.
         answers = [ids[n:] for ids in bundle.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         ids, mask = padded(answers, bundle.tokenizer.pad_token_id, left=False)
-        rows, width = ids.shape
+        rows = len(answers)
         weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1)).float()[..., None]
-        with torch.inference_mode():
-            cache = bundle.model(input_ids=torch.tensor([question], device=device), use_cache=True, logits_to_keep=1).cache
-            cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=device))
-            with capture(bundle, sites) as captured:
-                bundle.model(
-                    input_ids=ids.to(device),
-                    attention_mask=torch.cat([torch.ones(rows, n, dtype=mask.dtype), mask], dim=1).to(device),
-                    position_ids=(n + torch.arange(width)).expand(rows, -1).to(device),
-                    cache=cache,
-                    use_cache=True,
-                    logits_to_keep=1,  # states only: no logits over the vocabulary
-                )
+        cache = prefix_cache(bundle, torch.tensor([question]), torch.ones(1, n, dtype=mask.dtype), torch.zeros(rows, dtype=torch.long))
+        answer = continuation(torch.ones(rows, n, dtype=mask.dtype, device=bundle.device), ids, mask)
+        with torch.inference_mode(), capture(bundle, sites) as captured:
+            bundle.model(**answer, cache=cache, use_cache=True, logits_to_keep=1)  # states only: no logits over the vocabulary
         for site in sites:
             parts[site].append(torch.stack([(captured[(site, layer)].float().cpu() * weights).sum(dim=1) for layer in layers], dim=1))
     return {site: torch.cat(parts[site]) for site in sites}

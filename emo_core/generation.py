@@ -138,6 +138,32 @@ def padded(sequences: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[to
     return torch.tensor(ids), torch.tensor(mask)
 
 
+def prefix_cache(bundle: ModelBundle, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, owners: torch.Tensor) -> DynamicCache:
+    """The KV cache of left-padded prefixes ``[prefixes, tokens]``, each run once, copied so that row ``i`` holds prefix ``owners[i]``."""
+    device = bundle.device
+    with torch.inference_mode():
+        cache = bundle.model(
+            input_ids=prefix_ids.to(device),
+            attention_mask=prefix_mask.to(device),
+            position_ids=left_padded_positions(prefix_mask).to(device),  # as ``encode`` gives them
+            use_cache=True,
+            logits_to_keep=1,
+        ).cache
+        cache.reorder_cache(owners.to(device))
+    return cache
+
+
+def continuation(prefix_mask: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Model inputs for right-padded tokens ``ids`` that continue each row's left-padded prefix (in a KV cache): the joint
+    attention mask, and positions going on from the prefix's last real token. On ``prefix_mask``'s device."""
+    device = prefix_mask.device
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": torch.cat([prefix_mask, mask.to(device)], dim=1),
+        "position_ids": prefix_mask.sum(dim=1, keepdim=True) + torch.arange(ids.shape[1], device=device),
+    }
+
+
 def _logits_processors(settings: GenerationSettings, prompt_len: int, eos_ids: list[int]) -> LogitsProcessorList:
     processors = LogitsProcessorList()
     if settings.min_new_tokens > 0 and eos_ids:
@@ -187,17 +213,8 @@ def _shared_prefill(bundle: ModelBundle, batch: dict[str, torch.Tensor]) -> Dyna
     owner = [groups.setdefault((*ids[i].tolist(), *mask[i].tolist()), len(groups)) for i in range(len(ids))]
     if len(groups) == len(ids):
         return None
-    first = torch.tensor([owner.index(group) for group in range(len(groups))], device=ids.device)
-    with torch.inference_mode():  # a prefill: many rows per matrix product, the plain layout
-        cache = bundle.model(
-            input_ids=ids[first, :-1],
-            attention_mask=mask[first, :-1],
-            position_ids=batch["position_ids"][first, :-1],
-            use_cache=True,
-            logits_to_keep=1,
-        ).cache
-        cache.reorder_cache(torch.tensor(owner, device=ids.device))
-    return cache
+    first = [owner.index(group) for group in range(len(groups))]
+    return prefix_cache(bundle, ids[first, :-1], mask[first, :-1], torch.tensor(owner))
 
 
 def _decode(
