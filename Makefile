@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_cache
 	$(PY) -m bench.bench_app
 	$(PY) -m bench.bench_shared_work
+	$(PY) -m bench.bench_batches
 
 # Mutation testing of the core modules (pyproject.toml [tool.mutmut]); outside `make test`: about an hour on 2 cores.
 # Results stay in mutants/, so a rerun tests only the mutants of functions that changed.
