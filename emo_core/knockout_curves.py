@@ -68,8 +68,9 @@ NOTHING_KNOWN: Known = MappingProxyType({})
 @dataclass(frozen=True)
 class CurveSettings:
     """What the curves measure. The defaults (about 4,000 teacher-forced readings, 1,330 per baseline, and 576 judged
-    knockout replies beside 288 baseline replies the steering evaluation already has) took 16:18-16:20 on 2 quiet CPU
-    cores (AMD EPYC without AVX-512; the readings with the harm check 12:31-12:53, the judged replies 3:25-3:49)."""
+    knockout replies beside 288 baseline replies the steering evaluation already has) took 16:18-18:00 on 2 quiet CPU
+    cores (AMD EPYC without AVX-512, whose speed drifts; the readings with the harm check 12:31-15:00, the judged replies
+    2:40-3:49)."""
 
     prompts: int = 2  # evaluation prompts per emotion and baseline for the reading curves
     draws: int = 4  # random draws per curve point and emotion (one prompt each; 24 per point over the six emotions)
