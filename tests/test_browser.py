@@ -227,7 +227,7 @@ def test_every_chart_is_readable_on_a_projector(server: str, shots: Path) -> Non
         page.wait_for_timeout(1500)  # ... and their drawing
         assert charts.count() == 5  # knockout curves, heads, neurons, sublayers, cross-layer
         assert chart_text_problems(page) == []
-        labels = page.get_by_test_id("stVegaLiteChart").last.evaluate(CHART_TEXTS)
+        labels = charts.last.evaluate(CHART_TEXTS)
         assert {label.split()[0] for label in labels if label.startswith(("Attn ", "MLP "))} == {"Attn", "MLP"}  # both kinds labelled
         shoot_charts(page, shots, f"{name}_circuit")
         browser.close()
