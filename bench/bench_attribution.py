@@ -21,35 +21,26 @@ from scipy.stats import spearmanr
 
 from bench.bench_generation import cpu_name
 from emo_core import load_model
-from emo_core.attribution import (
-    BASELINES,
-    ForcedReply,
-    baseline_rows,
-    forced_pass,
-    forced_rows,
-    lm_loss,
-    loss_attribution,
-    own_effects,
-    training_openings,
-)
-from emo_core.generation import chat_prompt
-from emo_core.knockout_curves import knockout
-from emo_core.reading import EmotionReading
+from emo_core.attribution import lm_loss, loss_attribution, own_effects, training_openings
+from emo_core.baselines import CAUSAL_KINDS, Baseline, baseline_rows
+from emo_core.forced import ForcedReply, forced_pass, forced_rows
+from emo_core.parts import KINDS, Component, Kind, knockout, top_parts
 from emo_core.results import load_results
-from emo_core.scenarios import EMOTIONS, NEUTRAL_SYSTEM, load_skeletons, neutral_prompts, spread
+from emo_core.scenarios import EMOTIONS, load_skeletons, neutral_prompts, spread
 from emo_core.scoring import SCORING_SETTINGS, generate_rows
 
 
-def _pick(estimate: torch.Tensor, n_top: int, rng: random.Random) -> list[tuple[int, int]]:
-    width = estimate.shape[1]
-    top = [(int(i) // width, int(i) % width) for i in estimate.flatten().topk(n_top).indices]
-    rest = [(layer, i) for layer in range(estimate.shape[0]) for i in range(width) if (layer, i) not in set(top)]
-    return top + rng.sample(rest, n_top)
+def _pick(estimate: torch.Tensor, kind: Kind, n_top: int, rng: random.Random) -> list[Component]:
+    """The ``n_top`` best parts of an estimate grid, then as many others drawn at random."""
+    top = [part for part, _ in top_parts(estimate, kind, n_top)]
+    chosen = set(top)
+    rest = [Component(kind, layer, i) for layer in range(estimate.shape[0]) for i in range(estimate.shape[1])]
+    return top + rng.sample([part for part in rest if part not in chosen], n_top)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", default="steered", choices=BASELINES)
+    parser.add_argument("--baseline", default="steered", choices=CAUSAL_KINDS)
     parser.add_argument("--emotions", nargs="+", default=["anger"], choices=EMOTIONS)
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--top", type=int, default=64)
@@ -62,14 +53,10 @@ def main() -> None:
     started = time.time()
     bundle = load_model("default")
     results = load_results(bundle.name)
-    reading, kit = EmotionReading.from_tensors(results.cache.tensors), results.steering_kit(bundle)
-    means = {"heads": results.tensor("means.attn_z"), "neurons": results.tensor("means.mlp_post")}
+    reading, kit = results.reading(), results.steering_kit(bundle)
+    means = results.neutral_means
     prompts = spread(neutral_prompts(load_skeletons("train")), args.prompts)
-    rows = [
-        row
-        for row in baseline_rows(kit, results.table("steering"), prompts, args.baseline, training_openings())
-        if row.emotion in args.emotions
-    ]
+    rows = baseline_rows(Baseline(args.baseline), kit, prompts, args.emotions, training_openings())
     replies = generate_rows(bundle, rows, SCORING_SETTINGS)
     estimates = own_effects(bundle, reading, rows, replies, means, batch_size=12)  # [E, L, units], ablated - baseline
     base_rows = forced_rows(rows, replies)
@@ -81,12 +68,12 @@ def main() -> None:
         with torch.inference_mode():
             base_states, _, _ = forced_pass(bundle, [base_rows[i] for i in mine], reading.layers)
         base = reading(base_states.float())[:, e]
-        for kind in ("heads", "neurons"):
+        for kind in KINDS:
             for mode in args.modes:
                 drop_estimate = -estimates[kind][mode][e]
-                units = _pick(drop_estimate, args.top, rng)
+                units = _pick(drop_estimate, kind, args.top, rng)
                 knocked = [
-                    ForcedReply(base_rows[i].prompt, base_rows[i].tokens, (*base_rows[i].edits, knockout(results, kind, [unit], mode)))
+                    ForcedReply(base_rows[i].prompt, base_rows[i].tokens, (*base_rows[i].edits, *knockout([unit], mode, means)))
                     for unit in units
                     for i in mine
                 ]
@@ -94,27 +81,27 @@ def main() -> None:
                     [reading(forced_pass(bundle, knocked[s : s + 32], reading.layers)[0].float())[:, e] for s in range(0, len(knocked), 32)]
                 )
                 truth = (base.repeat(len(units)) - values).view(len(units), len(mine)).mean(dim=1).tolist()
-                guess = [float(drop_estimate[layer, index]) for layer, index in units]
+                guess = [float(drop_estimate[unit.layer, unit.index]) for unit in units]
                 entry = {
                     "spearman_all": float(spearmanr(guess, truth).statistic),
                     "spearman_top": float(spearmanr(guess[: args.top], truth[: args.top]).statistic),
                     "top_true_drop_mean": sum(truth[: args.top]) / args.top,
                     "random_true_drop_mean": sum(truth[args.top :]) / args.top,
-                    "best": [[*units[i], guess[i], truth[i]] for i in range(5)],
+                    "best": [[units[i].token, guess[i], truth[i]] for i in range(5)],
                 }
                 report["reading"][f"{emotion}/{kind}/{mode}"] = entry
                 print(emotion, kind, mode, json.dumps({k: v for k, v in entry.items() if k != "best"}), flush=True)
     if args.harm:
-        texts = [chat_prompt(bundle, p.user, NEUTRAL_SYSTEM) for p in spread(neutral_prompts(load_skeletons("train")), 8)]
+        texts = [Baseline("plain").prompt(bundle, p.user) for p in spread(neutral_prompts(load_skeletons("train")), 8)]
         total, count, harm = loss_attribution(bundle, texts, means)
-        for kind in ("heads", "neurons"):
+        for kind in KINDS:
             for mode in args.modes:
                 estimate = harm[kind][mode] / count
-                units = _pick(estimate.abs(), args.top, rng)
-                truth = [lm_loss(bundle, texts, [knockout(results, kind, [unit], mode)])[0] / count - total / count for unit in units]
-                guess = [float(estimate[unit]) for unit in units]
+                units = _pick(estimate.abs(), kind, args.top, rng)
+                truth = [lm_loss(bundle, texts, knockout([unit], mode, means))[0] / count - total / count for unit in units]
+                guess = [float(estimate[unit.layer, unit.index]) for unit in units]
                 entry = {"spearman_all": float(spearmanr(guess, truth).statistic), "base_loss": total / count}
-                entry["worst"] = [[*units[i], guess[i], truth[i]] for i in range(5)]
+                entry["worst"] = [[units[i].token, guess[i], truth[i]] for i in range(5)]
                 report["harm"][f"{kind}/{mode}"] = entry
                 print("harm", kind, mode, json.dumps(entry), flush=True)
     report["seconds"] = round(time.time() - started, 1)

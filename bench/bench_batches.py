@@ -2,7 +2,7 @@
 
 Three kinds of evaluation rows, 144 of each: direction-steered (a shared prompt's prefill runs once), knockouts of a
 ranking's top 16 neurons and of matched random ones on direction-steered prompts (the judged knockouts: every row runs
-its whole prompt), and prompted (the emotion asked in the system prompt). Prints the CPU, both times, their ratio and
+its whole prompt), and asked (the emotion request in the system prompt). Prints the CPU, both times, their ratio and
 how many replies differ.
 
     python -m bench.bench_batches
@@ -17,9 +17,9 @@ import torch
 from bench.bench_generation import cpu_name
 from bench.bench_shared_work import timed
 from emo_core import load_model
-from emo_core.attribution import baseline_rows
-from emo_core.evaluation import steering_rows
-from emo_core.knockout_curves import _control, knockout, ranked_units
+from emo_core.baselines import Baseline, baseline_rows
+from emo_core.knockout_curves import ranked_parts
+from emo_core.parts import knockout, matched_random
 from emo_core.results import load_results
 from emo_core.scenarios import load_skeletons, neutral_prompts
 from emo_core.scoring import ROWS_PER_BATCH, SCORING_SETTINGS, Row, generate_rows
@@ -35,17 +35,18 @@ def main() -> None:
     kit = results.steering_kit(bundle)
     skeletons = load_skeletons("eval")[:16]
     prompts = neutral_prompts(skeletons)
-    steered = baseline_rows(kit, results.table("steering"), prompts, "steered")
+    steered = baseline_rows(Baseline("steered"), kit, prompts)
     rng = random.Random(0)
     knocked = []
     for row in steered[: ROWS // 2]:
-        top = ranked_units(results, "causal", "steered", "neurons", row.emotion, "mean", 16)
-        for units in (top, _control(results, "neurons", top, rng)):
-            knocked.append(Row(row.prompt, row.emotion, (*row.interventions, knockout(results, "neurons", units, "mean"))))
+        top = ranked_parts(results, "causal", "steered", "neuron", row.emotion, "mean", 16)
+        for parts in (top, matched_random(top, results.shape, rng)):
+            knocked.append(Row(row.prompt, row.emotion, (*row.interventions, *knockout(parts, "mean", results.neutral_means))))
+    first = prompts[: ROWS // 6]  # every emotion of the first prompts
     workloads = {
-        "direction-steered": steering_rows(bundle, results, kit, "direction", skeletons)[:ROWS],
+        "direction-steered": baseline_rows(Baseline("steered", "direction"), kit, first),
         "knockouts": knocked,
-        "prompted": steering_rows(bundle, results, kit, "prompt", skeletons)[:ROWS],
+        "asked": baseline_rows(Baseline("asked"), kit, first),
     }
     generate_rows(bundle, knocked[:2], SCORING_SETTINGS)  # first touch of the weights and the decode layout choice
     for name, rows in workloads.items():

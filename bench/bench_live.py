@@ -18,13 +18,15 @@ import torch
 
 import emo_core as ec
 from bench.bench_generation import cpu_name, interleaved
-from emo_core.generation import encode, on_rows, stream_replies
+from emo_core.baselines import Baseline
+from emo_core.generation import encode, stream_replies
+from emo_core.interventions import on_rows
 from emo_core.judge import load_judge
-from emo_core.knockout import baseline_edits, baseline_prompt, chance_check, effect_meter, knockout_edits
+from emo_core.knockout import chance_check, effect_meter
+from emo_core.parts import Component, circuit_components, knockout, matched_random
 from emo_core.replay import record
 from emo_core.results import load_results
 from emo_core.scenarios import load_skeletons, neutral_prompts, spread
-from emo_core.selection import Component, circuit_components, matched_random
 
 TOKENS = 48
 SETTINGS = ec.GenerationSettings(max_new_tokens=TOKENS, min_new_tokens=TOKENS)
@@ -49,21 +51,22 @@ def main() -> None:
     results = load_results(bundle.name)
     reading, kit = results.reading(), results.steering_kit(bundle)
     emotion = "anger"
-    prompt = baseline_prompt(bundle, USER, emotion, "steered")
-    shared = baseline_edits(results, kit, emotion, "steered")
+    steered = Baseline("steered")
+    prompt = steered.prompt(bundle, USER, emotion)
+    shared = steered.edits(kit, emotion)
     selection = circuit_components(results.circuit(emotion))[:6]
     control = matched_random(selection, results.shape, random.Random(0))
-    knocked, controlled = knockout_edits(results, selection, "zero"), knockout_edits(results, control, "zero")
+    knocked, controlled = knockout(selection, "zero"), knockout(control, "zero")
     recorded = record(bundle, prompt, shared)
     deepest = [*selection, Component("neuron", 0, 0)]  # the slowest toggle: a part in the first layer re-runs every layer
-    deep_knocked = knockout_edits(results, deepest, "zero")
-    deep_control = knockout_edits(results, matched_random(deepest, results.shape, random.Random(0)), "zero")
+    deep_knocked = knockout(deepest, "zero")
+    deep_control = knockout(matched_random(deepest, results.shape, random.Random(0)), "zero")
     rows3 = [
         *(on_rows(e, (0, 1, 2)) for e in shared),
-        *knockout_edits(results, selection, "zero", (1,)),
-        *knockout_edits(results, control, "zero", (2,)),
+        *knockout(selection, "zero", rows=(1,)),
+        *knockout(control, "zero", rows=(2,)),
     ]
-    rows2 = [*(on_rows(e, (0, 1)) for e in shared), *knockout_edits(results, selection, "zero", (1,))]
+    rows2 = [*(on_rows(e, (0, 1)) for e in shared), *knockout(selection, "zero", rows=(1,))]
     batch = encode(bundle, [prompt])
 
     def plain_generate() -> object:
@@ -83,9 +86,7 @@ def main() -> None:
         },
         repeats=5,
     )
-    evaluation = [
-        (baseline_prompt(bundle, p.user, emotion, "steered"), shared) for p in spread(neutral_prompts(load_skeletons("eval")), 12)
-    ]
+    evaluation = [(steered.prompt(bundle, p.user, emotion), shared) for p in spread(neutral_prompts(load_skeletons("eval")), 12)]
     start = time.perf_counter()
     check = chance_check(bundle, reading, results, evaluation, emotion, selection, n_draws=20)
     chance_reading = time.perf_counter() - start

@@ -115,10 +115,12 @@ def library_replies(runs: list[dict[str, str]]) -> list[tuple[tuple[str, str], f
     import random
 
     import emo_core as ec
+    from emo_core.baselines import Baseline
     from emo_core.defaults import EMBEDDED_NAME
-    from emo_core.knockout import baseline_edits, baseline_prompt, knockout_edits
+    from emo_core.generation import stream_replies
+    from emo_core.interventions import on_rows
+    from emo_core.parts import knockout, matched_random, parse_tokens
     from emo_core.results import load_results
-    from emo_core.selection import matched_random, parse_tokens
     from ui.run import default_scenario, scenario_by_key
 
     bundle = ec.load_model()
@@ -131,17 +133,18 @@ def library_replies(runs: list[dict[str, str]]) -> list[tuple[tuple[str, str], f
         user = scenario_by_key()[run.get("scenario") or default_scenario()].user
         chosen = parse_tokens([run["sel"]])[0]
         control = matched_random(chosen, results.shape, random.Random(0))
+        base = Baseline(baseline, method)
         rows = [
-            *(ec.generation.on_rows(edit, (0, 1, 2)) for edit in baseline_edits(results, kit, emotion, baseline, method)),
-            *knockout_edits(results, chosen, mode, rows=(1,)),
-            *knockout_edits(results, control, mode, rows=(2,)),
+            *(on_rows(edit, (0, 1, 2)) for edit in base.edits(kit, emotion)),
+            *knockout(chosen, mode, results.neutral_means, rows=(1,)),
+            *knockout(control, mode, results.neutral_means, rows=(2,)),
         ]
         settings = ec.GenerationSettings(
             max_new_tokens=int(run["tokens"]), do_sample=run["decode"] == "sample", seed=int(run.get("seed", 0)), repetition_penalty=1.05
         )
         start = time.perf_counter()
-        prompt = baseline_prompt(bundle, user, emotion, baseline)
-        replies = list(ec.generation.stream_replies(bundle, [prompt] * 3, settings, rows, observe=reading.layers))[-1]
+        prompt = base.prompt(bundle, user, emotion)
+        replies = list(stream_replies(bundle, [prompt] * 3, settings, rows, observe=reading.layers))[-1]
         found.append(((replies[0].text, replies[1].text), time.perf_counter() - start))
     return found
 

@@ -24,13 +24,13 @@ import torch
 
 from bench.bench_generation import cpu_name
 from emo_core import generation, load_model
-from emo_core.attribution import ForcedReply, baseline_rows, forced_pass, forced_rows
-from emo_core.evaluation import steering_rows
+from emo_core.baselines import Baseline, baseline_rows
 from emo_core.expression import QUESTION, reply_means
+from emo_core.forced import ForcedReply, forced_pass, forced_rows
 from emo_core.interventions import capture
 from emo_core.judge import TRAIN_PATH, read_labelled
-from emo_core.knockout_curves import KINDS, CurveSettings, _control, _Plan, _readings, knockout, ranked_units
-from emo_core.reading import EmotionReading
+from emo_core.knockout_curves import CurveSettings, _Plan, _readings, ranked_parts
+from emo_core.parts import KINDS, knockout, matched_random
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTIONS, load_skeletons, neutral_prompts, spread
 from emo_core.scoring import SCORING_SETTINGS, generate_rows
@@ -50,24 +50,24 @@ def main() -> None:
     print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads")
     bundle = load_model("default")
     results = load_results(bundle.name)
-    reading = EmotionReading.from_tensors(results.cache.tensors)
+    reading, kit, means = results.reading(), results.steering_kit(bundle), results.neutral_means
     skeletons = load_skeletons("eval")[:16]
 
     settings, rng, plan = CurveSettings(), random.Random(0), _Plan()
-    rows = baseline_rows(results.steering_kit(bundle), results.table("steering"), spread(neutral_prompts(skeletons), 2), "steered")
+    rows = baseline_rows(Baseline("steered"), kit, spread(neutral_prompts(skeletons), 2))
     base_rows = forced_rows(rows, generate_rows(bundle, rows, SCORING_SETTINGS))
     emotion = EMOTIONS.index("sadness")
     for ranking in settings.rankings:
         for kind in KINDS:
             for k in settings.ks:
-                top = ranked_units(results, ranking, "steered", kind, EMOTIONS[emotion], settings.mode, k)
+                top = ranked_parts(results, ranking, "steered", kind, EMOTIONS[emotion], settings.mode, k)
                 for p in range(2):
-                    plan.add(2 * emotion + p, knockout(results, kind, top, settings.mode), ())
+                    plan.add(2 * emotion + p, knockout(top, settings.mode, means), ())
                 for d in range(settings.draws):
-                    plan.add(2 * emotion + d % 2, knockout(results, kind, _control(results, kind, top, rng), settings.mode), ())
+                    plan.add(2 * emotion + d % 2, knockout(matched_random(top, results.shape, rng), settings.mode, means), ())
     (_, replayed), shared = timed(lambda: _readings(bundle, reading, base_rows, plan, settings.batch_size, None))
     whole = [
-        ForcedReply(base_rows[b].prompt, base_rows[b].tokens, (*base_rows[b].edits, change))
+        ForcedReply(base_rows[b].prompt, base_rows[b].tokens, (*base_rows[b].edits, *change))
         for b, change in zip(plan.bases, plan.changes, strict=True)
     ]
     full, plain = timed(
@@ -75,7 +75,7 @@ def main() -> None:
     )
     report(f"curves ({len(whole)} rows)", shared, plain, f"max reading difference {float((replayed - full).abs().max()):.1e}")
 
-    steered = steering_rows(bundle, results, results.steering_kit(bundle), "circuit", skeletons)[:48]
+    steered = baseline_rows(Baseline("steered", "circuit"), kit, neutral_prompts(skeletons)[:8])  # 8 prompts, 6 emotions each
     once, shared = timed(lambda: generate_rows(bundle, steered, SCORING_SETTINGS))
     with mock.patch.object(generation, "_shared_prefill", return_value=None):
         each, plain = timed(lambda: generate_rows(bundle, steered, SCORING_SETTINGS))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -14,11 +14,10 @@ from emo_core.arch import Site
 from emo_core.generation import chat_prompt, continuation, encode, padded, prefix_cache
 from emo_core.interventions import capture
 from emo_core.models import ModelBundle
+from emo_core.progress import Progress
 from emo_core.scenarios import PromptSpec, prompt_set_hash
 
 EXTRACT_SITES: tuple[Site, ...] = ("resid_mid", "resid_post", "attn_z", "mlp_post")
-Progress = Callable[[int, int], None]  # (done, total)
-StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -59,7 +58,7 @@ def extract_batch(bundle: ModelBundle, prompts: Sequence[PromptSpec], sites: Seq
 
     The prompts of one group (``prompt_groups``) share every token up to the event, so each group's shared
     prefix runs once (left-padded), its KV cache is copied to the group's rows, and only the suffixes run
-    per prompt (right-padded, positions continuing the prefix): 1.8x faster than a forward over the whole
+    per prompt (right-padded, positions continuing the prefix): faster than a forward over the whole
     prompts, with the same states up to float rounding. Interventions active around it must not depend on
     batch rows or positions, which this split forward renumbers.
     """

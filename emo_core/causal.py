@@ -9,28 +9,30 @@ importing it does not import torch and the app can import it cheaply.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from emo_core.parts import Kind
+
 if TYPE_CHECKING:
     import torch
 
-Kind = Literal["heads", "neurons"]
 HARM_BOUND = 0.01  # a ranked part may raise the neutral-prompt loss by at most 1% (estimated); four of them stay under 5%
 OTHERS_WEIGHT = 1.5  # a part must lower its emotion 1.5 times as much as it lowers the other emotions on average to score above 0
 HARM_BASE = "causal.harm.base"  # the cache's name for the neutral-prompt loss with nothing switched off, ``[1]``
 
 
 def effect_name(baseline: str, kind: Kind, mode: str) -> str:
-    """The cache's name for the ``[E, L, units]`` estimated drops of each emotion's reading on ``baseline``."""
-    return f"causal.{baseline}.{kind}.{mode}"
+    """The cache's name for the ``[E, L, units]`` estimated drops of each emotion's reading on ``baseline``
+    (stored tensor names spell the kind in the plural: ``causal.steered.neurons.mean``)."""
+    return f"causal.{baseline}.{kind}s.{mode}"
 
 
 def harm_name(kind: Kind, mode: str) -> str:
-    """The cache's name for the ``[L, units]`` estimated rise of the neutral-prompt loss per part."""
-    return f"causal.harm.{kind}.{mode}"
+    """The cache's name for the ``[L, units]`` estimated rise of the neutral-prompt loss per part (``causal.harm.heads.zero``)."""
+    return f"causal.harm.{kind}s.{mode}"
 
 
 def others_mean(own: torch.Tensor) -> torch.Tensor:
@@ -65,21 +67,9 @@ def stored_scores(tensors: Mapping[str, torch.Tensor], baseline: str, kind: Kind
     return causal_scores(tensors[effect_name(baseline, kind, mode)], tensors[harm_name(kind, mode)], float(tensors[HARM_BASE][0]))
 
 
-def top_scored_units(score: torch.Tensor, k: int) -> list[tuple[int, int, float]]:
-    """The ``k`` best ``(layer, index, score)`` of a ``[L, units]`` score grid, best first, never a ``-inf`` one."""
-    width = score.shape[1]
-    finite = int(score.isfinite().sum())
-    values, flat = score.flatten().topk(min(k, finite))
-    return [(i // width, i % width, value) for value, i in zip(values.tolist(), flat.tolist(), strict=True)]
-
-
-def top_units(score: torch.Tensor, k: int) -> list[tuple[int, int]]:
-    """The ``k`` best ``(layer, index)`` of a ``[L, units]`` score grid, best first, never a ``-inf`` one."""
-    return [(layer, index) for layer, index, _ in top_scored_units(score, k)]
-
-
-def ranking_table(own: torch.Tensor, others: torch.Tensor, harm: torch.Tensor, score: torch.Tensor, index_name: str) -> pd.DataFrame:
-    """One emotion's parts ranked by score: ``layer``, ``index_name``, ``own``, ``others``, ``harm``, ``score``, ``eligible``.
+def ranking_table(own: torch.Tensor, others: torch.Tensor, harm: torch.Tensor, score: torch.Tensor, kind: Kind) -> pd.DataFrame:
+    """One emotion's parts ranked by score: ``layer``, ``kind`` (``head`` or ``neuron``: the index), ``own``, ``others``,
+    ``harm``, ``score``, ``eligible``.
 
     All arguments are ``[L, units]``; parts that fail the harm bound come last with ``eligible`` False.
     """
@@ -87,7 +77,7 @@ def ranking_table(own: torch.Tensor, others: torch.Tensor, harm: torch.Tensor, s
     table = pd.DataFrame(
         {
             "layer": np.repeat(np.arange(n_layers), width),
-            index_name: np.tile(np.arange(width), n_layers),
+            kind: np.tile(np.arange(width), n_layers),
             "own": own.flatten().numpy(),
             "others": others.flatten().numpy(),
             "harm": harm.flatten().numpy(),

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from emo_core.parts import top_indices
+
 if TYPE_CHECKING:
     import torch
 
@@ -56,7 +58,7 @@ def select_circuit(
             if importance[layer, kind] <= 0:
                 continue
             weights[(kind, layer)] = float(importance[layer, kind]) / top
-            values, indices = scores[layer].topk(per_layer)
+            values, _, indices = top_indices(scores[layer : layer + 1], per_layer, per_layer=True)
             chosen.extend((layer, int(i), float(v)) for v, i in zip(values, indices, strict=True) if v > 0)
     heads.sort(key=lambda item: -item[2])
     neurons.sort(key=lambda item: -item[2])

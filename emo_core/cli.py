@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
+from emo_core.baselines import LIVE_KINDS, METHODS, Baseline
 from emo_core.errors import EmoCoreError
 from emo_core.evaluation import EvalSettings, evaluate
-from emo_core.generation import GenerationSettings, chat_prompt
-from emo_core.interventions import Intervention
+from emo_core.interventions import AblationMode
 from emo_core.judge import load_judge
 from emo_core.models import load_model
+from emo_core.parts import SPEC_FORMS, Component, knockout, matched_random, parse_spec, resolve
 from emo_core.pipeline import build
 from emo_core.results import CACHE_ROOT, Results, load_results
-from emo_core.scenarios import EMOTIONS, emotion_prompts, neutral_prompts, read_skeletons
+from emo_core.scenarios import EMOTIONS, NEUTRAL_SYSTEM, VALENCES, PromptSpec, load_skeletons, neutral_prompts, read_skeletons
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows, score_replies
-from emo_core.selection import Component, ablations, circuit_components, parse_token
-from emo_core.steering import METHODS, tuned_steering
 from emo_core.store import CacheError
 
-GENERATE_METHODS = ("none", "prompt", *METHODS)
+MODES: tuple[AblationMode, ...] = ("zero", "mean")
+VARIANTS = ("baseline", "knocked_out", "random")  # the rows written per prompt when parts are switched off
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,6 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-root", type=Path, default=CACHE_ROOT, help="folder holding one cache per model")
 
 
-ABLATION_FORMS = "L12H3, L10N123, head:L:H, neuron:L:N, top-heads:K or top-neurons:K"
 _COUNT = re.compile(r"[0-9]{1,9}")  # ASCII digits only: "²".isdigit() is true, and int() refuses it
 
 
@@ -45,57 +45,85 @@ def _at_least_one(text: str) -> int:
     return int(text)
 
 
-def parse_ablation(specs: Sequence[str], results: Results | None, emotion: str) -> tuple[Intervention, ...]:
-    """Zero ablations from tokens (``L12H3``, ``L10N123``, or ``head:L:H``, ``neuron:L:N``) and the circuit's
-    ``top-heads:K`` / ``top-neurons:K``."""
-    components: list[Component] = []
-    for spec in specs:
-        kind, _, rest = spec.partition(":")
-        if kind in ("top-heads", "top-neurons") and _COUNT.fullmatch(rest) and results is not None:
-            members = [c for c in circuit_components(results.circuit(emotion)) if c.kind == kind.removeprefix("top-")[:-1]]
-            components.extend(members[: int(rest)])
-            continue
-        token = spec
-        if kind in ("head", "neuron") and len(parts := rest.split(":")) == 2:
-            token = f"L{parts[0]}{'H' if kind == 'head' else 'N'}{parts[1]}"
-        try:
-            components.append(parse_token(token))
-        except ValueError:
-            raise ValueError(f"Cannot read ablation '{spec[:40]}'; use {ABLATION_FORMS}.") from None
-    return tuple(ablations(list(dict.fromkeys(components))))
+def _strength(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text[:20]}' is not a number") from None
+
+
+def knockout_parts(specs: Sequence[str], results: Results | None, emotion: str) -> list[Component]:
+    """The parts ``specs`` name for ``emotion`` (``parts.SPEC_FORMS``); a ranking needs the model's ``results``."""
+    parsed = [parse_spec(spec) for spec in specs]
+
+    def ranked(spec: object) -> list[Component]:
+        if results is None:
+            raise ValueError(f"Naming parts by a ranking ({', '.join(specs)[:60]}) needs the model's built results.")
+        return results.named_parts(emotion, spec)
+
+    return resolve(parsed, ranked)
+
+
+def _user_turns(args: argparse.Namespace) -> list[PromptSpec]:
+    """The emotion-free prompts to reply to: every outcome of a scenario file, one of our scenarios, or a typed text."""
+    if args.scenarios is not None:
+        return neutral_prompts(read_skeletons(args.scenarios))
+    if args.scenario is not None:
+        skeleton_id, _, valence = args.scenario.partition(":")
+        found = {s.skeleton_id: s for s in [*load_skeletons("train"), *load_skeletons("eval")]}
+        if skeleton_id not in found or valence not in VALENCES:
+            example = "work_eval_00:negative"
+            raise EmoCoreError(f"'{args.scenario[:60]}' is not one of our scenarios; write <skeleton_id>:<valence>, e.g. {example}.")
+        return [p for p in neutral_prompts([found[skeleton_id]]) if p.valence == valence]
+    return [PromptSpec("typed", "typed", "typed", None, NEUTRAL_SYSTEM, args.text)]
 
 
 def run_generate(args: argparse.Namespace) -> None:
-    """Write one reply per (skeleton, valence, emotion) of a user's scenario file (settings and file are checked before the model loads)."""
-    settings = GenerationSettings(**{**asdict(SCORING_SETTINGS), "max_new_tokens": args.max_new_tokens})
-    skeletons = read_skeletons(args.scenarios)
+    """Write the replies of a baseline (and, with ``--knockout``, the knocked-out and random-control replies) for every
+    prompt and emotion; the settings and the scenarios are checked before the model loads."""
+    settings = replace(SCORING_SETTINGS, max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
+    baseline = Baseline(args.baseline, args.method, args.strength)
+    prompts = _user_turns(args)
+    specs = [parse_spec(spec) for spec in args.knockout]  # refuse bad specs before loading anything
     bundle = load_model(args.model, dtype=args.dtype, device=args.device)
-    needs_cache = args.method in METHODS or any(spec.startswith("top-") for spec in args.ablate)
+    needs_cache = baseline.kind == "steered" or args.mode == "mean" or any(not isinstance(spec, Component) for spec in specs)
     results = load_results(bundle.name, args.cache_root) if needs_cache else None
     kit = results.steering_kit(bundle) if results is not None else None
+    means = results.neutral_means if args.mode == "mean" and results is not None else None
     rows, records = [], []
     for emotion in args.emotions:
-        ablation = parse_ablation(args.ablate, results, emotion) if args.ablate else ()
-        prompts = emotion_prompts(skeletons, [emotion]) if args.method == "prompt" else neutral_prompts(skeletons)
-        steered = kit is not None and args.method in METHODS
-        tuned = results.steering_settings(args.method, emotion) if steered else {}
-        steering = tuple(tuned_steering(kit, tuned, args.method, emotion)) if steered else ()
+        parts = knockout_parts(args.knockout, results, emotion)
+        shared = tuple(baseline.edits(kit, emotion)) if kit is not None else ()
+        strength = None
+        if baseline.kind == "steered":
+            strength = kit.settings(baseline.method, emotion)["strength"] if baseline.strength is None else baseline.strength
+        variants = [("baseline", [])]
+        if parts:
+            variants.append(("knocked_out", parts))
+            if args.random:
+                variants.append(("random", matched_random(parts, vars(bundle.shape), random.Random(0))))
         for p in prompts:
-            rows.append(Row(chat_prompt(bundle, p.user, p.system), emotion, steering + ablation))
-            records.append(
-                {
-                    "skeleton_id": p.skeleton_id,
-                    "theme": p.theme,
-                    "valence": p.valence,
-                    "emotion": emotion,
-                    "method": args.method,
-                    "strength": tuned.get("strength"),
-                    "layers": tuned.get("layers"),
-                    "ablate": list(args.ablate),
-                    "model": bundle.name,
-                    "max_new_tokens": settings.max_new_tokens,
-                }
-            )
+            prompt = baseline.prompt(bundle, p.user, emotion)
+            for variant, switched_off in variants:
+                rows.append(Row(prompt, emotion, (*shared, *knockout(switched_off, args.mode, means))))
+                records.append(
+                    {
+                        "skeleton_id": p.skeleton_id,
+                        "theme": p.theme,
+                        "valence": p.valence,
+                        "emotion": emotion,
+                        "baseline": baseline.kind,
+                        "method": baseline.method if baseline.kind == "steered" else None,
+                        "strength": strength,
+                        "variant": variant,
+                        "parts": [c.token for c in switched_off],
+                        "mode": args.mode,
+                        "model": bundle.name,
+                        "max_new_tokens": settings.max_new_tokens,
+                        "decode": "sample" if settings.do_sample else "greedy",
+                        "seed": settings.seed,
+                    }
+                )
     replies = generate_rows(bundle, rows, settings)
     scores = score_replies(load_judge(args.judge), rows, replies) if args.judge else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,15 +150,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_cmd.add_argument("--judge", default="minilm")
     eval_cmd.add_argument("--skeletons", type=_at_least_one, default=EvalSettings.skeletons, help="how many evaluation skeletons to use")
 
-    gen_cmd = commands.add_parser("generate", help="one reply per (skeleton, valence, emotion) of your own scenario file")
-    _model_options(gen_cmd)
-    gen_cmd.add_argument(
-        "--scenarios", type=Path, required=True, help="JSONL with skeleton_id, theme, scenario, event.{positive,neutral,negative}"
+    gen_cmd = commands.add_parser(
+        "generate", help="replies to scenarios: a baseline, optionally with parts switched off and a matched random control"
     )
-    gen_cmd.add_argument("--method", choices=GENERATE_METHODS, default="none")
+    _model_options(gen_cmd)
+    where = gen_cmd.add_mutually_exclusive_group(required=True)
+    where.add_argument("--scenarios", type=Path, help="JSONL with skeleton_id, theme, scenario, event.{positive,neutral,negative}")
+    where.add_argument("--scenario", help="one of our scenarios with its outcome, <skeleton_id>:<valence>")
+    where.add_argument("--text", help="a scenario of your own, as the user turn")
+    gen_cmd.add_argument("--baseline", choices=LIVE_KINDS, default="plain", help="how the reply is made emotional")
+    gen_cmd.add_argument("--method", choices=METHODS, default="direction", help="how a steered baseline steers")
+    gen_cmd.add_argument("--strength", type=_strength, default=None, help="a steered baseline's strength (default: the tuned one)")
     gen_cmd.add_argument("--emotions", nargs="+", choices=EMOTIONS, default=list(EMOTIONS))
-    gen_cmd.add_argument("--ablate", nargs="*", default=[], help=ABLATION_FORMS)
+    gen_cmd.add_argument("--knockout", nargs="*", default=[], help=f"parts to switch off: {SPEC_FORMS}")
+    gen_cmd.add_argument("--mode", choices=MODES, default="zero", help="zero or mean ablation")
+    gen_cmd.add_argument("--random", action="store_true", help="also write a reply with a matched random set of parts switched off")
     gen_cmd.add_argument("--max-new-tokens", type=int, default=SCORING_SETTINGS.max_new_tokens)
+    gen_cmd.add_argument("--sample", action="store_true", help="sample instead of greedy decoding (repeatable with --seed)")
+    gen_cmd.add_argument("--seed", type=int, default=0)
     gen_cmd.add_argument("--judge", default=None, help="also judge each reply ('minilm' or a local HF classifier)")
     gen_cmd.add_argument("--out", type=Path, required=True)
 

@@ -3,8 +3,8 @@
 Everything here runs on the evaluation skeletons, which nothing is fitted or tuned on:
 
 - the judge's accuracy on its held-out sentences;
-- steering accuracy: prompted vs direction vs circuit steering (and the unsteered reply as chance),
-  per emotion and per valence, with the share of degenerate replies;
+- steering accuracy: asked vs direction vs circuit steering (and the plain reply as chance), per emotion
+  and per valence, with the share of degenerate replies;
 - ablation: knockout curves (``knockout_curves.py``): the top-k heads / neurons of the causal ranking
   and of the paper's ranking switched off against k random ones from the same layers, on a steered,
   an asked and a continued emotional baseline, read by the internal reading and (for a few k) by the
@@ -16,30 +16,29 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from emo_core.activations import StageProgress
-from emo_core.generation import chat_prompt
+from emo_core.baselines import Baseline, baseline_rows
 from emo_core.judge import HELDOUT_PATH, LABELS, judge_accuracy, load_judge, read_labelled
 from emo_core.knockout_curves import CurveSettings, knockout_curves
 from emo_core.models import ModelBundle, load_model
-from emo_core.results import CACHE_ROOT, REPORT, Results, load_results
-from emo_core.scenarios import EMOTIONS, VALENCES, emotion_prompts, load_skeletons, neutral_prompts
-from emo_core.scoring import Row, generate_rows, score_replies
-from emo_core.steering import METHODS, SteeringKit, tuned_steering
+from emo_core.progress import StageProgress, stage
+from emo_core.results import CACHE_ROOT, REPORT, load_results
+from emo_core.scenarios import EMOTIONS, VALENCES, load_skeletons, neutral_prompts
+from emo_core.scoring import generate_rows, score_replies
 
-KNOWN_BASELINES = {"direction": "steered", "prompt": "asked"}  # steering methods whose rows are a knockout baseline's rows
+# How the steering evaluation makes replies emotional; the report's ``steering`` section is keyed by ``Baseline.key``.
+STEERING_BASELINES = (Baseline("plain"), Baseline("asked"), Baseline("steered", "direction"), Baseline("steered", "circuit"))
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     """How much of the evaluation split to use."""
 
-    skeletons: int = 16  # 48 replies per emotion and method; the steering part took 4:34-4:45 at 16 and grows in proportion
+    skeletons: int = 16  # 48 replies per emotion and method
     bootstrap: int = 2000
     seed: int = 0
     curves: CurveSettings = CurveSettings()
@@ -55,19 +54,6 @@ def summarise(scores: pd.DataFrame) -> dict:
         "n": len(scores),
         "examples": {e: scores.loc[scores["emotion"] == e, ["valence", "predicted", "reply"]].head(2).to_dict("records") for e in EMOTIONS},
     }
-
-
-def steering_rows(bundle: ModelBundle, results: Results, kit: SteeringKit, method: str, skeletons: Sequence) -> list[Row]:
-    """One row per (skeleton, valence, emotion) for ``method`` (``none``, ``prompt`` or a steering method)."""
-    if method == "prompt":
-        return [Row(chat_prompt(bundle, p.user, p.system), p.emotion, (), (("valence", p.valence),)) for p in emotion_prompts(skeletons)]
-    rows = []
-    for p in neutral_prompts(skeletons):
-        text = chat_prompt(bundle, p.user, p.system)
-        for emotion in EMOTIONS:
-            edits = () if method == "none" else tuple(tuned_steering(kit, results.steering_settings(method, emotion), method, emotion))
-            rows.append(Row(text, emotion, edits, (("valence", p.valence),)))
-    return rows
 
 
 def evaluate(
@@ -89,9 +75,6 @@ def evaluate(
     kit = results.steering_kit(bundle)
     skeletons = load_skeletons("eval")[: settings.skeletons]
 
-    def stage(name: str) -> Callable[[int, int], None] | None:
-        return None if progress is None else (lambda done, total: progress(name, done, total))
-
     texts, labels = read_labelled(HELDOUT_PATH)
     accuracy, confusion = judge_accuracy(emotion_judge, texts, labels)
     report: dict = {
@@ -101,16 +84,17 @@ def evaluate(
         "steering": {},
     }
     known = {}
-    for method in ("none", "prompt", *METHODS):
-        rows = steering_rows(bundle, results, kit, method, skeletons)
-        replies = generate_rows(bundle, rows, progress=stage(f"steering: {method}"), desc=method)
-        report["steering"][method] = summarise(score_replies(emotion_judge, rows, replies))
-        if method in KNOWN_BASELINES:
-            known[KNOWN_BASELINES[method]] = {(row.prompt, row.emotion): reply for row, reply in zip(rows, replies, strict=True)}
+    prompts = neutral_prompts(skeletons)
+    for baseline in STEERING_BASELINES:
+        rows = baseline_rows(baseline, kit, prompts)
+        replies = generate_rows(bundle, rows, progress=stage(progress, f"steering: {baseline.key}"), desc=baseline.key)
+        report["steering"][baseline.key] = summarise(score_replies(emotion_judge, rows, replies))
+        if baseline == Baseline(baseline.kind) and baseline.kind in settings.curves.baselines:  # the curves' steered and asked rows
+            known[baseline.kind] = {(row.prompt, row.emotion): reply for row, reply in zip(rows, replies, strict=True)}
 
     curves = replace(settings.curves, bootstrap=settings.bootstrap, seed=settings.seed)
     report["ablation"] = {
-        "curves": knockout_curves(bundle, results, emotion_judge, neutral_prompts(skeletons), curves, progress, known),
+        "curves": knockout_curves(bundle, results, emotion_judge, prompts, curves, progress, known),
     }
     nearest = results.table("nearest")
     separation = results.separation_by_layer()

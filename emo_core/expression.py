@@ -21,13 +21,13 @@ from collections.abc import Sequence
 
 import torch
 
-from emo_core.activations import Progress
 from emo_core.arch import Site
 from emo_core.components import head_contributions, neuron_contributions
 from emo_core.generation import chat_prompt, continuation, padded, prefix_cache
 from emo_core.interventions import capture
 from emo_core.judge import TRAIN_PATH, read_labelled
 from emo_core.models import ModelBundle
+from emo_core.progress import Progress
 from emo_core.scenarios import EMOTIONS
 
 EXPRESSION_SITES: tuple[Site, ...] = ("resid_post", "attn_z", "mlp_post")

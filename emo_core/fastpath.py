@@ -2,17 +2,14 @@
 
 Decoding one or two rows is bound by reading the weights, and which BLAS kernel reads them faster
 depends on the CPU and the BLAS build: ``x @ W.T`` (plain ``F.linear``) or ``W @ x.T`` with two
-columns (the *column layout*; a single row is duplicated to two columns). On a 2-core AMD EPYC
-with MKL the column layout was the faster one, on a 2-core Intel Xeon about twice as slow. So
-nothing is assumed: the first decode on a model times both layouts on that model's own linear
-weights, at 1 to ``MAX_ROWS`` rows, and uses the column layout for a row count only where it took
-at most ``MARGIN`` of the plain time (a tie keeps plain, so noise cannot flip decoding into a slower
-path). Measuring takes 40-200 ms for SmolLM2 on the dev machine (the most when it is the first
-touch of freshly mapped weights; no round starts after ``BUDGET_S``), once per process for each set
-of weight shapes, dtype and thread count (cached, thread-safe); ``layout_choice()`` returns the
-decision and its ``why``. The decision reflects the machine as it was while measuring: on the dev
-machine with other processes keeping both cores busy, the column layout was about 5x slower than
-plain (it suffered far more from the contention) and the measurement picked plain.
+columns (the *column layout*; a single row is duplicated to two columns). Either can win by a wide
+margin on a given CPU (``bench/README.md``), so nothing is assumed: the first decode on a model times
+both layouts on that model's own linear weights, at 1 to ``MAX_ROWS`` rows, and uses the column layout
+for a row count only where it took at most ``MARGIN`` of the plain time (a tie keeps plain, so noise
+cannot flip decoding into a slower path). Measuring is bounded (no round starts after ``BUDGET_S``)
+and runs once per process for each set of weight shapes, dtype and thread count (cached,
+thread-safe); ``layout_choice()`` returns the decision and its ``why``. The decision reflects the
+machine as it was while measuring, busy or quiet.
 
 ``EMO_DECODE_LAYOUT`` overrides the measurement for the whole process (read once): ``auto``
 (default: measure), ``plain`` or ``columns``. ``forced_layout()`` does the same for one block in

@@ -8,7 +8,6 @@ extra thread.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -29,7 +28,7 @@ from transformers import (
 
 from emo_core.errors import InvalidPromptError, LimitError
 from emo_core.fastpath import layout_choice, small_batch_linear
-from emo_core.interventions import EditPlan, Intervention, applied, capture
+from emo_core.interventions import EditPlan, Intervention, applied, capture, on_rows
 from emo_core.limits import check_reply_length, check_seed, check_text
 from emo_core.models import ModelBundle
 
@@ -355,11 +354,6 @@ def stream_text(
     """Yield the growing reply text of one prompt after each token (the whole text so far, for redrawing)."""
     for (reply,) in stream_replies(bundle, [prompt], settings, interventions):
         yield reply.text
-
-
-def on_rows(intervention: Intervention, rows: tuple[int, ...]) -> Intervention:
-    """The same intervention restricted to the given batch rows."""
-    return dataclasses.replace(intervention, rows=rows)
 
 
 def side_by_side(

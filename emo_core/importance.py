@@ -13,10 +13,11 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from emo_core.activations import Progress, last_token_positions
+from emo_core.activations import last_token_positions
 from emo_core.generation import chat_prompt, encode
 from emo_core.interventions import capture
 from emo_core.models import ModelBundle
+from emo_core.progress import Progress
 from emo_core.scenarios import PromptSpec
 
 

@@ -93,6 +93,11 @@ Intervention = ComponentEdit | HeadAblation | NeuronAblation | ResidualAddition
 Hook = Callable[..., object]
 
 
+def on_rows(intervention: Intervention, rows: Rows) -> Intervention:
+    """The same intervention limited to the given batch rows (``None``: every row); the one way an edit is given rows."""
+    return replace(intervention, rows=rows)
+
+
 def untuple(output: object) -> torch.Tensor:
     """The hidden-state tensor of a module output (tuple in some transformers versions, tensor in others)."""
     tensor = output[0] if isinstance(output, tuple) else output

@@ -1,59 +1,30 @@
-"""Knockout runs: an emotional baseline, the parts switched off, and how far the emotion moves against chance.
+"""Knockout runs: parts switched off on an emotional baseline, and how far the emotion moves against chance.
 
-A knockout only shows something on a reply that carries the emotion, so every run starts from a
-baseline: *plain* (no emotion asked), *asked* (the emotion request in the system prompt) or *steered*
-(the cache's tuned direction or circuit steering). The built-in model ignores emotion requests, so on
-it only *steered* replies are reliably emotional. The matched control for a selection is a random set
-with the same number of heads and neurons in each of its layers.
+A knockout only shows something on a reply that carries the emotion, so every run starts from a baseline
+(``baselines.py``). The matched control for a selection is a random set with the same number of heads and
+neurons in each of its layers (``parts.matched_random``).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from emo_core.generation import GenerationSettings, chat_prompt, on_rows
-from emo_core.interventions import AblationMode, Intervention
+from emo_core.generation import GenerationSettings
+from emo_core.interventions import AblationMode, Intervention, on_rows
 from emo_core.judge import EmotionJudge, target_probability
 from emo_core.models import ModelBundle
+from emo_core.parts import Component, knockout, matched_random
+from emo_core.progress import Progress
 from emo_core.reading import EmotionReading
 from emo_core.replay import Recording, record, replay
 from emo_core.results import Results
-from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, NEUTRAL_SYSTEM, Baseline
+from emo_core.scenarios import EMOTIONS
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows
-from emo_core.selection import Component, ablations, matched_random
-from emo_core.steering import SteeringKit, tuned_steering
-
-Progress = Callable[[int, int], None]
-
-
-def baseline_prompt(bundle: ModelBundle, user: str, emotion: str, baseline: Baseline) -> str:
-    """The templated prompt of a baseline: the emotion request in the system prompt only for *asked*."""
-    return chat_prompt(bundle, user, EMOTION_SYSTEM.format(emotion=emotion) if baseline == "asked" else NEUTRAL_SYSTEM)
-
-
-def baseline_edits(
-    results: Results, kit: SteeringKit, emotion: str, baseline: Baseline, method: str = "direction", strength: float | None = None
-) -> list[Intervention]:
-    """The steering a baseline applies (none unless *steered*): the tuned settings, or ``strength`` instead of the tuned one."""
-    if baseline != "steered":
-        return []
-    tuned = results.steering_settings(method, emotion)
-    return tuned_steering(kit, {**tuned, "strength": tuned["strength"] if strength is None else strength}, method, emotion)
-
-
-def knockout_edits(
-    results: Results, components: Sequence[Component], mode: AblationMode, rows: tuple[int, ...] | None = None
-) -> list[Intervention]:
-    """Switch ``components`` off: zero ablation, or mean ablation with the cache's means over neutral prompts."""
-    if mode == "zero":
-        return ablations(components, "zero", rows=rows)
-    heads, neurons = results.tensor("means.attn_z"), results.tensor("means.mlp_post")
-    return ablations(components, "mean", dict(enumerate(heads)), dict(enumerate(neurons)), rows)
 
 
 @dataclass(frozen=True)
@@ -70,7 +41,7 @@ def effect_meter(
     bundle: ModelBundle,
     reading: EmotionReading,
     baseline: Recording,
-    knockout: Sequence[Intervention],
+    knocked_out: Sequence[Intervention],
     control: Sequence[Intervention],
     extra_layers: Sequence[int] = (),
 ) -> Meter:
@@ -78,7 +49,7 @@ def effect_meter(
 
     ``baseline`` is ``record(bundle, prompt, baseline edits)``, kept while only the parts change.
     """
-    edits = [*(on_rows(edit, (0,)) for edit in knockout), *(on_rows(edit, (1,)) for edit in control)]
+    edits = [*(on_rows(edit, (0,)) for edit in knocked_out), *(on_rows(edit, (1,)) for edit in control)]
     layers = [*reading.layers, *extra_layers]
     states = torch.cat([baseline.last_token(layers)[None], replay(bundle, baseline, edits, 2, layers)])
     readings = reading(states[:, : len(reading.layers)])
@@ -131,7 +102,8 @@ def chance_check(
     conditions = len(sets) + 1  # the baseline, then every knockout
     drops = np.zeros((len(prompts), len(sets)))
     steps = len(prompts) * (2 if judge is not None else 1)
-    knockouts = [edit for s, parts in enumerate(sets) for edit in knockout_edits(results, parts, mode, rows=(s,))]
+    means = results.neutral_means
+    knockouts = [edit for s, parts in enumerate(sets) for edit in knockout(parts, mode, means, rows=(s,))]
     for p, (prompt, shared) in enumerate(prompts):
         recorded = record(bundle, prompt, shared)
         before = reading(recorded.last_token(reading.layers))[target]
@@ -141,11 +113,7 @@ def chance_check(
             progress(p + 1, steps)
     judged: np.ndarray | None = None
     if judge is not None:
-        rows = [
-            Row(prompt, emotion, tuple(shared) + tuple(knockout_edits(results, parts, mode)) if parts else tuple(shared))
-            for prompt, shared in prompts
-            for parts in [[], *sets]
-        ]
+        rows = [Row(prompt, emotion, (*shared, *knockout(parts, mode, means))) for prompt, shared in prompts for parts in [[], *sets]]
         done = len(prompts)
 
         def report(finished: int, total: int) -> None:

@@ -1,20 +1,21 @@
 """Knockout curves: the top-k heads or neurons of a ranking switched off, against k random ones from the same layers.
 
-Measured on the evaluation split only, on three emotional baselines (``attribution.BASELINES``):
+Measured on the evaluation split only, on three emotional baselines (``baselines.CAUSAL_KINDS``):
 *steered* (direction steering toward the emotion), *asked* (the emotion request in the system prompt)
 and *continued* (the reply begins with an emotional sentence from ``datasets/continued_openings.jsonl``,
 written for this and never fitted on, and the model writes on; only what it writes is read or judged).
 
 Two measures:
 
-- the internal reading (``reading.py``) over the baseline reply, teacher-forced (``attribution.forced_pass``;
+- the internal reading (``reading.py``) over the baseline reply, teacher-forced (``forced.py``;
   each knockout is replayed on its recorded baseline row from the lowest layer it touches):
   continuous and cheaper than generating, so it gives the whole curve, k = 1 ... 64, for both rankings
   (the causal one of that baseline, and the paper's ``head_scores``/``neuron_scores``) on every
   baseline. Random controls: each draw is its own matched random set (as many parts in each layer as the
-  top-k set, none of them), evaluated on one prompt. The issue's target sets (top-2 heads, top-4 neurons
-  of the causal ranking) get at least 20 draws per emotion, their drop of the *other* emotions' readings (on the same reply, and on each
-  other emotion's own baseline reply) and their harm (language-model loss on neutral evaluation prompts);
+  top-k set, none of them), evaluated on one prompt. The target sets (``CurveSettings.target_ks``: the top 2
+  heads and top 4 neurons of the causal ranking) get more draws, their drop of the *other* emotions' readings
+  (on the same reply, and on each other emotion's own baseline reply) and their harm (language-model loss on
+  neutral evaluation prompts);
 - the judge's probability of the target emotion over generated replies, for a few k on one baseline,
   with one reply per prompt per condition (48 prompts by default: 12 cannot tell a knockout from chance),
   every random reply with its own draw.
@@ -25,110 +26,68 @@ Every drop is baseline minus knocked-out (positive = the emotion fell), with 95%
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
 import torch
 
-from emo_core.attribution import (
-    BASELINES,
-    Baseline,
-    ForcedReply,
-    baseline_rows,
-    forced_recording,
-    forced_replay,
-    forced_rows,
-    lm_loss,
-    opening_sentences,
-)
-from emo_core.causal import top_units
-from emo_core.generation import Reply, chat_prompt
-from emo_core.interventions import AblationMode, HeadAblation, Intervention, NeuronAblation, lowest_layer
+from emo_core.attribution import lm_loss, opening_sentences
+from emo_core.baselines import CAUSAL_KINDS, Baseline, BaselineKind, baseline_rows
+from emo_core.causal import OTHERS_WEIGHT
+from emo_core.forced import ForcedReply, forced_recording, forced_replay, forced_rows
+from emo_core.generation import Reply
+from emo_core.interventions import AblationMode, Intervention, lowest_layer, on_rows
 from emo_core.judge import EmotionJudge
 from emo_core.models import ModelBundle
+from emo_core.parts import KINDS, Component, Kind, knockout, matched_random, top_parts
+from emo_core.progress import Progress, StageProgress, stage
 from emo_core.reading import EmotionReading
 from emo_core.results import Results
-from emo_core.scenarios import DATASET_DIR, EMOTIONS, NEUTRAL_SYSTEM, PromptSpec, spread
+from emo_core.scenarios import DATASET_DIR, EMOTIONS, PromptSpec, spread
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows, score_replies
-from emo_core.selection import from_pairs, matched_random
+from emo_core.stats import bootstrap_interval, difference_interval
 from emo_core.steering import SteeringKit
 
 OPENINGS_PATH = DATASET_DIR / "continued_openings.jsonl"
 KS = (1, 2, 4, 8, 16, 32, 64)
 RANKINGS = ("causal", "paper")
-KINDS = ("heads", "neurons")
-Progress = Callable[[int, int], None]
+RANDOM_MULTIPLE = 3  # a top-k set passes when it lowers the emotion at least this many times as much as random sets
 BATCH_OVERHEAD_ROWS = 2  # a replayed batch costs about this many rows more than its rows (its calls, its small matrices)
-Known = Mapping[Baseline, Mapping[tuple[str, str], Reply]]  # baseline -> (prompt, emotion) -> a reply this run already has
+Known = Mapping[BaselineKind, Mapping[tuple[str, str], Reply]]  # baseline -> (prompt, emotion) -> a reply this run already has
 NOTHING_KNOWN: Known = MappingProxyType({})
 
 
 @dataclass(frozen=True)
 class CurveSettings:
-    """What the curves measure. The defaults (about 4,000 teacher-forced readings, 1,330 per baseline, and 576 judged
-    knockout replies beside 288 baseline replies the steering evaluation already has) took 16:18-18:00 on 2 quiet CPU
-    cores (AMD EPYC without AVX-512, whose speed drifts; the readings with the harm check 12:31-15:00, the judged replies
-    2:40-3:49)."""
+    """What the curves measure: how many prompts, random draws and judged replies, on which baselines and rankings
+    (``bench/README.md`` gives how long the defaults take)."""
 
     prompts: int = 2  # evaluation prompts per emotion and baseline for the reading curves
     draws: int = 4  # random draws per curve point and emotion (one prompt each; 24 per point over the six emotions)
     target_draws: int = 20  # random draws per emotion for the target sets
-    target_ks: Mapping[str, int] = field(default_factory=lambda: {"heads": 2, "neurons": 4})
+    target_ks: Mapping[Kind, int] = field(default_factory=lambda: {"head": 2, "neuron": 4})
     ks: tuple[int, ...] = KS
-    baselines: tuple[Baseline, ...] = BASELINES
+    baselines: tuple[BaselineKind, ...] = CAUSAL_KINDS
     rankings: tuple[str, ...] = RANKINGS
     mode: AblationMode = "mean"
     harm_prompts: int = 8
-    judged_baseline: Baseline = "steered"
+    judged_baseline: BaselineKind = "steered"
     judged_prompts: int = 48
-    judged: tuple[tuple[str, int], ...] = (("neurons", 16),)
+    judged: tuple[tuple[Kind, int], ...] = (("neuron", 16),)
     batch_size: int = 32
     bootstrap: int = 2000
     seed: int = 0
 
 
-def bootstrap_interval(values: Sequence[float], n: int, seed: int) -> list[float]:
-    """95% percentile-bootstrap interval of the mean."""
-    data = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, len(data), size=(n, len(data)))].mean(axis=1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-
-
-def difference_interval(top: Sequence[float], control: Sequence[float], n: int, seed: int, paired: bool = False) -> list[float]:
-    """95% bootstrap interval of mean(top) - mean(control); ``paired`` resamples both with the same indices."""
-    a, b = np.asarray(top, dtype=float), np.asarray(control, dtype=float)
-    rng = np.random.default_rng(seed)
-    i = rng.integers(0, len(a), size=(n, len(a)))
-    j = i if paired else rng.integers(0, len(b), size=(n, len(b)))
-    diffs = a[i].mean(axis=1) - b[j].mean(axis=1)
-    return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
-
-
-def knockout(results: Results, kind: str, units: Sequence[tuple[int, int]], mode: AblationMode) -> Intervention:
-    """Switch ``units`` off, with the cache's neutral means for mean ablation."""
-    if kind == "heads":
-        means = dict(enumerate(results.tensor("means.attn_z"))) if mode == "mean" else None
-        return HeadAblation(tuple(units), mode, means)
-    means = dict(enumerate(results.tensor("means.mlp_post"))) if mode == "mean" else None
-    return NeuronAblation(tuple(units), mode, means)
-
-
-def ranked_units(results: Results, ranking: str, baseline: Baseline, kind: str, emotion: str, mode: AblationMode, k: int) -> list:
-    """The top ``k`` ``(layer, index)`` of a ranking: ``causal`` (this baseline's, harmful parts excluded) or ``paper``."""
-    e = results.emotion_index(emotion)
+def ranked_parts(results: Results, ranking: str, baseline: BaselineKind, kind: Kind, emotion: str, mode: AblationMode, k: int) -> list:
+    """The top ``k`` parts of a ranking: ``causal`` (this baseline's, harmful parts excluded) or ``paper``."""
     if ranking == "causal":
-        return top_units(results.causal_scores(baseline, kind, mode)[e], k)
-    scores = results.head_scores(emotion) if kind == "heads" else results.neuron_scores(emotion)
-    return top_units(scores, k)
-
-
-def _control(results: Results, kind: str, top: Sequence[tuple[int, int]], rng: random.Random) -> list[tuple[int, int]]:
-    """The same-layer random control of a top set (``knockout.matched_random``), as ``(layer, index)`` pairs."""
-    drawn = matched_random(from_pairs(top, "head" if kind == "heads" else "neuron"), results.shape, rng)
-    return [(c.layer, c.index) for c in drawn]
+        scores = results.causal_scores(baseline, kind, mode)[results.emotion_index(emotion)]
+    else:
+        scores = results.head_scores(emotion) if kind == "head" else results.neuron_scores(emotion)
+    return [component for component, _ in top_parts(scores, kind, k)]
 
 
 def evaluation_openings() -> dict[str, list[str]]:
@@ -136,9 +95,14 @@ def evaluation_openings() -> dict[str, list[str]]:
     return opening_sentences(OPENINGS_PATH, per_emotion=100)
 
 
-def baseline_replies(bundle: ModelBundle, rows: Sequence[Row], known: Known, baseline: Baseline) -> list[Reply]:
+def _rows(kit: SteeringKit, kind: BaselineKind, prompts: Sequence[PromptSpec]) -> list[Row]:
+    """The baseline's rows on evaluation ``prompts`` (emotion-major), with the evaluation's openings for *continued*."""
+    return baseline_rows(Baseline(kind), kit, prompts, openings=evaluation_openings() if kind == "continued" else None)
+
+
+def baseline_replies(bundle: ModelBundle, rows: Sequence[Row], known: Known, baseline: BaselineKind) -> list[Reply]:
     """Replies to a baseline's rows: the ones this run already generated for the same prompt, emotion and baseline
-    (the steering evaluation's direction-steered and prompted replies are the *steered* and *asked* rows), the rest generated."""
+    (the steering evaluation's direction-steered and asked replies are the *steered* and *asked* rows), the rest generated."""
     have = known.get(baseline, {})
     missing = [row for row in rows if (row.prompt, row.emotion) not in have]
     fresh = generate_rows(bundle, missing, SCORING_SETTINGS, desc=f"{baseline} baselines") if missing else []
@@ -151,12 +115,12 @@ class _Plan:
     """Knockouts to read, each on one teacher-forced baseline row, and where its reading goes."""
 
     bases: list[int] = field(default_factory=list)
-    changes: list[Intervention] = field(default_factory=list)
+    changes: list[tuple[Intervention, ...]] = field(default_factory=list)
     keys: list[tuple] = field(default_factory=list)
 
-    def add(self, base: int, change: Intervention, key: tuple) -> None:
+    def add(self, base: int, change: Sequence[Intervention], key: tuple) -> None:
         self.bases.append(base)
-        self.changes.append(change)
+        self.changes.append(tuple(change))
         self.keys.append(key)
 
 
@@ -183,7 +147,7 @@ def _readings(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Readings ``[bases, E]`` of the baseline rows and ``[knockouts, E]`` of the planned knockouts.
 
-    Each baseline row is recorded once and its knockouts replayed on it (``attribution.forced_replay``), in batches
+    Each baseline row is recorded once and its knockouts replayed on it (``forced.forced_replay``), in batches
     of similar lowest layer (``_batches``), so a batch re-runs only the layers from its lowest one up to the reading's.
     """
     adapter = bundle.adapter
@@ -197,14 +161,14 @@ def _readings(
     for b, row in enumerate(base_rows):
         recording = forced_recording(bundle, row)
         base[b] = reading(forced_replay(bundle, recording, [], 1, reading.layers))[0]
-        lows = {i: lowest_layer(adapter, [plan.changes[i]]) for i in owned.get(b, [])}
+        lows = {i: lowest_layer(adapter, plan.changes[i]) for i in owned.get(b, [])}
         for i, low in lows.items():
             if low is None or low > highest:  # parts above the reading's layers cannot move it: exactly the baseline
                 out[i] = base[b]
         members = sorted((i for i, low in lows.items() if low is not None and low <= highest), key=lows.get)
         for start, end in _batches([lows[i] for i in members], highest, batch_size):
             chunk = members[start:end]
-            changes = [replace(plan.changes[i], rows=(j,)) for j, i in enumerate(chunk)]
+            changes = [on_rows(edit, (j,)) for j, i in enumerate(chunk) for edit in plan.changes[i]]
             out[chunk] = reading(forced_replay(bundle, recording, changes, len(chunk), reading.layers))
             done += len(chunk)
             if progress is not None:
@@ -224,9 +188,12 @@ def _summary(top: np.ndarray, control: np.ndarray, settings: CurveSettings, pair
         "n_random": len(control),
     }
     entry["ratio"] = entry["top_drop"] / entry["random_drop"] if entry["random_drop"] > 0 else None
-    # The issue's bar: at least 3 times the random drop (a random set that raises the emotion counts as 0), interval excluding zero.
+    # Passes when it lowers the emotion RANDOM_MULTIPLE times as much as random sets (a random set that raises the emotion
+    # counts as 0), with its own interval and the difference's interval above zero.
     entry["three_times_random"] = bool(
-        entry["top_drop"] >= 3 * max(entry["random_drop"], 0.0) and entry["top_ci95"][0] > 0 and entry["difference_ci95"][0] > 0
+        entry["top_drop"] >= RANDOM_MULTIPLE * max(entry["random_drop"], 0.0)
+        and entry["top_ci95"][0] > 0
+        and entry["difference_ci95"][0] > 0
     )
     return entry
 
@@ -237,7 +204,7 @@ def reading_curves(
     kit: SteeringKit,
     reading: EmotionReading,
     prompts: Sequence[PromptSpec],
-    baseline: Baseline,
+    baseline: BaselineKind,
     settings: CurveSettings,
     progress: Progress | None = None,
     known: Known = NOTHING_KNOWN,
@@ -249,34 +216,34 @@ def reading_curves(
     """
     rng = random.Random(f"{settings.seed}-{baseline}")
     picked = spread(prompts, settings.prompts)
-    openings = evaluation_openings() if baseline == "continued" else None
-    rows = baseline_rows(kit, results.table("steering"), picked, baseline, openings)
+    rows = _rows(kit, baseline, picked)
     base_rows = forced_rows(rows, baseline_replies(bundle, rows, known, baseline))  # emotion-major: row e * P + p
     n = len(picked)
+    means = results.neutral_means
     plan = _Plan()
-    sets: dict[tuple, list] = {}
+    sets: dict[tuple, list[Component]] = {}
     for e, emotion in enumerate(EMOTIONS):
         for ranking in settings.rankings:
             for kind in KINDS:
                 target = ranking == "causal" and kind in settings.target_ks
                 ks = sorted({*settings.ks, *((settings.target_ks[kind],) if target else ())})
                 for k in ks:
-                    top = ranked_units(results, ranking, baseline, kind, emotion, settings.mode, k)
+                    top = ranked_parts(results, ranking, baseline, kind, emotion, settings.mode, k)
                     if not top:
                         continue
                     key = (emotion, ranking, kind, k)
                     sets[key] = top
                     for p in range(n):
-                        plan.add(e * n + p, knockout(results, kind, top, settings.mode), ("top", key, p))
+                        plan.add(e * n + p, knockout(top, settings.mode, means), ("top", key, p))
                     is_target = target and k == settings.target_ks[kind]
                     for d in range(settings.target_draws if is_target else settings.draws):
-                        control = _control(results, kind, top, rng)
-                        plan.add(e * n + d % n, knockout(results, kind, control, settings.mode), ("random", key, d % n))
+                        control = matched_random(top, results.shape, rng)
+                        plan.add(e * n + d % n, knockout(control, settings.mode, means), ("random", key, d % n))
                     if is_target:
                         for f in range(len(EMOTIONS)):
                             if f != e:
                                 for p in range(n):
-                                    plan.add(f * n + p, knockout(results, kind, top, settings.mode), ("cross", key, f, p))
+                                    plan.add(f * n + p, knockout(top, settings.mode, means), ("cross", key, f, p))
     base, values = _readings(bundle, reading, base_rows, plan, settings.batch_size, progress)  # [rows, E]
     top_drops: dict[tuple, list] = {}
     random_drops: dict[tuple, list] = {}
@@ -302,30 +269,31 @@ def reading_curves(
         emotion, ranking, kind, k = key
         entry = _summary(np.array(top), np.array(random_drops[key]), settings)
         entry["others_same"] = float(np.mean(others_same[key]))
-        entry["units"] = [list(unit) for unit in sets[key]]
+        entry["units"] = [[c.layer, c.index] for c in sets[key]]
         if key in others_own:
             entry["others_own"] = float(np.mean(others_own[key]))
             entry["others_own_ci95"] = bootstrap_interval(others_own[key], settings.bootstrap, settings.seed)
             entry["specificity"] = entry["top_drop"] / entry["others_own"] if entry["others_own"] > 0 else None
-            # The issue's bar: lowers its emotion at least 1.5 times as much as the others' readings on average.
-            entry["specific"] = bool(entry["top_drop"] > 0 and entry["top_drop"] >= 1.5 * max(entry["others_own"], 0.0))
+            # Specific: it lowers its own emotion at least OTHERS_WEIGHT times as much as the others' readings on average.
+            entry["specific"] = bool(entry["top_drop"] > 0 and entry["top_drop"] >= OTHERS_WEIGHT * max(entry["others_own"], 0.0))
         curves.setdefault(ranking, {}).setdefault(kind, {}).setdefault(str(k), {})[emotion] = entry
     return curves
 
 
 def harm_report(
-    bundle: ModelBundle, results: Results, prompts: Sequence[PromptSpec], sets: Mapping[str, tuple[str, list]], mode: AblationMode
+    bundle: ModelBundle, results: Results, prompts: Sequence[PromptSpec], sets: Mapping[str, Sequence[Component]], mode: AblationMode
 ) -> dict:
-    """Relative rise of the language-model loss on neutral prompts when each named set is switched off."""
-    texts = [chat_prompt(bundle, p.user, NEUTRAL_SYSTEM) for p in prompts]
+    """Relative rise of the language-model loss on neutral prompts when each named set of parts is switched off."""
+    plain = Baseline("plain")
+    texts = [plain.prompt(bundle, p.user) for p in prompts]
     total, count = lm_loss(bundle, texts)
     base = total / count
     out: dict = {"base_loss": base}
     seen: dict[tuple, float] = {}
-    for name, (kind, units) in sets.items():
-        key = (kind, tuple(sorted(units)))
+    for name, parts in sets.items():
+        key = tuple(sorted(parts))
         if key not in seen:
-            seen[key] = lm_loss(bundle, texts, [knockout(results, kind, units, mode)])[0] / count
+            seen[key] = lm_loss(bundle, texts, knockout(parts, mode, results.neutral_means))[0] / count
         out[name] = {"loss": seen[key], "relative_rise": seen[key] / base - 1}
     return out
 
@@ -344,19 +312,19 @@ def judged_knockouts(
     rng = random.Random(f"{settings.seed}-judged")
     baseline = settings.judged_baseline
     picked = spread(prompts, settings.judged_prompts)
-    openings = evaluation_openings() if baseline == "continued" else None
-    base_rows = baseline_rows(kit, results.table("steering"), picked, baseline, openings)
+    base_rows = _rows(kit, baseline, picked)
     n = len(picked)
+    means = results.neutral_means
     rows: list[Row] = []
     keys: list[tuple] = []
     for e, emotion in enumerate(EMOTIONS):
         for kind, k in settings.judged:
-            top = ranked_units(results, "causal", baseline, kind, emotion, settings.mode, k)
+            top = ranked_parts(results, "causal", baseline, kind, emotion, settings.mode, k)
             for p in range(n):
                 row = base_rows[e * n + p]
-                control = _control(results, kind, top, rng)
-                for which, units in (("top", top), ("random", control)):
-                    rows.append(Row(row.prompt, emotion, (*row.interventions, knockout(results, kind, units, settings.mode))))
+                control = matched_random(top, results.shape, rng)
+                for which, parts in (("top", top), ("random", control)):
+                    rows.append(Row(row.prompt, emotion, (*row.interventions, *knockout(parts, settings.mode, means))))
                     keys.append((which, (emotion, kind, k, p)))
     replies = baseline_replies(bundle, base_rows, known, baseline)
     replies += generate_rows(bundle, rows, SCORING_SETTINGS, progress=progress, desc="judged knockouts")
@@ -389,34 +357,27 @@ def knockout_curves(
     judge: EmotionJudge,
     prompts: Sequence[PromptSpec],
     settings: CurveSettings = CurveSettings(),
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: StageProgress | None = None,
     known: Known = NOTHING_KNOWN,
 ) -> dict:
     """``ablation.curves`` of the report: reading curves per baseline, target-set harm, and judged knockouts (baseline
     replies the run already has, in ``known``, are not generated again)."""
     kit = results.steering_kit(bundle)
-    reading = EmotionReading.from_tensors(results.cache.tensors)
-
-    def stage(name: str) -> Progress | None:
-        return None if progress is None else (lambda done, total: progress(name, done, total))
-
+    reading = results.reading()
     report: dict = {"mode": settings.mode, "ks": list(settings.ks), "reading": {}}
     for baseline in settings.baselines:
         report["reading"][baseline] = reading_curves(
-            bundle, results, kit, reading, prompts, baseline, settings, stage(f"curves: {baseline}"), known
+            bundle, results, kit, reading, prompts, baseline, settings, stage(progress, f"curves: {baseline}"), known
         )
-    harm_sets: dict[str, tuple[str, list]] = {}
+    harm_sets: dict[str, list[Component]] = {}
     for emotion in EMOTIONS:
         for baseline in settings.baselines:
             for kind, k in settings.target_ks.items():
-                harm_sets[f"{baseline}/{emotion}/{kind}/{k}"] = (
-                    kind,
-                    ranked_units(results, "causal", baseline, kind, emotion, settings.mode, k),
-                )
+                harm_sets[f"{baseline}/{emotion}/{kind}/{k}"] = ranked_parts(results, "causal", baseline, kind, emotion, settings.mode, k)
         for kind, k in settings.judged:
-            units = ranked_units(results, "causal", settings.judged_baseline, kind, emotion, settings.mode, k)
-            harm_sets[f"{settings.judged_baseline}/{emotion}/{kind}/{k}"] = (kind, units)
+            parts = ranked_parts(results, "causal", settings.judged_baseline, kind, emotion, settings.mode, k)
+            harm_sets[f"{settings.judged_baseline}/{emotion}/{kind}/{k}"] = parts
     report["harm"] = harm_report(bundle, results, spread(prompts, settings.harm_prompts), harm_sets, settings.mode)
     if settings.judged:
-        report["judged"] = judged_knockouts(bundle, results, kit, judge, prompts, settings, stage("curves: judged"), known)
+        report["judged"] = judged_knockouts(bundle, results, kit, judge, prompts, settings, stage(progress, "curves: judged"), known)
     return report

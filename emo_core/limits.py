@@ -2,7 +2,7 @@
 
 The app's widgets, its links and the CLI's arguments are bounded by these same numbers, and the library
 checks them again where a request enters it, so no link, script or scenario file can ask for more.
-(The number of parts switched off at once is ``emo_core.selection.MAX_PARTS``.)
+(The number of parts switched off at once is ``emo_core.parts.MAX_PARTS``.)
 """
 
 from __future__ import annotations

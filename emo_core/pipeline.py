@@ -1,17 +1,18 @@
 """``build``: every result the app shows, computed for one model and written as its cache.
 
-Stages: activations of the training emotion prompts (resumable shards) → emotion directions,
-cosines and cross-layer similarity → neuron and head scores → sublayer importance → 2-D maps and
-cluster separation → expression vectors → the circuit (in the most important sublayers, the heads and
-neurons that write the expressed emotion most) → steering strengths tuned on training prompts with
-the judge → causal rankings (what switching each head and neuron off does to the emotion reading and
-to the neutral loss, by attribution patching). The evaluation skeletons are never read here.
+Stages, in order: activations of the training emotion prompts (resumable shards) → emotion directions,
+cosines and cross-layer similarity → the paper's neuron and head scores → sublayer importance → cluster
+separation and the 2-D maps (PCA, UMAP) → expression vectors and their scores → the circuit (in the most
+important sublayers, the heads and neurons that write the expressed emotion most) → direction-steering
+strengths tuned on training prompts with the judge → the internal reading, calibrated → the parts' mean
+outputs on neutral prompts → causal rankings (what switching each head and neuron off does to the emotion
+reading and to the neutral loss, by attribution patching) → circuit-steering strengths for the steering
+circuits those rankings give. The evaluation skeletons are never read here.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from emo_core.activations import EXTRACT_SITES, StageProgress, extract, neutral_means
+from emo_core.activations import EXTRACT_SITES, extract, neutral_means
 from emo_core.attribution import CausalSettings, causal_effects, training_openings
 from emo_core.calibration import calibrate_reading
 from emo_core.circuit import ATTN, MLP, select_circuit
@@ -42,6 +43,8 @@ from emo_core.expression import expression_scores, expression_vectors
 from emo_core.importance import aligned_local_directions, reference_directions, sublayer_importance
 from emo_core.judge import load_judge
 from emo_core.models import DType, ModelBundle, load_model
+from emo_core.parts import NeutralMeans
+from emo_core.progress import StageProgress, stage
 from emo_core.projection import emotion_coordinates, pca_maps, umap_maps
 from emo_core.results import CACHE_ROOT, cache_folder
 from emo_core.scenarios import EMOTIONS, PromptSpec, Skeleton, emotion_prompts, neutral_prompts, prompt_set_hash, spread, training_skeletons
@@ -62,12 +65,6 @@ class BuildSettings:
     tuning_prompts: int = TUNING_PROMPTS
     mean_prompts: int = 96
     causal: CausalSettings = CausalSettings()
-
-
-def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
-    if progress is None:
-        return None
-    return lambda done, total: progress(name, done, total)
 
 
 def prompt_table(prompts: list[PromptSpec], skeletons: list[Skeleton]) -> pd.DataFrame:
@@ -161,7 +158,7 @@ def build(
     prompts = emotion_prompts(skeletons)
     neutral = neutral_prompts(skeletons)
 
-    acts = extract(bundle, prompts, settings.batch_size, work / "emotion", _stage(progress, "activations"))
+    acts = extract(bundle, prompts, settings.batch_size, work / "emotion", stage(progress, "activations"))
     groups = complete_groups(prompts)
     mid, post = (emotion_directions(acts[site], groups) for site in ("resid_mid", "resid_post"))
     cosines = between_emotion_cosines(post)
@@ -177,7 +174,7 @@ def build(
         reference,
         aligned_local_directions(mid, reference),
         aligned_local_directions(post, reference),
-        progress=_stage(progress, "sublayer importance"),
+        progress=stage(progress, "sublayer importance"),
     )
 
     post_np = acts["resid_post"].numpy()
@@ -188,7 +185,7 @@ def build(
     coordinates = emotion_coordinates(post_np, post.numpy())
     separation, probe_accuracy = cluster_separation(post_np, coordinates, labels, skeleton_ids, settings.probe_folds)
     pca = pca_maps(coordinates)
-    umap = umap_maps(coordinates, n_epochs=settings.umap_epochs, progress=_stage(progress, "umap"))
+    umap = umap_maps(coordinates, n_epochs=settings.umap_epochs, progress=stage(progress, "umap"))
 
     tensors = {
         "directions.resid_mid": mid,
@@ -207,23 +204,26 @@ def build(
         "separation": torch.from_numpy(separation),
         "probe_accuracy": torch.from_numpy(probe_accuracy),
     }
-    expression = expression_vectors(bundle, progress=_stage(progress, "expression"))
+    expression = expression_vectors(bundle, progress=stage(progress, "expression"))
     tensors.update({f"expression.{site}": value for site, value in expression.items()})
     tensors["expression.head_scores"], tensors["expression.neuron_scores"] = expression_scores(bundle, expression)
     circuits = circuit_table(importance, tensors["expression.head_scores"], tensors["expression.neuron_scores"])
     emotion_judge = load_judge(judge)
 
     def tune(kit: SteeringKit, method: str) -> pd.DataFrame:
-        stage = _stage(progress, f"tuning: {method}")
-        return tune_steering(kit, emotion_judge, skeletons, (method,), n_prompts=settings.tuning_prompts, progress=stage)
+        return tune_steering(
+            kit, emotion_judge, skeletons, (method,), n_prompts=settings.tuning_prompts, progress=stage(progress, f"tuning: {method}")
+        )
 
     kit = SteeringKit.from_tensors(bundle, tensors)  # directions only: the steering circuits come from the causal rankings
     direction = tune(kit, "direction")
-    reading = calibrate_reading(kit, direction, spread(neutral, settings.tuning_prompts), progress=_stage(progress, "reading"))
+    kit = kit.with_tuning(direction)
+    reading = calibrate_reading(kit, spread(neutral, settings.tuning_prompts), progress=stage(progress, "reading"))
     tensors.update(reading.to_tensors())
     means = neutral_means(bundle, spread(neutral, settings.mean_prompts), settings.batch_size)
     tensors.update({f"means.{site}": value for site, value in means.items()})
-    tensors.update(causal_effects(kit, reading, direction, means, neutral, training_openings(), settings.causal, progress))
+    unit_means = NeutralMeans(means["attn_z"], means["mlp_post"])
+    tensors.update(causal_effects(kit, reading, unit_means, neutral, training_openings(), settings.causal, progress))
     steering = pd.concat([direction, tune(SteeringKit.from_tensors(bundle, tensors), "circuit")], ignore_index=True)
     tables = {
         "prompts": prompt_table(prompts, skeletons),

@@ -14,14 +14,13 @@ visibly form as depth grows instead of jumping around between layers.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
-Progress = Callable[[int, int], None]
+from emo_core.progress import Progress
 
 
 def _standardise(points: np.ndarray) -> np.ndarray:

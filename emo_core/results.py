@@ -1,30 +1,7 @@
 """The pipeline's results for one model, read from its cache: what the app's pages show.
 
-A cache folder holds these tensors (``E`` emotions in ``EMOTIONS`` order, ``L`` layers, ``N``
-training prompts in the ``prompts`` table's order):
-
-- ``directions.resid_mid`` / ``directions.resid_post`` ``[E, L, d_model]``: unit emotion directions;
-- ``cosines`` ``[L, E, E]``: between-emotion cosines of the ``resid_post`` directions;
-- ``cross_layer`` ``[E, 2L, 2L]``: each emotion's direction compared across positions (Attn0, MLP0, ...);
-- ``head_scores`` ``[E, L, H]`` and ``neuron_scores`` ``[E, L, d_mlp]``: mean component importance;
-- ``sublayer_importance`` ``[E, L, 2]``: causal importance of each attention (0) and MLP (1) sublayer;
-- ``attn_diff`` ``[E, L, H*D]`` and ``mlp_diff`` ``[E, L, d_mlp]``: mean emotion shift at the components,
-  used by circuit steering;
-- ``umap`` / ``pca`` ``[L, N, 2]``: layer-aligned 2-D maps of the last-token ``resid_post`` state's
-  emotion coordinates (its projections on the layer's six emotion directions);
-- ``separation`` ``[L]`` (silhouette in the emotion coordinates) and ``probe_accuracy`` ``[L]`` (a
-  linear probe on the raw states of held-out skeletons): how well emotions separate at each layer.
-- ``causal.<baseline>.<kind>.<mode>`` ``[E, L, units]`` (baseline ``steered``, ``asked`` or ``continued``;
-  kind ``heads`` or ``neurons``; mode ``zero`` or ``mean``): estimated drop of each emotion's reading when a
-  part is switched off, on replies expressing it; ``causal.harm.<kind>.<mode>`` ``[L, units]`` and
-  ``causal.harm.base`` ``[1]``: estimated rise of the neutral-prompt language-model loss, and that loss
-  (``attribution.py``; ``causal_ranking`` ranks them);
-
-and these tables: ``prompts`` (key, skeleton_id, theme, valence, emotion, scenario, event),
-``circuit`` (emotion, kind, layer, index, score, rank, sublayer_weight), ``nearest`` (layer,
-emotion, nearest, cosine) and ``steering`` (method, emotion, layers, strength, accuracy, degenerate):
-the tuned settings.
-``report.json`` beside them, when present, holds the evaluation.
+``Results`` gives named access to a cache's tensors and tables (their names and shapes are listed once, in
+``cached_activations/README.md``) and to ``report.json`` beside them, when the evaluation has run.
 """
 
 from __future__ import annotations
@@ -38,8 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from emo_core.baselines import CAUSAL_KINDS
 from emo_core.causal import HARM_BASE, causal_scores, effect_name, harm_name, others_mean, ranking_table
 from emo_core.circuit import Circuit, circuit_from_table
+from emo_core.parts import KINDS, Component, Kind, NeutralMeans, Ranked, circuit_components, top_indices, top_parts
 from emo_core.placement import place_on_map
 from emo_core.scenarios import EMOTIONS, emotion_prompts, prompt_set_hash, training_skeletons
 from emo_core.store import CACHE_ROOT, Cache, CacheError, model_slug, read_cache, read_manifest, rebuild_command
@@ -52,7 +31,6 @@ if TYPE_CHECKING:
     from emo_core.steering import SteeringKit
 
 REPORT = "report.json"
-CAUSAL_BASELINES = ("steered", "asked", "continued")
 
 
 @dataclass(frozen=True)
@@ -167,13 +145,12 @@ class Results:
         return self.tensor("cross_layer")[self.emotion_index(emotion)]
 
     def top_heads(self, emotion: str, k: int | None = None) -> pd.DataFrame:
-        """Heads ranked by importance over the whole model: ``layer``, ``head``, ``score``."""
-        scores = self.head_scores(emotion)
-        return _ranked(scores, "head", k)
+        """Heads ranked by importance over the whole model: ``layer``, ``head``, ``score`` (every head with ``k=None``)."""
+        return _ranked(self.head_scores(emotion), "head", k)
 
     def top_neurons(self, emotion: str, k: int | None = None) -> pd.DataFrame:
-        """Neurons ranked by contribution over the whole model: ``layer``, ``neuron``, ``score``."""
-        return _ranked(self.neuron_scores(emotion), "neuron", k or 100)
+        """Neurons ranked by contribution over the whole model: ``layer``, ``neuron``, ``score`` (every neuron with ``k=None``)."""
+        return _ranked(self.neuron_scores(emotion), "neuron", k)
 
     def circuit(self, emotion: str) -> Circuit:
         """The emotion's circuit as selected at build time."""
@@ -187,10 +164,15 @@ class Results:
         return EmotionReading.from_tensors({name: self.tensor(name) for name in names})
 
     def steering_kit(self, bundle: ModelBundle) -> SteeringKit:
-        """Steering for ``bundle`` (the model these results belong to) from the saved vectors and circuits."""
+        """Steering for ``bundle`` (the model these results belong to) from the saved vectors, circuits and tuned settings."""
         from emo_core.steering import SteeringKit  # computes with torch: imported by the pages that steer a model
 
-        return SteeringKit.from_tensors(bundle, self.cache.tensors)
+        return SteeringKit.from_tensors(bundle, self.cache.tensors, self.table("steering"))
+
+    @cached_property
+    def neutral_means(self) -> NeutralMeans:
+        """Every part's mean output over emotion-free prompts: what mean ablation sets a part to."""
+        return NeutralMeans(self.tensor("means.attn_z"), self.tensor("means.mlp_post"))
 
     def steering_settings(self, method: str, emotion: str) -> dict:
         """Tuned ``layers`` and ``strength`` of a steering method for one emotion."""
@@ -198,35 +180,50 @@ class Results:
 
         return tuned_settings(self.table("steering"), method, emotion)
 
-    def causal_effects(self, baseline: str = "steered", kind: str = "neurons", mode: str = "mean") -> torch.Tensor:
+    def causal_effects(self, baseline: str = "steered", kind: Kind = "neuron", mode: str = "mean") -> torch.Tensor:
         """``[E, L, units]`` estimated drop of each emotion's reading (positive = it falls) when each head or neuron is
         switched off, on the ``baseline`` reply toward that emotion (``attribution.py``)."""
-        if baseline not in CAUSAL_BASELINES or kind not in ("heads", "neurons") or mode not in ("zero", "mean"):
+        if baseline not in CAUSAL_KINDS or kind not in KINDS or mode not in ("zero", "mean"):
             raise ValueError(
                 f"No causal ranking for baseline '{baseline}', kind '{kind}', mode '{mode}'; choose a baseline of "
-                f"{', '.join(CAUSAL_BASELINES)}, heads or neurons, zero or mean."
+                f"{', '.join(CAUSAL_KINDS)}, head or neuron, zero or mean."
             )
         return self._causal(effect_name(baseline, kind, mode))
 
-    def causal_harm(self, kind: str = "neurons", mode: str = "mean") -> tuple[torch.Tensor, float]:
+    def causal_harm(self, kind: Kind = "neuron", mode: str = "mean") -> tuple[torch.Tensor, float]:
         """``[L, units]`` estimated rise of the language-model loss on neutral prompts per part, and that loss untouched."""
         return self._causal(harm_name(kind, mode)), float(self._causal(HARM_BASE)[0])
 
-    def causal_scores(self, baseline: str = "steered", kind: str = "neurons", mode: str = "mean") -> torch.Tensor:
+    def causal_scores(self, baseline: str = "steered", kind: Kind = "neuron", mode: str = "mean") -> torch.Tensor:
         """``[E, L, units]`` ranking scores: specific drops of the emotion's reading, ``-inf`` for harmful parts (``causal.py``)."""
         harm, base = self.causal_harm(kind, mode)
         return causal_scores(self.causal_effects(baseline, kind, mode), harm, base)
 
     def causal_ranking(
-        self, emotion: str, kind: str = "neurons", mode: str = "mean", baseline: str = "steered", k: int | None = None
+        self, emotion: str, kind: Kind = "neuron", mode: str = "mean", baseline: str = "steered", k: int | None = None
     ) -> pd.DataFrame:
         """One emotion's heads or neurons ranked by what switching them off does: ``layer``, ``head``/``neuron``,
         ``own`` (drop of its reading), ``others`` (mean drop of the other emotions' readings), ``harm``, ``score``, ``eligible``."""
         e = self.emotion_index(emotion)
         own = self.causal_effects(baseline, kind, mode)
         harm, base = self.causal_harm(kind, mode)
-        table = ranking_table(own[e], others_mean(own)[e], harm, causal_scores(own, harm, base)[e], kind.removesuffix("s"))
+        table = ranking_table(own[e], others_mean(own)[e], harm, causal_scores(own, harm, base)[e], kind)
         return table if k is None else table.head(k)
+
+    def ranked_parts(self, emotion: str, kind: Kind, k: int) -> list[Component]:
+        """The ``k`` heads or neurons that matter most for ``emotion``: the causal ranking (steered baseline, mean ablation;
+        specific and harmless), or the paper's score for a cache that predates causal rankings."""
+        try:
+            scores = self.causal_scores("steered", kind, "mean")[self.emotion_index(emotion)]
+        except CacheError:
+            scores = self.head_scores(emotion) if kind == "head" else self.neuron_scores(emotion)
+        return [component for component, _ in top_parts(scores, kind, k)]
+
+    def named_parts(self, emotion: str, spec: Ranked) -> list[Component]:
+        """The parts a ranking names for ``emotion``: the top ``k`` of the causal ranking, or the emotion's circuit."""
+        if spec.ranking == "circuit":
+            return circuit_components(self.circuit(emotion))
+        return self.ranked_parts(emotion, spec.kind, spec.k)
 
     def _causal(self, name: str) -> torch.Tensor:
         if name not in self.cache.arrays:
@@ -247,12 +244,9 @@ class Results:
             raise CacheError(f"The report {path} is damaged; rerun `python -m emo_core evaluate`.") from error
 
 
-def _ranked(scores: torch.Tensor, name: str, k: int | None) -> pd.DataFrame:
-    n_layers, width = scores.shape
-    values, flat = scores.flatten().sort(descending=True)
-    if k is not None:
-        values, flat = values[:k], flat[:k]
-    return pd.DataFrame({"layer": (flat // width).numpy(), name: (flat % width).numpy(), "score": values.numpy()})
+def _ranked(scores: torch.Tensor, kind: Kind, k: int | None) -> pd.DataFrame:
+    values, layers, index = top_indices(scores, k)
+    return pd.DataFrame({"layer": layers.numpy(), kind: index.numpy(), "score": values.numpy()})
 
 
 def cache_folder(model_id: str, root: Path = CACHE_ROOT) -> Path:

@@ -8,17 +8,16 @@ from dataclasses import dataclass
 import pandas as pd
 from tqdm.auto import tqdm
 
-from emo_core.activations import Progress
 from emo_core.fluency import degenerate_reason
 from emo_core.generation import GenerationSettings, Reply, generate, on_rows
 from emo_core.interventions import Intervention
 from emo_core.judge import LABELS, EmotionJudge
 from emo_core.models import ModelBundle
+from emo_core.progress import Progress
 
 SCORING_SETTINGS = GenerationSettings(max_new_tokens=32, repetition_penalty=1.05, no_repeat_ngram_size=3)
-# Rows per generated batch. A decode step's cost grows far slower than its rows up to about this many (2 CPU cores, time
-# against 48 rows per batch: direction-steered 0.70, knockouts on a steered prompt 0.84, prompted 0.79, no reply changed:
-# bench/bench_batches.py); at 288 the knockouts' whole-prompt prefill made them slower again (0.38 against 0.33 s a reply).
+# Rows per generated batch: a decode step's cost grows far slower than its rows up to about this many, and more made the
+# knockouts' whole-prompt prefill slower again (bench/bench_batches.py; figures in bench/README.md).
 ROWS_PER_BATCH = 144
 
 

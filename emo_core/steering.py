@@ -2,25 +2,27 @@
 
 The steering circuit is not the paper's circuit (the parts that *write* the emotion, ``circuit.py``): it is
 each emotion's heads and neurons that *matter when switched off* (the causal ranking on the steered
-baseline, ``causal.py``). Pushing the paper's circuit along the emotion's shift moved 55.7% of the
-evaluation replies on target; pushing these parts, with the same shifts, 86.1% (README).
+baseline, ``causal.py``), which moved far more replies on target than the paper's circuit
+(``docs/findings.md``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
-from emo_core.causal import stored_scores, top_scored_units
+from emo_core.baselines import METHODS
+from emo_core.causal import stored_scores
 from emo_core.circuit import ATTN, MLP, Circuit
 from emo_core.errors import EmoCoreError
 from emo_core.interventions import ComponentEdit, Intervention, ResidualAddition
 from emo_core.limits import check_strength
+from emo_core.parts import top_parts
 from emo_core.scenarios import EMOTIONS
 
 if TYPE_CHECKING:  # the model module imports transformers; reading saved settings does not need it
@@ -43,7 +45,7 @@ def direction_steering(vectors: torch.Tensor, layers: Sequence[int], alpha: floa
     return ResidualAddition({layer: unit[layer] for layer in layers}, alpha=alpha, scale="rms", positions="last")
 
 
-STEERING_HEADS, STEERING_NEURONS = 24, 256  # training replies on target at one strength: 12 + 96 parts <= 72%, 24 + 256 79% (README)
+STEERING_HEADS, STEERING_NEURONS = 24, 256  # the size that steered training replies best (docs/steering.md)
 STEERING_BASELINE, STEERING_ABLATION = "steered", "mean"  # the causal ranking whose top parts circuit steering pushes
 
 
@@ -53,8 +55,8 @@ def steering_circuit(
     """The parts circuit steering pushes toward ``emotion``: its ``n_heads`` heads and ``n_neurons`` neurons with the best
     causal scores (``[L, units]`` each), every sublayer weighted alike. Harmful parts (``-inf``) and parts whose knockout
     does not lower the emotion more than the others (score 0 or less) are never taken."""
-    heads = tuple(unit for unit in top_scored_units(head_scores, n_heads) if unit[2] > 0)
-    neurons = tuple(unit for unit in top_scored_units(neuron_scores, n_neurons) if unit[2] > 0)
+    heads = tuple((c.layer, c.index, score) for c, score in top_parts(head_scores, "head", n_heads) if score > 0)
+    neurons = tuple((c.layer, c.index, score) for c, score in top_parts(neuron_scores, "neuron", n_neurons) if score > 0)
     weights = {(ATTN, layer): 1.0 for layer, _, _ in heads} | {(MLP, layer): 1.0 for layer, _, _ in neurons}
     return Circuit(emotion, heads, neurons, weights)
 
@@ -62,7 +64,7 @@ def steering_circuit(
 def steering_circuits(tensors: Mapping[str, torch.Tensor]) -> dict[str, Circuit]:
     """Every emotion's steering circuit from a cache's (or a build's own) causal rankings; empty before they exist."""
     try:
-        heads, neurons = (stored_scores(tensors, STEERING_BASELINE, kind, STEERING_ABLATION) for kind in ("heads", "neurons"))
+        heads, neurons = (stored_scores(tensors, STEERING_BASELINE, kind, STEERING_ABLATION) for kind in ("head", "neuron"))
     except KeyError:
         return {}
     return {emotion: steering_circuit(emotion, heads[e], neurons[e]) for e, emotion in enumerate(EMOTIONS)}
@@ -92,18 +94,17 @@ def circuit_steering(
     return edits
 
 
-METHODS = ("direction", "circuit")
-
-
 @dataclass(frozen=True)
 class SteeringKit:
-    """What steering needs for one model: expression vectors per site and each emotion's steering circuit."""
+    """What steering needs for one model: expression vectors per site, each emotion's steering circuit, and the settings
+    tuning chose (``tuning``: the ``steering`` table, ``None`` before tuning)."""
 
     bundle: ModelBundle
     resid: torch.Tensor  # [E, L, d_model]
     attn: torch.Tensor  # [E, L, n_heads * head_dim]
     mlp: torch.Tensor  # [E, L, d_mlp]
     circuits: Mapping[str, Circuit]
+    tuning: pd.DataFrame | None = field(default=None, compare=False)
 
     def interventions(self, method: str, emotion: str, strength: float, layers: Sequence[int] = ()) -> list[Intervention]:
         """The edits that steer toward ``emotion`` with ``method`` (``direction`` uses ``layers``); the strength is checked
@@ -120,16 +121,32 @@ class SteeringKit:
             return list(circuit_steering(self.bundle, self.circuits[emotion], self.attn[e], self.mlp[e], strength))
         raise ValueError(f"Unknown steering method '{method}'; choose one of {', '.join(METHODS)}.")
 
+    def settings(self, method: str, emotion: str) -> dict:
+        """The ``layers`` and ``strength`` tuning chose for ``method`` and ``emotion``."""
+        if self.tuning is None:
+            raise EmoCoreError("Steering has not been tuned for these results yet; rebuild them with `python -m emo_core build`.")
+        return tuned_settings(self.tuning, method, emotion)
+
+    def tuned(self, method: str, emotion: str, strength: float | None = None) -> list[Intervention]:
+        """The edits of ``method`` toward ``emotion`` with the tuned settings, at ``strength`` instead of the tuned one if given."""
+        settings = self.settings(method, emotion)
+        return self.interventions(method, emotion, settings["strength"] if strength is None else strength, tuple(settings["layers"]))
+
+    def with_tuning(self, tuning: pd.DataFrame) -> SteeringKit:
+        """The same kit with ``tuning``'s settings."""
+        return replace(self, tuning=tuning)
+
     @classmethod
-    def from_tensors(cls, bundle: ModelBundle, tensors: Mapping[str, torch.Tensor]) -> SteeringKit:
+    def from_tensors(cls, bundle: ModelBundle, tensors: Mapping[str, torch.Tensor], tuning: pd.DataFrame | None = None) -> SteeringKit:
         """The kit for ``bundle`` from a cache's tensors (saved results, or a build's own: before its causal rankings
-        exist, the kit steers only along directions)."""
+        exist, the kit steers only along directions) and its tuned settings."""
         return cls(
             bundle,
             tensors["expression.resid_post"],
             tensors["expression.attn_z"],
             tensors["expression.mlp_post"],
             steering_circuits(tensors),
+            tuning,
         )
 
 
@@ -140,8 +157,3 @@ def tuned_settings(table: pd.DataFrame, method: str, emotion: str) -> dict:
         raise ValueError(f"The cache has no {method} steering settings for '{emotion}'.")
     row = rows.iloc[0]
     return {"layers": [int(x) for x in str(row["layers"]).split(",") if x], "strength": float(row["strength"])}
-
-
-def tuned_steering(kit: SteeringKit, tuned: Mapping[str, object], method: str, emotion: str) -> list[Intervention]:
-    """The edits of ``method`` toward ``emotion`` with the settings ``tune_steering`` chose (``tuned_settings``)."""
-    return kit.interventions(method, emotion, float(tuned["strength"]), tuple(tuned["layers"]))

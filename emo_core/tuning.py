@@ -6,17 +6,16 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from emo_core.activations import Progress
 from emo_core.generation import chat_prompt
 from emo_core.judge import EmotionJudge
+from emo_core.progress import Progress
 from emo_core.scenarios import EMOTIONS, Skeleton, neutral_prompts, spread
 from emo_core.scoring import Row, generate_rows, score_replies
 from emo_core.steering import METHODS, SteeringKit
 
-# Direction 3.0 broke replies and was never chosen; circuit 5.0 broke surprise's (67% degenerate) and suited three others best.
-STRENGTHS = {"direction": (1.0, 2.0), "circuit": (3.0, 4.0, 4.5, 5.0)}
+STRENGTHS = {"direction": (1.0, 2.0), "circuit": (3.0, 4.0, 4.5, 5.0)}  # the candidates; why these: docs/steering.md
 TUNING_PROMPTS = 12
-MAX_DEGENERATE = 0.05  # the fluency bound
+MAX_DEGENERATE = 0.05  # a setting is fluent when at most this share of its replies is degenerate
 
 
 def layer_windows(n_layers: int) -> list[tuple[int, ...]]:

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from emo_core.defaults import EMBEDDED_NAME
+from emo_core.parts import parse_token
 from emo_core.results import available_caches
-from emo_core.selection import parse_token
 from tests.synthetic_cache import write_synthetic_cache
 from ui.data import RESULTS_DIR_ENV
 

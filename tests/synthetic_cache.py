@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from emo_core.baselines import CAUSAL_KINDS
 from emo_core.causal import HARM_BASE, effect_name, harm_name
 from emo_core.pipeline import prompt_table
-from emo_core.results import CAUSAL_BASELINES, cache_folder
+from emo_core.results import cache_folder
 from emo_core.scenarios import EMOTIONS, emotion_prompts, prompt_set_hash, training_skeletons
 from emo_core.store import Manifest, write_cache
 
@@ -62,9 +63,9 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
         "map.coordinates": rand(n_layers, n_points, n_emotions),
         "map.centre": rand(n_layers, d_model),
     }
-    for kind, width in (("heads", n_heads), ("neurons", d_mlp)):
+    for kind, width in (("head", n_heads), ("neuron", d_mlp)):
         for mode in ("zero", "mean"):
-            tensors |= {effect_name(baseline, kind, mode): rand(n_emotions, n_layers, width) for baseline in CAUSAL_BASELINES}
+            tensors |= {effect_name(baseline, kind, mode): rand(n_emotions, n_layers, width) for baseline in CAUSAL_KINDS}
             tensors[harm_name(kind, mode)] = rand(n_layers, width) * 1e-3
     tensors[HARM_BASE] = torch.tensor([3.0])
     nearest = []

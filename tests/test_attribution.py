@@ -8,17 +8,11 @@ import pytest
 import torch
 
 import emo_core as ec
-from emo_core.attribution import (
-    ForcedReply,
-    forced_pass,
-    forced_recording,
-    forced_replay,
-    lm_loss,
-    loss_attribution,
-    reading_attribution,
-)
-from emo_core.causal import causal_scores, others_mean, top_units
+from emo_core.attribution import lm_loss, loss_attribution, reading_attribution
+from emo_core.causal import causal_scores, others_mean
+from emo_core.forced import ForcedReply, forced_pass, forced_recording, forced_replay
 from emo_core.interventions import ComponentEdit, HeadAblation, NeuronAblation
+from emo_core.parts import NeutralMeans, top_parts
 from emo_core.reading import EmotionReading, unit_directions
 from emo_core.scoring import Row, generate_rows
 from tests.conftest import exact
@@ -33,13 +27,13 @@ def _reading(bundle: ec.ModelBundle, seed: int = 0) -> EmotionReading:
     return EmotionReading(LAYERS, units, torch.zeros(6, dtype=bundle.dtype), torch.full((6,), 2.0, dtype=bundle.dtype))
 
 
-def _means(bundle: ec.ModelBundle, seed: int = 1) -> dict[str, torch.Tensor]:
+def _means(bundle: ec.ModelBundle, seed: int = 1) -> NeutralMeans:
     gen = torch.Generator().manual_seed(seed)
     shape = bundle.shape
-    return {
-        "heads": torch.randn(shape.n_layers, shape.n_heads * shape.head_dim, generator=gen).to(bundle.dtype),
-        "neurons": torch.randn(shape.n_layers, shape.d_mlp, generator=gen).to(bundle.dtype),
-    }
+    return NeutralMeans(
+        torch.randn(shape.n_layers, shape.n_heads * shape.head_dim, generator=gen).to(bundle.dtype),
+        torch.randn(shape.n_layers, shape.d_mlp, generator=gen).to(bundle.dtype),
+    )
 
 
 def _rows(bundle: ec.ModelBundle) -> list[ForcedReply]:
@@ -65,12 +59,12 @@ def test_knockouts_replayed_on_a_recorded_forced_row_read_what_a_forced_pass_rea
         assert not torch.allclose(got[0], got[1]) and not torch.allclose(got[2], got[1])
 
 
-def _dosed(bundle: ec.ModelBundle, kind: str, mode: str, layer: int, unit: int, means: dict, dose: float) -> ComponentEdit:
+def _dosed(bundle: ec.ModelBundle, kind: str, mode: str, layer: int, unit: int, means: NeutralMeans, dose: float) -> ComponentEdit:
     """Move one unit a fraction ``dose`` of the way to its ablated value, at every position."""
-    width = bundle.shape.head_dim if kind == "heads" else 1
+    width = bundle.shape.head_dim if kind == "head" else 1
     channels = tuple(range(unit * width, (unit + 1) * width))
-    target = means[kind][layer, list(channels)] if mode == "mean" else torch.zeros(width, dtype=bundle.dtype)
-    return ComponentEdit("attn_z" if kind == "heads" else "mlp_post", layer, channels, scale=1 - dose, add=dose * target)
+    target = means.of(kind)[layer, list(channels)] if mode == "mean" else torch.zeros(width, dtype=bundle.dtype)
+    return ComponentEdit("attn_z" if kind == "head" else "mlp_post", layer, channels, scale=1 - dose, add=dose * target)
 
 
 def _reading_metric(bundle: ec.ModelBundle, reading: EmotionReading, rows: list[ForcedReply], weights: torch.Tensor, edits=()) -> float:
@@ -91,7 +85,7 @@ def _slope(metric, dosed, dose: float = 1e-2) -> float:
     return (4 * central(dose / 2) - central(dose)) / 3
 
 
-@pytest.mark.parametrize(("kind", "layer", "unit"), [("heads", 0, 1), ("heads", 2, 3), ("neurons", 1, 5), ("neurons", 2, 40)])
+@pytest.mark.parametrize(("kind", "layer", "unit"), [("head", 0, 1), ("head", 2, 3), ("neuron", 1, 5), ("neuron", 2, 40)])
 def test_reading_attribution_is_the_first_order_change_of_a_dosed_ablation(tiny: ec.ModelBundle, kind: str, layer: int, unit: int) -> None:
     reading, means, rows = _reading(tiny), _means(tiny), _rows(tiny)
     weights = torch.tensor([[1.0, 0, 0, 0, 0, 0], [0, 0, 0.5, 0, 0, -0.5]], dtype=tiny.dtype)
@@ -110,7 +104,7 @@ def test_loss_attribution_is_the_first_order_change_of_a_dosed_ablation(tiny: ec
     prompts = [ec.chat_prompt(tiny, "I lost my keys."), ec.chat_prompt(tiny, "The shop was closed when I arrived, so I went home.")]
     total, count, estimate = loss_attribution(tiny, prompts, means)
     assert (total, count) == pytest.approx(lm_loss(tiny, prompts), rel=1e-5)
-    for kind, layer, unit in (("heads", 1, 2), ("neurons", 0, 7)):
+    for kind, layer, unit in (("head", 1, 2), ("neuron", 0, 7)):
         for mode in ("zero", "mean"):
             finite = _slope(
                 lambda edits: lm_loss(tiny, prompts, edits)[0],
@@ -123,10 +117,10 @@ def test_a_full_ablation_is_the_dose_one_edit(tiny: ec.ModelBundle) -> None:
     """Dose 1 of the dosed edit is the real switch-off (zero and mean), so the estimate's slope is the knockout's."""
     reading, means, rows = _reading(tiny), _means(tiny), _rows(tiny)
     weights = torch.eye(6, dtype=tiny.dtype)[:2]
-    head_means = dict(enumerate(means["heads"]))
+    head_means = dict(enumerate(means.heads))
     for mode in ("zero", "mean"):
         real = ec.HeadAblation(((2, 1),), mode, head_means if mode == "mean" else None)
-        full = _dosed(tiny, "heads", mode, 2, 1, means, 1.0)
+        full = _dosed(tiny, "head", mode, 2, 1, means, 1.0)
         assert _reading_metric(tiny, reading, rows, weights, [real]) == pytest.approx(_reading_metric(tiny, reading, rows, weights, [full]))
 
 
@@ -156,7 +150,7 @@ def test_scores_ask_for_specificity_and_drop_harmful_parts() -> None:
     assert others_mean(own)[0, 0, 1] == pytest.approx(1.0)
     assert score[0, 0].argmax() == 0
     assert score[0, 0, 1] < 0 and score[0, 0, 2] == float("-inf")
-    assert top_units(score[0], 10) == [(0, 0), (0, 3), (0, 1)]
+    assert [(c.layer, c.index) for c, _ in top_parts(score[0], "head", 10)] == [(0, 0), (0, 3), (0, 1)]
 
 
 def test_an_older_cache_without_causal_rankings_names_the_rebuild(tmp_path) -> None:
@@ -167,11 +161,11 @@ def test_an_older_cache_without_causal_rankings_names_the_rebuild(tmp_path) -> N
 
     write_synthetic_cache(tmp_path, "older-model")
     results = load_results("older-model", tmp_path)
-    del results.cache.arrays[effect_name("asked", "neurons", "mean")]  # as a cache written before that ranking would be
+    del results.cache.arrays[effect_name("asked", "neuron", "mean")]  # as a cache written before that ranking would be
     with pytest.raises(CacheError, match="has no causal rankings") as error:
-        results.causal_ranking("anger", "neurons", "mean", "asked")
+        results.causal_ranking("anger", "neuron", "mean", "asked")
     assert results.rebuild in str(error.value) and "python -m emo_core build" in results.rebuild
-    assert len(results.causal_ranking("anger", "neurons", "mean", "steered")) == results.shape["n_layers"] * results.shape["d_mlp"]
+    assert len(results.causal_ranking("anger", "neuron", "mean", "steered")) == results.shape["n_layers"] * results.shape["d_mlp"]
     with pytest.raises(ValueError, match="choose a baseline"):
         results.causal_effects("shouted")
 
@@ -179,31 +173,31 @@ def test_an_older_cache_without_causal_rankings_names_the_rebuild(tmp_path) -> N
 @pytest.mark.slow  # the real model
 def test_estimates_track_real_knockouts_on_the_built_in_model(embedded: ec.ModelBundle) -> None:
     """Spot check on SmolLM2: the heads estimated to lower the steered emotion most really lower it, by about as much."""
-    from emo_core.knockout_curves import knockout
+    from emo_core.baselines import Baseline
+    from emo_core.parts import knockout
     from emo_core.results import load_results
-    from emo_core.scenarios import NEUTRAL_SYSTEM
-    from emo_core.steering import tuned_steering
 
     results = load_results(embedded.name)
-    reading = EmotionReading.from_tensors(results.cache.tensors)
+    reading = results.reading()
     kit = results.steering_kit(embedded)
-    means = {"heads": results.tensor("means.attn_z"), "neurons": results.tensor("means.mlp_post")}
-    steer = tuple(tuned_steering(kit, results.steering_settings("direction", "sadness"), "direction", "sadness"))
-    prompt = ec.chat_prompt(embedded, "I waited an hour for the bus this morning.\nIt finally came.", NEUTRAL_SYSTEM)
+    means = results.neutral_means
+    steered = Baseline("steered", "direction")
+    steer = tuple(steered.edits(kit, "sadness"))
+    prompt = steered.prompt(embedded, "I waited an hour for the bus this morning.\nIt finally came.")
     (reply,) = generate_rows(embedded, [Row(prompt, "sadness", steer)], ec.GenerationSettings(max_new_tokens=12))
     row = ForcedReply(prompt, reply.token_ids, steer)
     weights = torch.zeros(1, 6)
     weights[0, 1] = 1.0
-    estimate = -reading_attribution(embedded, reading, [row], weights, means)["heads"]["mean"][0]  # drop of the sadness reading
+    estimate = -reading_attribution(embedded, reading, [row], weights, means)["head"]["mean"][0]  # drop of the sadness reading
     base = float(reading(forced_pass(embedded, [row], reading.layers)[0])[0, 1])
-    for unit in top_units(estimate, 3):
-        edit = knockout(results, "heads", [unit], "mean")
-        real = base - float(reading(forced_pass(embedded, [ForcedReply(prompt, reply.token_ids, (*steer, edit))], reading.layers)[0])[0, 1])
-        assert real > 0, unit
-        assert 0.5 * float(estimate[unit]) < real < 2 * float(estimate[unit]), (unit, float(estimate[unit]), real)
+    for part, estimated in top_parts(estimate, "head", 3):
+        edits = (*steer, *knockout([part], "mean", means))
+        real = base - float(reading(forced_pass(embedded, [ForcedReply(prompt, reply.token_ids, edits)], reading.layers)[0])[0, 1])
+        assert real > 0, part
+        assert 0.5 * estimated < real < 2 * estimated, (part, estimated, real)
 
 
-def test_knockout_summaries_apply_the_issues_bars() -> None:
+def test_knockout_summaries_apply_the_three_times_random_bar() -> None:
     import numpy as np
 
     from emo_core.knockout_curves import CurveSettings, _summary

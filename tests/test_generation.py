@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import emo_core as ec
-from emo_core.interventions import ComponentEdit, ResidualAddition
+from emo_core.interventions import ComponentEdit, ResidualAddition, on_rows
 
 SETTINGS = ec.GenerationSettings(max_new_tokens=12)
 
@@ -34,7 +34,7 @@ def test_rows_with_their_own_edits_get_the_replies_they_get_alone(tiny: ec.Model
         [ec.HeadAblation(((1, 2),)), ComponentEdit("mlp_post", 1, (0, 4), scale=1.0, add=torch.tensor([3.0, -3.0]), positions="last")],
         [],
     ]
-    edits = [ec.generation.on_rows(edit, (i,)) for i, row in enumerate(per_row) for edit in row]
+    edits = [on_rows(edit, (i,)) for i, row in enumerate(per_row) for edit in row]
     alone = [ec.generate(tiny, [prompt], SETTINGS, row)[0] for row in per_row]
     assert ec.generate(tiny, [prompt] * len(per_row), SETTINGS, edits) == alone
     assert len({reply.token_ids for reply in alone}) > 1
@@ -54,7 +54,7 @@ def test_steered_rows_of_one_prompt_run_its_prefill_once_and_get_the_replies_the
     try:
         for rows, expected in ((per_row, [(2, width - 1), (4, 1)]), ([*per_row[:3], [ec.HeadAblation(((1, 2),))]], [(4, width)])):
             shapes.clear()
-            edits = [ec.generation.on_rows(edit, (i,)) for i, row in enumerate(rows) for edit in row]
+            edits = [on_rows(edit, (i,)) for i, row in enumerate(rows) for edit in row]
             together = ec.generate(tiny, prompts, SETTINGS, edits)
             assert shapes[: len(expected)] == expected
             alone = [ec.generate(tiny, [p], SETTINGS, row)[0] for p, row in zip(prompts, rows, strict=True)]

@@ -24,8 +24,8 @@ from emo_core.errors import EmoCoreError, LimitError
 from emo_core.generation import BREAK, chat_prompt, encode
 from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH, MAX_TEXT, check_strength
 from emo_core.models import load_model
+from emo_core.parts import MAX_PARTS, Component, knockout, out_of_range, parse_token, parse_tokens
 from emo_core.scenarios import EMOTIONS, NEUTRAL_SYSTEM, read_skeletons
-from emo_core.selection import MAX_PARTS, Component, ablations, out_of_range, parse_token, parse_tokens
 from tests.conftest import tiny_model
 from tests.test_app import no_model, results_dir, start
 from ui.pages import PAGES
@@ -210,9 +210,9 @@ def test_parts_cap(n: int) -> None:
     parts = [Component("neuron", i // 1536, i % 1536) for i in range(n)]
     if n > MAX_PARTS:
         with pytest.raises(LimitError, match=f"the limit is {MAX_PARTS}"):
-            ablations(parts)
+            knockout(parts)
     else:
-        assert len(ablations(parts)) == (1 if n else 0)
+        assert len(knockout(parts)) == (1 if n else 0)
 
 
 @FAST
@@ -381,7 +381,9 @@ def _no_model(*args: object, **kwargs: object) -> ec.ModelBundle:
 
 @settings(max_examples=25 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    st.lists(LINE, max_size=3), st.sampled_from(["32", "0", "-5", "129", "99999", "²", "abc"]), st.sampled_from(["none", "prompt", "bogus"])
+    st.lists(LINE, max_size=3),
+    st.sampled_from(["32", "0", "-5", "129", "99999", "²", "abc"]),
+    st.sampled_from(["plain", "asked", "steered", "bogus"]),
 )
 def test_cli_generate_says_what_is_wrong(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, lines: list[str], tokens: str, method: str
@@ -390,7 +392,7 @@ def test_cli_generate_says_what_is_wrong(
     TRIED["cli generate"] += 1
     monkeypatch.setattr(cli, "load_model", _no_model)
     path = _write(lines)
-    argv = ["generate", "--scenarios", str(path), "--out", str(path.with_suffix(".out")), "--max-new-tokens", tokens, "--method", method]
+    argv = ["generate", "--scenarios", str(path), "--out", str(path.with_suffix(".out")), "--max-new-tokens", tokens, "--baseline", method]
     try:
         code = cli.main(argv)
     except SystemExit as stop:  # argparse: a bad choice or a non-number
@@ -405,16 +407,21 @@ def test_cli_generate_says_what_is_wrong(
 @FAST
 @given(
     st.lists(
-        st.one_of(st.sampled_from(TOKENS), st.text(max_size=12), st.sampled_from(["head:1:2", "neuron:²:1", "head:1", "top-heads:²"])),
+        st.one_of(
+            st.sampled_from(TOKENS),
+            st.text(max_size=12),
+            st.sampled_from(["head:1:2", "causal-neurons:²", "causal-heads:0", "causal-heads:3", "circuit", "top-heads:2"]),
+        ),
         max_size=5,
     )
 )
-def test_cli_ablation_specs(specs: list[str]) -> None:
-    TRIED["cli ablation"] += 1
+def test_cli_part_specs(specs: list[str]) -> None:
+    """Any spec list gives parts, or a one-sentence refusal (a ranking without the model's results is refused too)."""
+    TRIED["cli parts"] += 1
     try:
-        edits = cli.parse_ablation(specs, None, "anger")
+        edits = knockout(cli.knockout_parts(specs, None, "anger"))
     except ValueError as error:
-        assert str(error).startswith("Cannot read ablation") and len(str(error)) < 300
+        assert str(error).startswith(("Cannot read the parts", "Naming parts by a ranking", "'")) and len(str(error)) < 300
     else:
         assert all(isinstance(edit, ec.HeadAblation | ec.NeuronAblation) for edit in edits)
 
@@ -443,7 +450,7 @@ def test_cli_build_and_evaluate_arguments(
 def test_cli_refuses_too_many_parts() -> None:
     specs = [f"L1N{i}" for i in range(MAX_PARTS + 1)]
     with pytest.raises(LimitError, match=f"the limit is {MAX_PARTS}"):
-        cli.parse_ablation(specs, None, "anger")
+        knockout(cli.knockout_parts(specs, None, "anger"))
 
 
 def test_huge_numbers_in_links_were_tracebacks() -> None:

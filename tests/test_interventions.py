@@ -9,7 +9,7 @@ import torch
 
 import emo_core as ec
 from emo_core.arch import out_weight
-from emo_core.interventions import ComponentEdit, Intervention, ResidualAddition, rms
+from emo_core.interventions import ComponentEdit, Intervention, ResidualAddition, on_rows, rms
 from tests.conftest import exact
 
 
@@ -191,7 +191,7 @@ def test_a_batch_of_rows_with_their_own_edits_equals_each_row_alone(tiny: ec.Mod
     """
     ids = torch.cat([input_ids, input_ids[:1]])
     shared = [ec.NeuronAblation(((2, 7), (2, 1)))]
-    edits = [*shared, *(ec.generation.on_rows(edit, (i,)) for i in range(len(ids)) for edit in _own_edits(tiny, i))]
+    edits = [*shared, *(on_rows(edit, (i,)) for i in range(len(ids)) for edit in _own_edits(tiny, i))]
     with ec.intervene(tiny, *edits):
         together = tiny.model(ids).logits
     with ExitStack() as stack:

@@ -10,17 +10,12 @@ import pytest
 import torch
 
 import emo_core as ec
-from emo_core.knockout import (
-    baseline_edits,
-    baseline_prompt,
-    chance_check,
-    effect_meter,
-    knockout_edits,
-)
+from emo_core.baselines import Baseline
+from emo_core.knockout import chance_check, effect_meter
+from emo_core.parts import Component, knockout, matched_random, parse_tokens, top_parts
 from emo_core.placement import place_on_map
 from emo_core.replay import record
 from emo_core.results import Results, load_results
-from emo_core.selection import Component, matched_random, parse_tokens, top_components
 from tests.conftest import last_token_states, tiny_model
 from tests.synthetic_cache import write_synthetic_cache
 
@@ -42,7 +37,7 @@ def results(tiny_llama: ec.ModelBundle, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def prompt(tiny_llama: ec.ModelBundle) -> str:
-    return baseline_prompt(tiny_llama, "I lost my wallet\nSomeone handed it in.", "anger", "plain")
+    return Baseline("plain").prompt(tiny_llama, "I lost my wallet\nSomeone handed it in.")
 
 
 def test_matched_random_has_the_same_count_per_layer_and_kind_and_avoids_the_selection(results: Results) -> None:
@@ -53,23 +48,23 @@ def test_matched_random_has_the_same_count_per_layer_and_kind_and_avoids_the_sel
     assert drawn != matched_random(SELECTION, results.shape, random.Random(4))
 
 
-def test_top_components_are_the_highest_scores() -> None:
+def test_top_parts_are_the_highest_scores() -> None:
     scores = torch.tensor([[0.1, 0.9, 0.2], [0.8, 0.0, 0.5]])
-    assert top_components(scores, "head", 3) == [Component("head", 0, 1), Component("head", 1, 0), Component("head", 1, 2)]
+    assert [c for c, _ in top_parts(scores, "head", 3)] == [Component("head", 0, 1), Component("head", 1, 0), Component("head", 1, 2)]
 
 
 def test_baselines(tiny_llama: ec.ModelBundle, results: Results) -> None:
     kit = results.steering_kit(tiny_llama)
-    assert "Always reply in fear" in baseline_prompt(tiny_llama, "x", "fear", "asked")
-    assert "Always reply" not in baseline_prompt(tiny_llama, "x", "fear", "steered")
-    assert baseline_edits(results, kit, "fear", "plain") == [] and baseline_edits(results, kit, "fear", "asked") == []
-    (steer,) = baseline_edits(results, kit, "fear", "steered", "direction")
+    assert "Always reply in fear" in Baseline("asked").prompt(tiny_llama, "x", "fear")
+    assert "Always reply" not in Baseline("steered").prompt(tiny_llama, "x", "fear")
+    assert Baseline("plain").edits(kit, "fear") == [] and Baseline("asked").edits(kit, "fear") == []
+    (steer,) = Baseline("steered", "direction").edits(kit, "fear")
     assert steer.alpha == 1.0 and set(steer.vectors) == {1, 2}
-    assert baseline_edits(results, kit, "fear", "steered", "direction", strength=2.5)[0].alpha == 2.5
+    assert Baseline("steered", "direction", strength=2.5).edits(kit, "fear")[0].alpha == 2.5
 
 
 def test_mean_ablation_sets_parts_to_the_cached_means(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
-    edits = knockout_edits(results, [Component("neuron", 2, 3), Component("head", 1, 2)], "mean")
+    edits = knockout([Component("neuron", 2, 3), Component("head", 1, 2)], "mean", results.neutral_means)
     batch = ec.generation.encode(tiny_llama, [prompt])
     with torch.inference_mode(), ec.intervene(tiny_llama, *edits), ec.capture(tiny_llama, ["mlp_post", "attn_z"], layers=[1, 2]) as seen:
         tiny_llama.model(**batch)
@@ -82,9 +77,9 @@ def test_mean_ablation_sets_parts_to_the_cached_means(tiny_llama: ec.ModelBundle
 def test_effect_meter_rows_equal_separate_passes(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
     reading = results.reading()
     kit = results.steering_kit(tiny_llama)
-    shared = baseline_edits(results, kit, "anger", "steered")
-    knocked = knockout_edits(results, SELECTION, "zero")
-    control = knockout_edits(results, matched_random(SELECTION, results.shape, random.Random(0)), "zero")
+    shared = Baseline("steered").edits(kit, "anger")
+    knocked = knockout(SELECTION, "zero")
+    control = knockout(matched_random(SELECTION, results.shape, random.Random(0)), "zero")
     meter = effect_meter(tiny_llama, reading, record(tiny_llama, prompt, shared), knocked, control, extra_layers=(0,))
     for value, edits in ((meter.baseline, shared), (meter.knocked_out, shared + knocked), (meter.control, shared + control)):
         alone = last_token_states(tiny_llama, [prompt], edits, reading.layers)
@@ -102,14 +97,14 @@ class FixedJudge:
 
 def test_chance_check_compares_the_selection_with_matched_random_sets(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
     reading = results.reading()
-    other = baseline_prompt(tiny_llama, "My flight was delayed\nThey gave us vouchers.", "anger", "plain")
+    other = Baseline("plain").prompt(tiny_llama, "My flight was delayed\nThey gave us vouchers.")
     prompts = [(prompt, []), (other, [])]
 
     def drop(parts: list[Component]) -> float:  # the anger reading's mean drop over the prompts, one pass per prompt and set
         values = []
         for text, _ in prompts:
             base = reading(last_token_states(tiny_llama, [text], [], reading.layers))[0, 0]
-            knocked = reading(last_token_states(tiny_llama, [text], knockout_edits(results, parts, "zero"), reading.layers))[0, 0]
+            knocked = reading(last_token_states(tiny_llama, [text], knockout(parts, "zero"), reading.layers))[0, 0]
             values.append(float(base - knocked))
         return float(np.mean(values))
 

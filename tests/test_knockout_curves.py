@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 
 import emo_core as ec
-from emo_core.attribution import ForcedReply, forced_pass
+from emo_core.forced import ForcedReply, forced_pass
 from emo_core.interventions import HeadAblation, NeuronAblation
 from emo_core.knockout_curves import _batches, _Plan, _readings
 from emo_core.reading import EmotionReading
@@ -33,9 +33,9 @@ def test_readings_replayed_per_baseline_row_equal_full_passes_and_parts_above_th
     plan = _Plan()
     changes = [NeuronAblation(((1, 0),)), HeadAblation(((0, 1),)), NeuronAblation(((2, 5),)), NeuronAblation(((0, 2), (1, 3)))]
     for b, change in [(0, changes[0]), (1, changes[1]), (0, changes[2]), (1, changes[3]), (0, changes[1])]:
-        plan.add(b, change, ())
+        plan.add(b, (change,), ())
     base, values = _readings(tiny, reading, base_rows, plan, 2, None)
-    rows = [replace(base_rows[b], edits=(change,)) for b, change in zip(plan.bases, plan.changes, strict=True)]
+    rows = [replace(base_rows[b], edits=change) for b, change in zip(plan.bases, plan.changes, strict=True)]
     close = {"atol": 10 * exact(tiny), "rtol": 1e-6}  # some families compute their norms in float32
     torch.testing.assert_close(values, reading(forced_pass(tiny, rows, reading.layers)[0]), **close)
     torch.testing.assert_close(base, reading(forced_pass(tiny, base_rows, reading.layers)[0]), **close)

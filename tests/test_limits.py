@@ -18,8 +18,8 @@ import emo_core as ec
 from emo_core import cli, memory
 from emo_core.limits import MAX_NEW_TOKENS, MAX_TEXT
 from emo_core.models import load_model
+from emo_core.parts import MAX_PARTS, Component, knockout
 from emo_core.scenarios import read_skeletons
-from emo_core.selection import MAX_PARTS, Component, ablations
 from emo_core.turns import MAX_WAITING, Turns
 from tests.conftest import FAMILIES, tiny_model
 from tests.test_app import no_model, results_dir, start
@@ -65,7 +65,7 @@ def test_text_length_is_capped_for_typed_scenarios_links_and_files(tmp_path: Pat
 def test_selected_parts_are_capped_in_the_library_and_the_app() -> None:
     parts = [Component("neuron", 1, i) for i in range(MAX_PARTS + 1)]
     with pytest.raises(ec.LimitError, match=f"513 parts cannot be switched off at once; the limit is {MAX_PARTS}"):
-        ablations(parts)
+        knockout(parts)
     link = ",".join(c.token for c in parts)
     app = start({"sel": link})
     assert not app.exception

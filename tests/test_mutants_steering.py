@@ -41,11 +41,11 @@ def test_a_kit_from_a_caches_tensors_takes_each_sites_vectors_and_every_emotions
         heads[e, e % 6, 1] = 2.0 + e
         neurons[e, 2, e] = 1.0 + e
     tensors |= {
-        effect_name("steered", "heads", "mean"): heads,
-        effect_name("steered", "neurons", "mean"): neurons,
-        effect_name("asked", "heads", "mean"): -heads,  # another baseline's ranking must not be the one used
-        harm_name("heads", "mean"): torch.zeros(6, 3),
-        harm_name("neurons", "mean"): torch.zeros(6, 40),
+        effect_name("steered", "head", "mean"): heads,
+        effect_name("steered", "neuron", "mean"): neurons,
+        effect_name("asked", "head", "mean"): -heads,  # another baseline's ranking must not be the one used
+        harm_name("head", "mean"): torch.zeros(6, 3),
+        harm_name("neuron", "mean"): torch.zeros(6, 40),
         HARM_BASE: torch.tensor([3.0]),
     }
     kit = SteeringKit.from_tensors(BUNDLE, tensors)

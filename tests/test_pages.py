@@ -6,8 +6,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from emo_core.defaults import EMBEDDED_NAME
+from emo_core.parts import circuit_components, parse_tokens
 from emo_core.results import load_results
-from emo_core.selection import circuit_components, parse_tokens
 from tests.test_app import assert_clean, no_model, results_dir, start
 from ui.data import results_root
 from ui.pages import PAGES as REGISTERED
@@ -67,7 +67,7 @@ def test_circuit_page_tables_charts_and_selection() -> None:
     assert 0 < len(app.dataframe[0].value) <= 20 and "head" in app.dataframe[0].value.columns
     results = load_results(EMBEDDED_NAME, results_root())
     assert len(app.dataframe) == 2 and list(app.dataframe[1].value.columns)[:4] == ["rank", "layer", "head", "own drop"]
-    app.radio(key="circuit_rank_kind").set_value("neurons").run()
+    app.radio(key="circuit_rank_kind").set_value("neuron").run()
     assert len(app.dataframe[0].value) == 20 and "neuron" in app.dataframe[0].value.columns
     curves = ((results.report or {}).get("ablation") or {}).get("curves")
     assert len(app.get("vega_lite_chart")) == 4 + (curves is not None)

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from emo_core.parts import Component, circuit_components, describe, out_of_range, parse_token, parse_tokens
 from emo_core.results import Results, load_results
 from emo_core.scenarios import EMOTIONS
-from emo_core.selection import Component, circuit_components, describe, out_of_range, parse_token, parse_tokens
 from tests.synthetic_cache import SHAPE, write_synthetic_cache
 from ui import builder, charts, frames, glossary, narrative
 from ui.export import chart_bytes, file_stem, table_bytes

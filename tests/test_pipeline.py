@@ -13,17 +13,19 @@ import torch
 import emo_core as ec
 from emo_core import scenarios
 from emo_core.activations import extract
-from emo_core.cli import main, parse_ablation
+from emo_core.cli import knockout_parts, main
 from emo_core.directions import complete_groups, emotion_directions
 from emo_core.evaluation import EvalSettings, evaluate
 from emo_core.fluency import degenerate_reason
-from emo_core.knockout_curves import CurveSettings, bootstrap_interval
+from emo_core.knockout_curves import CurveSettings
+from emo_core.parts import Component, circuit_components
 from emo_core.pipeline import BuildSettings, build, cluster_separation
 from emo_core.projection import _standardise, align_to, emotion_coordinates, pca_maps, umap_maps
 from emo_core.reading import EmotionReading, reading_layers
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTIONS, emotion_prompts, training_skeletons
 from emo_core.scoring import Row, generate_rows, score_replies
+from emo_core.stats import bootstrap_interval
 from emo_core.steering import circuit_steering
 from emo_core.store import CacheError
 from tests.conftest import tiny_model
@@ -188,8 +190,8 @@ def test_build_writes_a_complete_readable_cache(built: Path, tiny_llama: ec.Mode
     assert reading.layers == reading_layers(n_layers) and reading.units.shape == (6, len(reading.layers), tiny_llama.shape.d_model)
     assert results.tensor("means.attn_z").shape == (n_layers, tiny_llama.shape.n_heads * tiny_llama.shape.head_dim)
     assert results.tensor("means.mlp_post").shape == (n_layers, tiny_llama.shape.d_mlp)
-    assert results.causal_effects("continued", "heads", "zero").shape == (6, n_layers, tiny_llama.shape.n_heads)
-    assert set(results.causal_ranking("fear", "neurons", "mean", "asked").columns) >= {"layer", "neuron", "own", "others", "harm", "score"}
+    assert results.causal_effects("continued", "head", "zero").shape == (6, n_layers, tiny_llama.shape.n_heads)
+    assert set(results.causal_ranking("fear", "neuron", "mean", "asked").columns) >= {"layer", "neuron", "own", "others", "harm", "score"}
     assert not (built / "tiny-llama.work").exists()
 
 
@@ -239,7 +241,7 @@ def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBund
         return generate_rows(bundle, rows, *args, **kwargs)
 
     monkeypatch.setattr(knockout_curves, "generate_rows", spy)
-    curves = CurveSettings(prompts=1, draws=1, target_draws=2, ks=(1, 2), harm_prompts=1, judged_prompts=2, judged=(("neurons", 2),))
+    curves = CurveSettings(prompts=1, draws=1, target_draws=2, ks=(1, 2), harm_prompts=1, judged_prompts=2, judged=(("neuron", 2),))
     report = evaluate(bundle=tiny_llama, root=built, settings=EvalSettings(skeletons=1, bootstrap=50, curves=curves))
     baselines = [dict(row.tags).get("baseline") for row in generated]
     assert "continued" in baselines and not {"steered", "asked"} & set(baselines)  # only the continued baseline is new
@@ -247,34 +249,37 @@ def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBund
     on_disk = json.loads((built / "tiny-llama" / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert 0 <= report["judge"]["heldout_accuracy"] <= 1
-    for method in ("prompt", "direction", "circuit"):
+    for method in ("asked", "direction", "circuit"):
         summary = report["steering"][method]
         assert set(summary["per_emotion"]) == set(EMOTIONS)
         assert all(0 <= summary[key] <= 1 for key in ("overall", "degenerate_rate"))
     reading = report["ablation"]["curves"]["reading"]
     assert set(reading) == {"steered", "asked", "continued"}
     for ranking in ("causal", "paper"):
-        for kind in ("heads", "neurons"):
+        for kind in ("head", "neuron"):
             for entry in reading["steered"][ranking][kind]["1"].values():
                 assert entry["top_ci95"][0] <= entry["top_drop"] <= entry["top_ci95"][1]
                 assert entry["random_ci95"][0] <= entry["random_drop"] <= entry["random_ci95"][1]
-    assert all(set(reading[baseline]["paper"]["heads"]) == {"1", "2"} for baseline in reading)  # whole curves on every baseline
-    assert set(reading["asked"]["causal"]["neurons"]["4"]) == set(EMOTIONS)  # the target set, with its specificity
-    assert "others_own" in reading["asked"]["causal"]["neurons"]["4"]["fear"]
-    assert set(report["ablation"]["curves"]["judged"]["neurons"]["2"]) == set(EMOTIONS)
+    assert all(set(reading[baseline]["paper"]["head"]) == {"1", "2"} for baseline in reading)  # whole curves on every baseline
+    assert set(reading["asked"]["causal"]["neuron"]["4"]) == set(EMOTIONS)  # the target set, with its specificity
+    assert "others_own" in reading["asked"]["causal"]["neuron"]["4"]["fear"]
+    assert set(report["ablation"]["curves"]["judged"]["neuron"]["2"]) == set(EMOTIONS)
     assert report["ablation"]["curves"]["harm"]["base_loss"] > 0
     assert set(report["clusters"]["nearest"]["0"]) == set(EMOTIONS)
 
 
 @pytest.mark.slow
-def test_ablation_specs_are_parsed_or_refused(built: Path) -> None:
+def test_part_specs_are_parsed_or_refused(built: Path) -> None:
     results = load_results("tiny-llama", built)
-    edits = parse_ablation(["head:1:2", "neuron:0:5", "top-neurons:1"], results, "anger")
-    assert edits[0].heads == ((1, 2),)
-    assert edits[1].neurons[0] == (0, 5) and len(edits[1].neurons) == 1 + min(1, len(results.circuit("anger").neurons))
-    assert parse_ablation(["L1H2", "L0N5", "head:1:2"], results, "anger")[0].heads == ((1, 2),)  # the app's tokens, once each
-    with pytest.raises(ValueError, match="Cannot read ablation"):
-        parse_ablation(["heads=3"], results, "anger")
+    parts = knockout_parts(["L1H2", "L0N5", "causal-neurons:3", "l1h2"], results, "anger")
+    assert parts[:2] == [Component("head", 1, 2), Component("neuron", 0, 5)]  # the app's tokens, in order, once each
+    assert parts[2:] == [c for c in results.ranked_parts("anger", "neuron", 3) if c != Component("neuron", 0, 5)]
+    assert knockout_parts(["circuit"], results, "fear") == circuit_components(results.circuit("fear"))
+    for bad in ("heads=3", "head:1:2", "causal-heads:0"):
+        with pytest.raises(ValueError, match="Cannot read the parts|names no parts"):
+            knockout_parts([bad], results, "anger")
+    with pytest.raises(ValueError, match="needs the model's built results"):
+        knockout_parts(["causal-heads:2"], None, "anger")
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -302,8 +307,8 @@ def test_cli_generate_writes_one_reply_per_prompt(tmp_path: Path) -> None:
                 "generate",
                 "--scenarios",
                 str(scenarios),
-                "--method",
-                "prompt",
+                "--baseline",
+                "asked",
                 "--emotions",
                 "fear",
                 "--max-new-tokens",
@@ -315,7 +320,7 @@ def test_cli_generate_writes_one_reply_per_prompt(tmp_path: Path) -> None:
         == 0
     )
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["valence"], r["emotion"], r["method"]) for r in records] == [
-        (v, "fear", "prompt") for v in ("positive", "neutral", "negative")
+    assert [(r["valence"], r["emotion"], r["baseline"], r["variant"]) for r in records] == [
+        (v, "fear", "asked", "baseline") for v in ("positive", "neutral", "negative")
     ]
     assert all(isinstance(r["reply"], str) for r in records)

@@ -10,7 +10,7 @@ from emo_core.circuit import ATTN, MLP, Circuit
 from emo_core.errors import EmoCoreError
 from emo_core.interventions import ResidualAddition
 from emo_core.scenarios import EMOTIONS
-from emo_core.steering import SteeringKit, direction_steering, middle_layers, steering_circuit, tuned_settings, tuned_steering
+from emo_core.steering import SteeringKit, direction_steering, middle_layers, steering_circuit, tuned_settings
 
 N_LAYERS, D_MODEL = 9, 6
 
@@ -62,8 +62,9 @@ def test_tuned_steering_uses_the_tables_layers_and_strength() -> None:
     table = pd.DataFrame([{"method": "direction", "emotion": "sadness", "layers": "1,6", "strength": 0.8}])
     tuned = tuned_settings(table, "direction", "sadness")
     assert tuned == {"layers": [1, 6], "strength": 0.8}
-    kit = _kit()
-    (addition,) = tuned_steering(kit, tuned, "direction", "sadness")
+    kit = _kit().with_tuning(table)
+    (addition,) = kit.tuned("direction", "sadness")
+    assert kit.tuned("direction", "sadness", strength=2.0)[0].alpha == 2.0
     assert sorted(addition.vectors) == [1, 6] and addition.alpha == 0.8
     torch.testing.assert_close(addition.vectors[6], _unit(kit.resid[EMOTIONS.index("sadness"), 6]), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="no circuit steering settings for 'sadness'"):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import emo_core as ec
-from emo_core.generation import on_rows, stream_replies
+from emo_core.generation import stream_replies
+from emo_core.interventions import on_rows
 
 SETTINGS = ec.GenerationSettings(max_new_tokens=10)
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from emo_core.parts import Component, top_indices
 from emo_core.results import Results
-from emo_core.selection import Component
 
 if TYPE_CHECKING:
     import torch
@@ -69,10 +69,10 @@ def grid_frame(scores: torch.Tensor, column: str) -> pd.DataFrame:
 
 def top_per_layer(scores: torch.Tensor, k: int) -> pd.DataFrame:
     """The ``k`` largest neuron contributions of every layer: ``layer``, ``neuron``, ``score``, ``rank`` (1 = largest)."""
-    values, indices = scores.topk(min(k, scores.shape[1]), dim=1)
-    frame = grid_frame(values, "rank").assign(neuron=indices.flatten().numpy())
-    frame["rank"] += 1
-    return frame[["layer", "neuron", "score", "rank"]]
+    values, layers, index = top_indices(scores, k, per_layer=True)
+    frame = pd.DataFrame({"layer": layers.numpy(), "neuron": index.numpy(), "score": values.float().numpy()})
+    frame["rank"] = frame.groupby("layer").cumcount() + 1
+    return frame
 
 
 def sublayer_frame(importance: torch.Tensor) -> pd.DataFrame:

@@ -7,14 +7,13 @@ page draws; the head grid's key changes after each click, and each click toggles
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 
-from emo_core.causal import top_units
+from emo_core.parts import MAX_PARTS, Component, circuit_components, matched_random, out_of_range, parse_tokens
 from emo_core.results import Results
-from emo_core.selection import MAX_PARTS, Component, circuit_components, matched_random, out_of_range, parse_tokens, top_components
 from emo_core.store import CacheError
 from ui.state import SELECTION
 
@@ -46,18 +45,9 @@ def _toggle(component: Component) -> None:
 def head_colours(results: Results, emotion: str) -> tuple[torch.Tensor, str]:
     """What the head grid is coloured by, and its name: the estimated knockout effect when the cache has it, else the paper's score."""
     try:
-        return results.causal_effects("steered", "heads", "mean")[results.emotion_index(emotion)], "knockout effect"
+        return results.causal_effects("steered", "head", "mean")[results.emotion_index(emotion)], "knockout effect"
     except CacheError:
         return results.head_scores(emotion), "importance"
-
-
-def ranked(results: Results, emotion: str, kind: Literal["head", "neuron"], k: int) -> list[Component]:
-    """The ``k`` best heads or neurons: by the causal ranking (specific, harmless) when the cache has it, else by the paper's score."""
-    try:
-        scores = results.causal_scores("steered", f"{kind}s", "mean")[results.emotion_index(emotion)]
-    except CacheError:
-        return top_components(results.head_scores(emotion) if kind == "head" else results.neuron_scores(emotion), kind, k)
-    return [Component(kind, layer, index) for layer, index in top_units(scores, k)]
 
 
 def presets(results: Results, emotion: str) -> None:
@@ -65,7 +55,7 @@ def presets(results: Results, emotion: str) -> None:
     shape = results.shape
     circuit = circuit_components(results.circuit(emotion))
     k = int(st.session_state.get(K, 4))
-    heads, neurons = ranked(results, emotion, "head", k), ranked(results, emotion, "neuron", k)
+    heads, neurons = results.ranked_parts(emotion, "head", k), results.ranked_parts(emotion, "neuron", k)
     row = st.container(horizontal=True, vertical_alignment="bottom")
     row.button(f"The {emotion} circuit ({len(circuit)})", on_click=_set, args=(circuit,), key="knockout_preset_circuit")
     row.number_input("k", 1, 64, 4, key=K, width=90)
@@ -155,7 +145,7 @@ def _add_numbered(shape: dict[str, int]) -> None:
 
 def _add_ranked(results: Results, emotion: str) -> None:
     rank = int(st.session_state[NEURON_RANK])
-    found = ranked(results, emotion, "neuron", rank)
+    found = results.ranked_parts(emotion, "neuron", rank)
     if len(found) < rank:
         st.session_state[PROBLEM] = f"Only {len(found)} neurons are ranked for {emotion}."
         return

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 import emo_core as ec
+from emo_core.generation import stream_replies
 from emo_core.interventions import Intervention
 from emo_core.judge import LABELS, EmotionJudge, load_judge
 from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_TEXT
@@ -231,7 +232,7 @@ def paired_replies(
     stopped = stopped_replies(key)
     if clicked:
         with model_turn():
-            stream = ec.generation.stream_replies(bundle, prompts, settings, edits, observe=reading.layers)
+            stream = stream_replies(bundle, prompts, settings, edits, observe=reading.layers)
             replies = stream_into_columns(slots, stop_slot, stream, key)
         st.session_state[key] = (run_key, replies, read_out(replies, reading))
     elif stopped is not None:

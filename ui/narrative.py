@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from emo_core.circuit import ATTN
+from emo_core.parts import Component, circuit_components, count, describe
 from emo_core.results import Results
-from emo_core.selection import Component, circuit_components, describe
 
 
 def closeness_sentence(cosines: pd.DataFrame, layer: int, emotion: str) -> str:
@@ -111,11 +111,10 @@ def curves_sentence(curves: dict, baseline: str, kind: str, emotion: str) -> str
     entry = points[k]
     low, high = entry["top_ci95"]
     verdict = "at least 3 times as much as" if passing else "not clearly more than 3 times"
-    parts = kind.removesuffix("s") if k == 1 else kind
     sentence = (
-        f"Switching off the top {k} {parts} of the *matters when switched off* ranking lowered the {emotion} reading by "
-        f"{entry['top_drop']:.2f} (95% interval {low:.2f} to {high:.2f}), {verdict} {k} random {parts} from the same layers "
-        f"({entry['random_drop']:.2f}), on {entry['n_top']} evaluation replies."
+        f"Switching off the top {count(k, kind)} of the *matters when switched off* ranking lowered the {emotion} reading by "
+        f"{entry['top_drop']:.2f} (95% interval {low:.2f} to {high:.2f}), {verdict} {count(k, 'random ' + kind)} from the same "
+        f"layers ({entry['random_drop']:.2f}), on {entry['n_top']} evaluation replies."
     )
     judged = curves.get("judged", {})
     if judged.get("baseline") == baseline:

@@ -15,14 +15,15 @@ from functools import cache
 import streamlit as st
 
 from emo_core import limits
+from emo_core.baselines import LIVE_KINDS, METHODS
 from emo_core.errors import LimitError
 from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH
-from emo_core.scenarios import BASELINES, VALENCES, Skeleton, load_skeletons
+from emo_core.scenarios import VALENCES, Skeleton, load_skeletons
 from ui.state import note_problems, quoted, whole_number
 
 MIN_TOKENS = 8  # the reply-length slider's low end: fewer tokens show nothing of an emotion
-STEER_METHODS = ("direction", "circuit", "ask")
-KNOCKOUT_METHODS = ("direction", "circuit")
+STEER_METHODS = (*METHODS, "asked")  # how the Steer page turns an emotion up: a steering method, or the request (asked)
+KNOCKOUT_METHODS = METHODS
 MODES = ("zero", "mean")
 
 SCENARIO, TEXT, SAMPLE, SEED, TOKENS = "run_scenario", "run_text", "run_sample", "run_seed", "run_tokens"
@@ -129,7 +130,7 @@ def read_run_link(params: Mapping[str, str]) -> tuple[dict[str, object], list[st
                 found[key] = value
             else:
                 problems.append(f"The link's {name} {quoted(raw)} is not a whole number from {low} to {high}; using {DEFAULTS[key]}.")
-    for key, name, allowed in ((BASELINE, "baseline", BASELINES), (MODE, "mode", MODES)):
+    for key, name, allowed in ((BASELINE, "baseline", LIVE_KINDS), (MODE, "mode", MODES)):
         if (raw := params.get(name)) is not None:
             if raw in allowed:
                 found[key] = raw

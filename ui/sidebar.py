@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 import emo_core as ec
+from emo_core.parts import MAX_PARTS, out_of_range, parse_tokens
 from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS
-from emo_core.selection import MAX_PARTS, out_of_range, parse_tokens
 from ui import glossary
 from ui.builder import build_box
 from ui.data import model_label, results_for

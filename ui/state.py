@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 
 import streamlit as st
 
+from emo_core.parts import parse_tokens
 from emo_core.scenarios import EMOTIONS
-from emo_core.selection import parse_tokens
 
 MODEL, LAYER, EMOTION, SELECTION = "model", "layer", "emotion", "selection"
 PROBLEMS = "_link_problems"

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import emo_core as ec
-from emo_core.knockout import baseline_edits
+from emo_core.baselines import Baseline
 from emo_core.results import Results
 from emo_core.scoring import Row, generate_rows, score_replies
 from emo_core.steering import SteeringKit
@@ -25,7 +25,7 @@ def _at_strength(
 ) -> tuple[float, float]:
     """Share of replies judged ``emotion`` and share of degenerate replies at one strength (cached per setting)."""
     bundle, results, kit = _context
-    edits = tuple(baseline_edits(results, kit, emotion, "steered", method, strength))
+    edits = tuple(Baseline("steered", method, strength).edits(kit, emotion))
     rows = [Row(prompt, emotion, edits) for prompt in prompts]
     scores = score_replies(live.judge(), rows, generate_rows(bundle, rows, progress=lambda done, total: None))
     return float(scores["hit"].mean()), float(scores["degenerate"].mean())

@@ -8,16 +8,15 @@ from functools import partial
 
 import streamlit as st
 
+from emo_core.parts import circuit_components, describe
 from emo_core.results import Results
-from emo_core.selection import circuit_components, describe
-from ui.knockout_parts import ranked
 from ui.narrative import best_layer
 from ui.pages import CIRCUIT, CLUSTERS, HOME, KNOCKOUT, PageSpec
 from ui.run import BASELINE, MODE
 from ui.state import LAYER, SELECTION, apply
 
 STEP = "tour_step"
-TOUR_HEADS, TOUR_NEURONS = 8, 16  # with mean ablation, these lower every emotion's reading well below a random set (see README)
+TOUR_HEADS, TOUR_NEURONS = 8, 16  # the tour's knockout: the top heads and neurons of the causal ranking
 GOTO = "_tour_goto"
 
 
@@ -37,7 +36,7 @@ class Step:
 
 def _knockout_preset(results: Results, emotion: str, more: dict[str, object]) -> dict[str, object]:
     """The tour's parts to switch off (the top heads and neurons of the causal ranking) and the other ``more`` settings."""
-    preset = ranked(results, emotion, "head", TOUR_HEADS) + ranked(results, emotion, "neuron", TOUR_NEURONS)
+    preset = results.ranked_parts(emotion, "head", TOUR_HEADS) + results.ranked_parts(emotion, "neuron", TOUR_NEURONS)
     return {SELECTION: [component.token for component in preset], **more}
 
 

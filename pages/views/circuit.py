@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emo_core.selection import Component, circuit_components, describe, from_pairs, out_of_range, parse_tokens
+from emo_core.parts import KINDS, Component, circuit_components, describe, from_pairs, out_of_range, parse_tokens
 from emo_core.store import CacheError
 from ui import charts, frames, glossary, narrative, tour
 from ui.data import page_results
@@ -16,7 +16,7 @@ PICK, KIND, ADD_LAYER, ADD_INDEX = "circuit_pick", "circuit_add_kind", "circuit_
 ADD_PROBLEM = "circuit_add_problem"
 SCORE_FORMAT = {"score": st.column_config.NumberColumn(format="%.4f")}
 CAUSAL_FORMAT = {name: st.column_config.NumberColumn(format="%.3f") for name in ("own drop", "others' drop", "harm", "score")}
-KIND_LABELS = {"heads": "attention heads", "neurons": "neurons"}
+KIND_LABELS = {"head": "attention heads", "neuron": "neurons"}
 CURVE_BASELINES = {
     "steered": "steered toward the emotion",
     "asked": "asked for the emotion",
@@ -35,14 +35,14 @@ st.markdown(narrative.circuit_sentence(results, view.emotion))
 st.subheader("Two ways to rank the parts")
 st.markdown(narrative.rankings_sentence(view.emotion))
 kind_col, k_col = st.columns([1, 2], vertical_alignment="bottom")
-kind = kind_col.radio("Parts", ("heads", "neurons"), format_func=KIND_LABELS.get, horizontal=True, key="circuit_rank_kind")
+kind = kind_col.radio("Parts", KINDS, format_func=KIND_LABELS.get, horizontal=True, key="circuit_rank_kind")
 k = k_col.slider("How many to list", 5, 100, 20, step=5, key="circuit_k", help="Length of the two ranked tables below.")
 top_heads = frames.ranked_table(results.top_heads(view.emotion, k))
 top_neurons = frames.ranked_table(results.top_neurons(view.emotion, k))
 writes_col, matters_col = st.columns(2, gap="large")
 with writes_col:
     st.markdown(f"**Writes {view.emotion}** (the paper's score)")
-    writes = top_heads if kind == "heads" else top_neurons
+    writes = top_heads if kind == "head" else top_neurons
     st.dataframe(writes, hide_index=True, width="stretch", height=280, column_config=SCORE_FORMAT)
     st.caption(
         "How much the part pushes the hidden state toward the emotion at the prompt's last word (for a head: how much the "
@@ -134,7 +134,7 @@ st.caption(
 )
 with st.expander("Add any head or neuron"):
     kind_col, layer_col, index_col, add_col = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
-    kind_col.selectbox("Kind", ["head", "neuron"], key=KIND)
+    kind_col.selectbox("Kind", KINDS, key=KIND)
     layer_col.number_input("Layer", 0, shape["n_layers"] - 1, key=ADD_LAYER)
     index_col.number_input("Head or neuron number", 0, shape["d_mlp"] - 1, key=ADD_INDEX)
     add_col.button("Add", on_click=add_component, key="circuit_add")

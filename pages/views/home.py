@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import emo_core as ec
-from emo_core.scenarios import EMOTION_SYSTEM
+from emo_core.baselines import Baseline
 from ui import glossary, tour
 from ui.data import model_bundle, page_results
 from ui.pages import HOME
@@ -44,7 +44,7 @@ for index, step in enumerate(steps):
                     from ui.live import model_turn  # loaded by model_bundle's wait; the page itself opens without it
 
                     row = prompts.iloc[pick]
-                    prompt = ec.chat_prompt(bundle, f"{row['scenario']}\n{row['event']}", EMOTION_SYSTEM.format(emotion=view.emotion))
+                    prompt = Baseline("asked").prompt(bundle, f"{row['scenario']}\n{row['event']}", view.emotion)
                     with model_turn():  # takes its turn on the shared model like the live pages, in the same bounded line
                         stream_into(st.empty(), ec.stream_text(bundle, prompt, ec.GenerationSettings(max_new_tokens=48)))
                     st.caption(

@@ -7,11 +7,12 @@ import random
 import pandas as pd
 import streamlit as st
 
-import emo_core as ec
-from emo_core.knockout import baseline_edits, baseline_prompt, chance_check, effect_meter, knockout_edits
+from emo_core.baselines import LIVE_KINDS, Baseline
+from emo_core.interventions import on_rows
+from emo_core.knockout import chance_check, effect_meter
+from emo_core.parts import describe, knockout, matched_random
 from emo_core.replay import record
-from emo_core.scenarios import BASELINES, load_skeletons, neutral_prompts, spread
-from emo_core.selection import describe, matched_random
+from emo_core.scenarios import load_skeletons, neutral_prompts, spread
 from emo_core.store import CacheError
 from ui import frames, glossary, knockout_parts, live, live_charts, tour
 from ui.data import model_bundle, page_results
@@ -40,13 +41,13 @@ with scenario_col:
     user = live.scenario_controls()
 with baseline_col:
     baseline = st.radio(
-        f"Make the reply {emotion} by", BASELINES, key=BASELINE, format_func=BASELINE_LABELS.get, horizontal=True, persist_state="session"
+        f"Make the reply {emotion} by", LIVE_KINDS, key=BASELINE, format_func=BASELINE_LABELS.get, horizontal=True, persist_state="session"
     )
     method = "direction"
     if baseline == "steered":
         method = st.radio("Steering", KNOCKOUT_METHODS, key=KNOCKOUT_METHOD, horizontal=True, persist_state="session")
     report = results.report or {}
-    asked, steered = (report.get("steering", {}).get(name, {}).get("overall") for name in ("prompt", "direction"))
+    asked, steered = (report.get("steering", {}).get(name, {}).get("overall") for name in ("asked", "direction"))
     odds = f" (asked: {asked:.0%} of replies on target, as often as unasked; steered: {steered:.0%})" if asked and steered else ""
     st.caption(
         f"*Steered* is the default because this small model ignores a request for an emotion in its words{odds}: a knockout can "
@@ -79,10 +80,12 @@ if bundle is None or user is None:
     st.stop()
 reading = results.reading()
 kit = results.steering_kit(bundle)
-prompt = baseline_prompt(bundle, user, emotion, baseline)
-shared = baseline_edits(results, kit, emotion, baseline, method)
+base = Baseline(baseline, method)
+prompt = base.prompt(bundle, user, emotion)
+shared = base.edits(kit, emotion)
 control = matched_random(chosen, results.shape, random.Random(0))
-knocked, controlled = knockout_edits(results, chosen, mode), knockout_edits(results, control, mode)
+means = results.neutral_means
+knocked, controlled = knockout(chosen, mode, means), knockout(control, mode, means)
 
 st.subheader("Effect before any text is written")
 recording_key = (view.model, prompt, emotion, baseline, method)
@@ -111,9 +114,9 @@ st.subheader("Write both replies")
 settings = live.decoding_controls()
 run_key = (*meter_key, settings)
 rows = [
-    *(ec.generation.on_rows(edit, (0, 1, 2)) for edit in shared),
-    *knockout_edits(results, chosen, mode, rows=(1,)),
-    *knockout_edits(results, control, mode, rows=(2,)),
+    *(on_rows(edit, (0, 1, 2)) for edit in shared),
+    *knockout(chosen, mode, means, rows=(1,)),
+    *knockout(control, mode, means, rows=(2,)),
 ]
 titles = (f"**Baseline** ({BASELINE_LABELS[baseline]})", f"**With {describe(chosen)} switched off**")
 shown = live.paired_replies("knockout", titles, run_key, bundle, reading, emotion, [prompt] * 3, rows, settings)
@@ -138,7 +141,7 @@ chance_key = (*meter_key, judged)
 if st.button("Run the check", icon=":material/casino:", key="knockout_chance_run", disabled=not chosen):
     bar = st.progress(0.0, text="Switching parts off on the evaluation scenarios…")
     evaluation = spread(neutral_prompts(load_skeletons("eval")), CHANCE_SCENARIOS)
-    prompts = [(baseline_prompt(bundle, p.user, emotion, baseline), shared) for p in evaluation]
+    prompts = [(base.prompt(bundle, p.user, emotion), shared) for p in evaluation]
     with live.model_turn():
         check = chance_check(
             bundle,

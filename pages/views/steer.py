@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-import emo_core as ec
-from emo_core.knockout import baseline_edits, baseline_prompt
+from emo_core.baselines import Baseline
+from emo_core.interventions import on_rows
 from emo_core.scenarios import load_skeletons, neutral_prompts, spread
 from emo_core.steering import STEERING_HEADS, STEERING_NEURONS
 from ui import glossary, live, live_charts, steer_sweep, tour
@@ -16,7 +16,7 @@ from ui.run import MAX_STRENGTH, STEER_METHOD, STEER_METHODS, STRENGTH
 from ui.state import current
 
 TUNED_FOR = "steer_strength_for"
-METHOD_LABELS = {"direction": "along its direction", "circuit": "through its circuit", "ask": "by asking"}
+METHOD_LABELS = {"direction": "along its direction", "circuit": "through its circuit", "asked": "by asking"}
 SWEEP_SCENARIOS = 5
 
 results = page_results()
@@ -39,7 +39,7 @@ with method_col:
     method = st.radio(
         f"Turn {emotion} up", STEER_METHODS, key=STEER_METHOD, format_func=METHOD_LABELS.get, horizontal=True, persist_state="session"
     )
-    tuned = None if method == "ask" else results.steering_settings(method, emotion)["strength"]
+    tuned = None if method == "asked" else results.steering_settings(method, emotion)["strength"]
     if tuned is not None and (
         st.session_state.get(STRENGTH) is None or st.session_state.get(TUNED_FOR, (emotion, method)) != (emotion, method)
     ):
@@ -69,16 +69,14 @@ if bundle is None or user is None:
     st.stop()
 reading = results.reading()
 kit = results.steering_kit(bundle)
-plain_prompt = baseline_prompt(bundle, user, emotion, "plain")
-if method == "ask":
-    steered_prompt, edits = baseline_prompt(bundle, user, emotion, "asked"), []
-else:
-    steered_prompt, edits = plain_prompt, baseline_edits(results, kit, emotion, "steered", method, strength)
+plain_prompt = Baseline("plain").prompt(bundle, user)
+turned_up = Baseline("asked") if method == "asked" else Baseline("steered", method, strength)
+steered_prompt, edits = turned_up.prompt(bundle, user, emotion), turned_up.edits(kit, emotion)
 
 settings = live.decoding_controls()
 run_key = (view.model, user, emotion, method, strength, settings)
 steered_title = f"**{emotion.capitalize()} {METHOD_LABELS[method]}**" + (f" (strength {strength:g})" if strength is not None else "")
-rows = [ec.generation.on_rows(edit, (1,)) for edit in edits]
+rows = [on_rows(edit, (1,)) for edit in edits]
 shown = live.paired_replies(
     "steer", ("**Plain reply**", steered_title), run_key, bundle, reading, emotion, [plain_prompt, steered_prompt], rows, settings
 )
@@ -97,9 +95,7 @@ if tuned is not None:
         "and how many replies broke down (repeats, symbols, non-words)."
     )
     if st.button("Sweep the strength", icon=":material/ssid_chart:", key="steer_sweep"):
-        evaluation = [
-            baseline_prompt(bundle, p.user, emotion, "plain") for p in spread(neutral_prompts(load_skeletons("eval")), SWEEP_SCENARIOS)
-        ]
+        evaluation = [Baseline("plain").prompt(bundle, p.user) for p in spread(neutral_prompts(load_skeletons("eval")), SWEEP_SCENARIOS)]
         bar = st.progress(0.0, text="Writing replies…")
         with live.model_turn():
             sweep = steer_sweep.sweep(bundle, results, kit, emotion, method, tuned, [plain_prompt, *evaluation], bar)
