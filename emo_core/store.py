@@ -6,7 +6,8 @@ and one ``<name>.parquet`` per table. The manifest records what the results were
 seal: the sha256 of the manifest itself, so an edited manifest (say, an entry removed so that the
 file it named can be swapped) is refused like a damaged file. A cache loads only when all of it
 matches exactly; otherwise the error names what differs and the command that rebuilds it.
-Nothing is ever unpickled. ``report.json`` (the evaluation, written later) is not part of it.
+Nothing is ever unpickled. ``report.json`` (the evaluation, written later) is not part of it. The names and shapes of
+what a cache holds are listed once, in ``cached_activations/README.md``.
 """
 
 from __future__ import annotations
