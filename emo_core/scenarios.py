@@ -21,8 +21,6 @@ EMOTIONS: tuple[str, ...] = ("anger", "sadness", "happiness", "fear", "surprise"
 VALENCES: tuple[str, ...] = ("positive", "neutral", "negative")
 THEMES: tuple[str, ...] = ("work", "school", "relationships", "shopping", "public_services", "health", "housing", "travel")
 Split = Literal["train", "eval"]
-Baseline = Literal["steered", "asked", "plain"]  # how a live run makes the reply emotional (see knockout.py)
-BASELINES: tuple[Baseline, ...] = ("steered", "asked", "plain")
 
 DATASET_DIR = Path(__file__).parent / "datasets"
 EMOTION_SYSTEM = "Always reply in {emotion}.\nKeep the reply to at most two sentences."
