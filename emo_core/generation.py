@@ -26,6 +26,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from emo_core.classroom import WordGuard, choose_allowed
 from emo_core.errors import InvalidPromptError, LimitError
 from emo_core.fastpath import layout_choice, small_batch_linear
 from emo_core.interventions import EditPlan, Intervention, applied, capture, on_rows
@@ -48,6 +49,7 @@ class GenerationSettings:
     seed: int = 0
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
+    classroom_safe: bool = False  # block the listed slurs and profanity while decoding (``classroom.py``)
 
     def __post_init__(self) -> None:
         """Refuse a reply length or seed beyond ``emo_core.limits`` here, so the app, the CLI and scripts get one message."""
@@ -184,6 +186,54 @@ def _eos_ids(bundle: ModelBundle) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos or [])
 
 
+_GUARDS: dict[int, WordGuard] = {}
+
+
+def word_guard(bundle: ModelBundle) -> WordGuard:
+    """The classroom word guard for the bundle's tokenizer (built once per tokenizer)."""
+    key = id(bundle.tokenizer)
+    if key not in _GUARDS:
+        _GUARDS[key] = WordGuard(bundle.tokenizer, _eos_ids(bundle))
+    return _GUARDS[key]
+
+
+def _guarded(
+    guard: WordGuard,
+    tokens: torch.Tensor,
+    scores: torch.Tensor,
+    replies: torch.Tensor,
+    finished: torch.Tensor,
+    last_step: bool,
+    settings: GenerationSettings,
+    generators: Sequence[torch.Generator],
+) -> torch.Tensor:
+    """``tokens`` with every row's pick that would write a listed word replaced by its best allowed one (greedy), or by a
+    fresh seeded sample among the allowed ones (``classroom.choose_allowed``). Rows whose pick is allowed keep it, so
+    nothing changes where no listed word comes near."""
+    out = tokens.clone()
+    for i, token in enumerate(tokens.tolist()):
+        if bool(finished[i]):
+            continue
+        ids = replies[i].tolist()
+
+        def final_for(candidate: int) -> bool:
+            return last_step or candidate in guard.eos_ids
+
+        if guard.allows(ids, token, final_for(token)):
+            continue
+        if settings.do_sample:
+
+            def pick(row: torch.Tensor, generator: torch.Generator = generators[i]) -> int:
+                return int(torch.multinomial(row.softmax(dim=-1).cpu(), 1, generator=generator))
+        else:
+
+            def pick(row: torch.Tensor) -> int:
+                return int(row.argmax())
+
+        out[i] = choose_allowed(scores[i], ids, guard, pick, final_for)  # picks again, setting each refused token to -inf
+    return out
+
+
 def iter_tokens(
     bundle: ModelBundle,
     prompts: Sequence[str],
@@ -233,6 +283,7 @@ def _decode(
     finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
     eos_tensor = torch.tensor(eos_ids, device=input_ids.device)
     layouts = layout_choice(bundle.model)  # measured once per process and model shape
+    guard = word_guard(bundle) if settings.classroom_safe else None
     plan = EditPlan(bundle.adapter, interventions) if interventions else None  # its batch tensors are built once, not per step
     sequence = input_ids
     step_input, cache = input_ids, None
@@ -240,7 +291,7 @@ def _decode(
         cache = _shared_prefill(bundle, batch)
         if cache is not None:
             step_input, position_ids = input_ids[:, -1:], position_ids[:, -1:]
-    for _ in range(settings.max_new_tokens):
+    for step in range(settings.max_new_tokens):
         # Hooks live only inside this forward call; with no interventions there is nothing to attach.
         with (
             torch.inference_mode(),
@@ -266,6 +317,9 @@ def _decode(
                 )
             else:
                 tokens = scores.argmax(dim=-1)
+            if guard is not None:
+                last_step = step == settings.max_new_tokens - 1
+                tokens = _guarded(guard, tokens, scores, sequence[:, prompt_len:], finished, last_step, settings, generators)
         tokens = torch.where(finished, torch.full_like(tokens, pad_id), tokens)
         states = torch.stack([captured[("resid_post", layer)][:, -1] for layer in observe], dim=1) if observe else None
         yield tokens, states
