@@ -25,6 +25,7 @@ from emo_core.scenarios import EMOTION_SYSTEM, EMOTIONS, NEUTRAL_SYSTEM, PromptS
 if TYPE_CHECKING:
     from emo_core.interventions import Intervention
     from emo_core.models import ModelBundle
+    from emo_core.parts import Component
     from emo_core.scoring import Row
     from emo_core.steering import SteeringKit
 
@@ -81,6 +82,33 @@ class Baseline:
     def edits(self, kit: SteeringKit, emotion: str) -> list[Intervention]:
         """The steering it applies toward ``emotion`` (none unless *steered*)."""
         return kit.tuned(self.method, emotion, self.strength) if self.kind == "steered" else []
+
+    def pushes(self, kit: SteeringKit, emotion: str) -> frozenset[Component]:
+        """The heads and neurons its steering turns up toward ``emotion``: the steering circuit's parts for circuit steering,
+        none otherwise. Switching these off would only undo the push that made the reply emotional, so a knockout on this
+        baseline leaves them out (``knockout.outside``)."""
+        from emo_core.parts import circuit_components
+
+        if self.kind != "steered" or self.method != "circuit" or emotion not in kit.circuits:
+            return frozenset()
+        return frozenset(circuit_components(kit.circuits[emotion]))
+
+    def describe(self, kit: SteeringKit | None = None, emotion: str | None = None) -> str:
+        """In words, for a page or a report: "steered along its direction at 1.5 (1.5x the tuned strength)"."""
+        if self.kind == "plain":
+            return "plain (nothing asked)"
+        if self.kind == "asked":
+            return "asked for the emotion in the prompt"
+        if self.kind == "continued":
+            return "continuing an emotional opening"
+        how = "along its direction" if self.method == "direction" else "through its circuit"
+        if self.strength is None:
+            return f"steered {how} at the tuned strength"
+        text = f"steered {how} at strength {self.strength:.2f}"
+        if kit is not None and emotion is not None:
+            tuned = kit.settings(self.method, emotion)["strength"]
+            text += f" ({self.strength / tuned:.2g}x the tuned {tuned:.2f})" if tuned else ""
+        return text
 
 
 def baseline_rows(

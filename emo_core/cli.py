@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import sys
 from collections.abc import Sequence
@@ -16,16 +15,16 @@ from emo_core.errors import EmoCoreError
 from emo_core.evaluation import EvalSettings, evaluate
 from emo_core.interventions import AblationMode
 from emo_core.judge import load_judge
+from emo_core.knockout import comparison_rows
 from emo_core.models import load_model
-from emo_core.parts import SPEC_FORMS, Component, knockout, matched_random, parse_spec, resolve
+from emo_core.parts import SPEC_FORMS, Component, parse_spec, resolve
 from emo_core.pipeline import build
 from emo_core.results import CACHE_ROOT, Results, load_results
 from emo_core.scenarios import EMOTIONS, NEUTRAL_SYSTEM, VALENCES, PromptSpec, load_skeletons, neutral_prompts, read_skeletons
-from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows, score_replies
+from emo_core.scoring import SCORING_SETTINGS, generate_rows, score_replies
 from emo_core.store import CacheError
 
 MODES: tuple[AblationMode, ...] = ("zero", "mean")
-VARIANTS = ("baseline", "knocked_out", "random")  # the rows written per prompt when parts are switched off
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -52,14 +51,17 @@ def _strength(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text[:20]}' is not a number") from None
 
 
-def knockout_parts(specs: Sequence[str], results: Results | None, emotion: str) -> list[Component]:
-    """The parts ``specs`` name for ``emotion`` (``parts.SPEC_FORMS``); a ranking needs the model's ``results``."""
+def knockout_parts(
+    specs: Sequence[str], results: Results | None, emotion: str, excluded: frozenset[Component] = frozenset()
+) -> list[Component]:
+    """The parts ``specs`` name for ``emotion`` (``parts.SPEC_FORMS``); a ranking needs the model's ``results`` and skips
+    ``excluded`` (the parts a circuit-steered baseline pushes, ``Baseline.pushes``)."""
     parsed = [parse_spec(spec) for spec in specs]
 
     def ranked(spec: object) -> list[Component]:
         if results is None:
             raise ValueError(f"Naming parts by a ranking ({', '.join(specs)[:60]}) needs the model's built results.")
-        return results.named_parts(emotion, spec)
+        return results.named_parts(emotion, spec, excluded)
 
     return resolve(parsed, ranked)
 
@@ -69,19 +71,25 @@ def _user_turns(args: argparse.Namespace) -> list[PromptSpec]:
     if args.scenarios is not None:
         return neutral_prompts(read_skeletons(args.scenarios))
     if args.scenario is not None:
-        skeleton_id, _, valence = args.scenario.partition(":")
         found = {s.skeleton_id: s for s in [*load_skeletons("train"), *load_skeletons("eval")]}
-        if skeleton_id not in found or valence not in VALENCES:
-            example = "work_eval_00:negative"
-            raise EmoCoreError(f"'{args.scenario[:60]}' is not one of our scenarios; write <skeleton_id>:<valence>, e.g. {example}.")
-        return [p for p in neutral_prompts([found[skeleton_id]]) if p.valence == valence]
+        chosen = []
+        for key in args.scenario:
+            skeleton_id, _, valence = key.partition(":")
+            if skeleton_id not in found or valence not in VALENCES:
+                example = "work_eval_00:negative"
+                raise EmoCoreError(f"'{key[:60]}' is not one of our scenarios; write <skeleton_id>:<valence>, e.g. {example}.")
+            chosen += [p for p in neutral_prompts([found[skeleton_id]]) if p.valence == valence]
+        return chosen
     return [PromptSpec("typed", "typed", "typed", None, NEUTRAL_SYSTEM, args.text)]
 
 
 def run_generate(args: argparse.Namespace) -> None:
     """Write the replies of a baseline (and, with ``--knockout``, the knocked-out and random-control replies) for every
-    prompt and emotion; the settings and the scenarios are checked before the model loads."""
-    settings = replace(SCORING_SETTINGS, max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed)
+    prompt and emotion, built by ``knockout.comparison_rows`` as the Knockout page builds them; the settings and the
+    scenarios are checked before the model loads."""
+    settings = replace(
+        SCORING_SETTINGS, max_new_tokens=args.max_new_tokens, do_sample=args.sample, seed=args.seed, classroom_safe=args.classroom_safe
+    )
     baseline = Baseline(args.baseline, args.method, args.strength)
     prompts = _user_turns(args)
     specs = [parse_spec(spec) for spec in args.knockout]  # refuse bad specs before loading anything
@@ -92,38 +100,34 @@ def run_generate(args: argparse.Namespace) -> None:
     means = results.neutral_means if args.mode == "mean" and results is not None else None
     rows, records = [], []
     for emotion in args.emotions:
-        parts = knockout_parts(args.knockout, results, emotion)
-        shared = tuple(baseline.edits(kit, emotion)) if kit is not None else ()
+        parts = knockout_parts(args.knockout, results, emotion, baseline.pushes(kit, emotion) if kit is not None else frozenset())
         strength = None
         if baseline.kind == "steered":
             strength = kit.settings(baseline.method, emotion)["strength"] if baseline.strength is None else baseline.strength
-        variants = [("baseline", [])]
-        if parts:
-            variants.append(("knocked_out", parts))
-            if args.random:
-                variants.append(("random", matched_random(parts, vars(bundle.shape), random.Random(0))))
-        for p in prompts:
-            prompt = baseline.prompt(bundle, p.user, emotion)
-            for variant, switched_off in variants:
-                rows.append(Row(prompt, emotion, (*shared, *knockout(switched_off, args.mode, means))))
-                records.append(
-                    {
-                        "skeleton_id": p.skeleton_id,
-                        "theme": p.theme,
-                        "valence": p.valence,
-                        "emotion": emotion,
-                        "baseline": baseline.kind,
-                        "method": baseline.method if baseline.kind == "steered" else None,
-                        "strength": strength,
-                        "variant": variant,
-                        "parts": [c.token for c in switched_off],
-                        "mode": args.mode,
-                        "model": bundle.name,
-                        "max_new_tokens": settings.max_new_tokens,
-                        "decode": "sample" if settings.do_sample else "greedy",
-                        "seed": settings.seed,
-                    }
-                )
+        made = comparison_rows(bundle, kit, baseline, [p.user for p in prompts], emotion, parts, args.mode, means, args.random, args.seed)
+        for row in made:
+            tags = dict(row.tags)
+            p = prompts[int(tags["scenario"])]
+            rows.append(row)
+            records.append(
+                {
+                    "skeleton_id": p.skeleton_id,
+                    "theme": p.theme,
+                    "valence": p.valence,
+                    "emotion": emotion,
+                    "baseline": baseline.kind,
+                    "method": baseline.method if baseline.kind == "steered" else None,
+                    "strength": strength,
+                    "variant": tags["variant"],
+                    "parts": tags["parts"].split(),
+                    "mode": args.mode,
+                    "model": bundle.name,
+                    "max_new_tokens": settings.max_new_tokens,
+                    "decode": "sample" if settings.do_sample else "greedy",
+                    "seed": settings.seed,
+                    "classroom_safe": settings.classroom_safe,
+                }
+            )
     replies = generate_rows(bundle, rows, settings)
     scores = score_replies(load_judge(args.judge), rows, replies) if args.judge else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _model_options(gen_cmd)
     where = gen_cmd.add_mutually_exclusive_group(required=True)
     where.add_argument("--scenarios", type=Path, help="JSONL with skeleton_id, theme, scenario, event.{positive,neutral,negative}")
-    where.add_argument("--scenario", help="one of our scenarios with its outcome, <skeleton_id>:<valence>")
+    where.add_argument("--scenario", nargs="+", help="our scenarios with their outcomes, <skeleton_id>:<valence> each, in order")
     where.add_argument("--text", help="a scenario of your own, as the user turn")
     gen_cmd.add_argument("--baseline", choices=LIVE_KINDS, default="plain", help="how the reply is made emotional")
     gen_cmd.add_argument("--method", choices=METHODS, default="direction", help="how a steered baseline steers")
@@ -164,10 +168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen_cmd.add_argument("--emotions", nargs="+", choices=EMOTIONS, default=list(EMOTIONS))
     gen_cmd.add_argument("--knockout", nargs="*", default=[], help=f"parts to switch off: {SPEC_FORMS}")
     gen_cmd.add_argument("--mode", choices=MODES, default="zero", help="zero or mean ablation")
-    gen_cmd.add_argument("--random", action="store_true", help="also write a reply with a matched random set of parts switched off")
+    gen_cmd.add_argument(
+        "--random",
+        action="store_true",
+        help="also write a reply with a matched random set of parts off (a fresh set per scenario)",
+    )
     gen_cmd.add_argument("--max-new-tokens", type=int, default=SCORING_SETTINGS.max_new_tokens)
     gen_cmd.add_argument("--sample", action="store_true", help="sample instead of greedy decoding (repeatable with --seed)")
-    gen_cmd.add_argument("--seed", type=int, default=0)
+    gen_cmd.add_argument("--seed", type=int, default=0, help="the sampling seed, and the seed of the random sets' draws")
+    gen_cmd.add_argument("--classroom-safe", action="store_true", help="never write a listed slur or profanity (the app's default)")
     gen_cmd.add_argument("--judge", default=None, help="also judge each reply ('minilm' or a local HF classifier)")
     gen_cmd.add_argument("--out", type=Path, required=True)
 

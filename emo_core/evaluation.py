@@ -9,6 +9,8 @@ Everything here runs on the evaluation skeletons, which nothing is fitted or tun
   and of the paper's ranking switched off against k random ones from the same layers, on a steered,
   an asked and a continued emotional baseline, read by the internal reading and (for a few k) by the
   judge, with bootstrap 95% intervals, the target sets' specificity and their harm;
+- the prepared knockouts (``prepared.py``): each emotion's chosen baseline and knockout on every evaluation prompt,
+  against a matched random set per prompt, in the words (longer replies, classroom-safe decoding, as the page writes);
 - cluster structure: each emotion's nearest other emotion and the separation score per layer.
 """
 
@@ -22,13 +24,15 @@ from pathlib import Path
 import pandas as pd
 
 from emo_core.baselines import Baseline, baseline_rows
+from emo_core.generation import GenerationSettings
 from emo_core.judge import HELDOUT_PATH, LABELS, judge_accuracy, load_judge, read_labelled
 from emo_core.knockout_curves import CurveSettings, knockout_curves
 from emo_core.models import ModelBundle, load_model
+from emo_core.prepared import chosen, measure_prepared
 from emo_core.progress import StageProgress, stage
 from emo_core.results import CACHE_ROOT, REPORT, load_results
 from emo_core.scenarios import EMOTIONS, VALENCES, load_skeletons, neutral_prompts
-from emo_core.scoring import generate_rows, score_replies
+from emo_core.scoring import SCORING_SETTINGS, generate_rows, score_replies
 
 # How the steering evaluation makes replies emotional; the report's ``steering`` section is keyed by ``Baseline.key``.
 STEERING_BASELINES = (Baseline("plain"), Baseline("asked"), Baseline("steered", "direction"), Baseline("steered", "circuit"))
@@ -42,6 +46,7 @@ class EvalSettings:
     bootstrap: int = 2000
     seed: int = 0
     curves: CurveSettings = CurveSettings()
+    prepared_tokens: int = 48  # the Knockout page's grid writes replies this long
 
 
 def summarise(scores: pd.DataFrame) -> dict:
@@ -91,6 +96,12 @@ def evaluate(
         report["steering"][baseline.key] = summarise(score_replies(emotion_judge, rows, replies))
         if baseline == Baseline(baseline.kind) and baseline.kind in settings.curves.baselines:  # the curves' steered and asked rows
             known[baseline.kind] = {(row.prompt, row.emotion): reply for row, reply in zip(rows, replies, strict=True)}
+
+    prepared = chosen(results.table("prepared"))
+    written = GenerationSettings(**{**vars(SCORING_SETTINGS), "max_new_tokens": settings.prepared_tokens, "classroom_safe": True})
+    report["prepared"] = measure_prepared(
+        bundle, kit, emotion_judge, prepared, results.neutral_means, prompts, written, settings.seed, stage(progress, "prepared knockouts")
+    )
 
     curves = replace(settings.curves, bootstrap=settings.bootstrap, seed=settings.seed)
     report["ablation"] = {

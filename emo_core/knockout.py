@@ -12,19 +12,62 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
+from emo_core.baselines import Baseline
+from emo_core.forced import ForcedReply, forced_pass
 from emo_core.generation import GenerationSettings
 from emo_core.interventions import AblationMode, Intervention, on_rows
 from emo_core.judge import EmotionJudge, target_probability
 from emo_core.models import ModelBundle
-from emo_core.parts import Component, knockout, matched_random
+from emo_core.parts import Component, NeutralMeans, knockout, matched_random
 from emo_core.progress import Progress
 from emo_core.reading import EmotionReading
 from emo_core.replay import Recording, record, replay
 from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows
+from emo_core.steering import SteeringKit
+
+VARIANTS = ("baseline", "knocked_out", "random")  # the replies a knockout is judged by, per scenario
+
+
+def comparison_rows(
+    bundle: ModelBundle,
+    kit: SteeringKit | None,
+    baseline: Baseline,
+    users: Sequence[str],
+    emotion: str,
+    parts: Sequence[Component],
+    mode: AblationMode = "mean",
+    means: NeutralMeans | None = None,
+    control: bool = True,
+    seed: int = 0,
+) -> list[Row]:
+    """For each user turn in order, the rows a knockout is judged by: the baseline's reply, the same with ``parts`` off,
+    and (with ``control``) with a matched random set off, drawn fresh for each turn from one stream seeded by ``seed``.
+
+    The Knockout page's grid and close-up, ``python -m emo_core generate`` and the prepared knockouts all build their
+    rows here, so the same scenarios, parts and seed give the same replies everywhere. Rows are tagged ``variant``
+    (``VARIANTS``), ``scenario`` (the turn's index) and ``parts`` (the tokens switched off). Without ``parts`` only the
+    baseline rows are made.
+    """
+    rng = random.Random(seed)
+    shape = vars(bundle.shape)
+    shared = tuple(baseline.edits(kit, emotion)) if baseline.kind == "steered" else ()
+    rows = []
+    for i, user in enumerate(users):
+        prompt = baseline.prompt(bundle, user, emotion)
+        variants: list[tuple[str, Sequence[Component]]] = [("baseline", [])]
+        if parts:
+            variants.append(("knocked_out", parts))
+            if control:
+                variants.append(("random", matched_random(parts, shape, rng)))
+        for variant, off in variants:
+            tags = (("variant", variant), ("scenario", str(i)), ("parts", " ".join(c.token for c in off)))
+            rows.append(Row(prompt, emotion, (*shared, *knockout(off, mode, means)), tags))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -132,3 +175,76 @@ def chance_check(
         None if judged is None else float(judged.mean(axis=0)[0]),
         None if judged is None else tuple(float(x) for x in judged.mean(axis=0)[1:]),
     )
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What a batch of ``comparison_rows`` shows in the words, counted per scenario.
+
+    A baseline reply *carries* the emotion when the judge's top class is the emotion and it is not degenerate; a knocked-out
+    or random reply *loses* it when the judge's top class is no longer the emotion. Losses are counted only where the
+    baseline carried the emotion (a knockout cannot remove what was not there).
+    """
+
+    scenarios: int
+    carried: int  # baseline replies that carry the emotion
+    removed: int  # of those, knocked-out replies that lost it
+    random_removed: int  # of those, random-control replies that lost it
+    degenerate: int  # knocked-out replies that are not language (of every scenario)
+    random_degenerate: int
+    baseline_degenerate: int = 0
+
+    @property
+    def removed_share(self) -> float:
+        return self.removed / self.carried if self.carried else 0.0
+
+    @property
+    def random_share(self) -> float:
+        return self.random_removed / self.carried if self.carried else 0.0
+
+    @property
+    def p_value(self) -> float:
+        """One-sided Fisher exact test that the knockout removes the emotion more often than the random sets do (1.0 when
+        no baseline reply carried it)."""
+        from scipy.stats import fisher_exact
+
+        if not self.carried:
+            return 1.0
+        table = [[self.removed, self.carried - self.removed], [self.random_removed, self.carried - self.random_removed]]
+        return float(fisher_exact(table, alternative="greater").pvalue)
+
+
+def tally(scores: pd.DataFrame) -> Tally:
+    """Count a scored batch of ``comparison_rows`` (``scoring.score_replies``: ``variant``, ``scenario``, ``predicted``,
+    ``emotion``, ``degenerate``). Scenarios without a random row count as if the random set removed nothing."""
+    by = {variant: group.set_index("scenario") for variant, group in scores.groupby("variant")}
+    base = by["baseline"]
+    carried = base.index[(base["predicted"] == base["emotion"]) & ~base["degenerate"]]
+
+    def lost(variant: str) -> int:
+        if variant not in by:
+            return 0
+        rows = by[variant].loc[by[variant].index.intersection(carried)]
+        return int((rows["predicted"] != rows["emotion"]).sum())
+
+    def broken(variant: str) -> int:
+        return int(by[variant]["degenerate"].sum()) if variant in by else 0
+
+    return Tally(len(base), len(carried), lost("knocked_out"), lost("random"), broken("knocked_out"), broken("random"), broken("baseline"))
+
+
+def reply_meter(
+    bundle: ModelBundle,
+    reading: EmotionReading,
+    prompt: str,
+    reply_tokens: Sequence[int],
+    shared: Sequence[Intervention],
+    knocked_out: Sequence[Intervention],
+    control: Sequence[Intervention],
+) -> torch.Tensor:
+    """``[3, E]`` emotion readings averaged over the baseline's reply, teacher-forced (its tokens fed as written): the
+    baseline, with the knockout, with the control. Parts that act while the reply is written show here; the prompt-level
+    ``effect_meter`` reads only the prompt's last token, before any of them has acted on a reply token."""
+    rows = [ForcedReply(prompt, tuple(reply_tokens), tuple(extra)) for extra in ((), knocked_out, control)]
+    states, _, _ = forced_pass(bundle, rows, reading.layers, shared)
+    return reading(states)

@@ -7,7 +7,8 @@ important sublayers, the heads and neurons that write the expressed emotion most
 strengths tuned on training prompts with the judge → the internal reading, calibrated → the parts' mean
 outputs on neutral prompts → causal rankings (what switching each head and neuron off does to the emotion
 reading and to the neutral loss, by attribution patching) → circuit-steering strengths for the steering
-circuits those rankings give. The evaluation skeletons are never read here.
+circuits those rankings give → the prepared knockouts (``prepared.py``: per emotion, the baseline and knockout that remove
+the emotion from the words most against matched random sets). The evaluation skeletons are never read here.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from emo_core.directions import (
     complete_groups,
     cross_layer_similarity,
     emotion_directions,
-    mean_differences,
     nearest_emotions,
 )
 from emo_core.expression import expression_scores, expression_vectors
@@ -44,6 +44,7 @@ from emo_core.importance import aligned_local_directions, reference_directions, 
 from emo_core.judge import load_judge
 from emo_core.models import DType, ModelBundle, load_model
 from emo_core.parts import NeutralMeans
+from emo_core.prepared import PrepareSettings, causal_ranking, prepare_knockouts
 from emo_core.progress import StageProgress, stage
 from emo_core.projection import emotion_coordinates, pca_maps, umap_maps
 from emo_core.results import CACHE_ROOT, cache_folder
@@ -65,6 +66,7 @@ class BuildSettings:
     tuning_prompts: int = TUNING_PROMPTS
     mean_prompts: int = 96
     causal: CausalSettings = CausalSettings()
+    prepare: PrepareSettings = PrepareSettings()
 
 
 def prompt_table(prompts: list[PromptSpec], skeletons: list[Skeleton]) -> pd.DataFrame:
@@ -195,8 +197,6 @@ def build(
         "head_scores": head_scores,
         "neuron_scores": neuron_scores,
         "sublayer_importance": importance,
-        "attn_diff": mean_differences(acts["attn_z"], groups),
-        "mlp_diff": mean_differences(acts["mlp_post"], groups),
         "umap": torch.from_numpy(umap),
         "map.coordinates": torch.from_numpy(coordinates).transpose(0, 1).contiguous(),  # [L, N, E]: where new runs are placed
         "map.centre": torch.from_numpy(post_np.mean(axis=0)),  # [L, d_model]
@@ -225,11 +225,21 @@ def build(
     unit_means = NeutralMeans(means["attn_z"], means["mlp_post"])
     tensors.update(causal_effects(kit, reading, unit_means, neutral, training_openings(), settings.causal, progress))
     steering = pd.concat([direction, tune(SteeringKit.from_tensors(bundle, tensors), "circuit")], ignore_index=True)
+    prepared = prepare_knockouts(
+        SteeringKit.from_tensors(bundle, tensors, steering),
+        emotion_judge,
+        causal_ranking(tensors),
+        unit_means,
+        spread(neutral, settings.prepare.prompts),
+        settings.prepare,
+        stage(progress, "prepared knockouts"),
+    )
     tables = {
         "prompts": prompt_table(prompts, skeletons),
         "circuit": circuits,
         "nearest": nearest_emotions(cosines),
         "steering": steering,
+        "prepared": prepared,
     }
     manifest = Manifest(
         model_id=bundle.name,

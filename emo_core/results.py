@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
     from emo_core.models import ModelBundle
+    from emo_core.prepared import PreparedKnockout
     from emo_core.reading import EmotionReading
     from emo_core.steering import SteeringKit
 
@@ -210,20 +211,46 @@ class Results:
         table = ranking_table(own[e], others_mean(own)[e], harm, causal_scores(own, harm, base)[e], kind)
         return table if k is None else table.head(k)
 
-    def ranked_parts(self, emotion: str, kind: Kind, k: int) -> list[Component]:
-        """The ``k`` heads or neurons that matter most for ``emotion``: the causal ranking (steered baseline, mean ablation;
-        specific and harmless), or the paper's score for a cache that predates causal rankings."""
+    def ranked_parts(self, emotion: str, kind: Kind, k: int, excluded: frozenset[Component] = frozenset()) -> list[Component]:
+        """The ``k`` heads or neurons that matter most for ``emotion``, leaving out ``excluded``: the causal ranking (steered
+        baseline, mean ablation; specific and harmless), or the paper's score for a cache that predates causal rankings."""
         try:
             scores = self.causal_scores("steered", kind, "mean")[self.emotion_index(emotion)]
         except CacheError:
             scores = self.head_scores(emotion) if kind == "head" else self.neuron_scores(emotion)
-        return [component for component, _ in top_parts(scores, kind, k)]
+        return [component for component, _ in top_parts(scores, kind, k + len(excluded)) if component not in excluded][:k]
 
-    def named_parts(self, emotion: str, spec: Ranked) -> list[Component]:
-        """The parts a ranking names for ``emotion``: the top ``k`` of the causal ranking, or the emotion's circuit."""
+    def named_parts(self, emotion: str, spec: Ranked, excluded: frozenset[Component] = frozenset()) -> list[Component]:
+        """The parts a ranking names for ``emotion``: the top ``k`` of the causal ranking outside ``excluded``, or the
+        emotion's circuit."""
         if spec.ranking == "circuit":
             return circuit_components(self.circuit(emotion))
-        return self.ranked_parts(emotion, spec.kind, spec.k)
+        return self.ranked_parts(emotion, spec.kind, spec.k, excluded)
+
+    def prepared(self, emotion: str) -> PreparedKnockout:
+        """``emotion``'s prepared knockout: the baseline and parts ``build`` chose as the page's default (``prepared.py``)."""
+        from emo_core.prepared import PreparedKnockout
+
+        if "prepared" not in self.cache.tables:
+            raise CacheError(f"The cache at {self.folder} has no prepared knockouts (it predates them); rebuild it with `{self.rebuild}`.")
+        table = self.table("prepared")
+        rows = table[table["chosen"] & (table["emotion"] == emotion)]
+        if rows.empty:
+            raise CacheError(f"The cache at {self.folder} has no prepared knockout for '{str(emotion)[:40]}'.")
+        return PreparedKnockout.from_row(rows.iloc[0])
+
+    def fluent_strength(self, method: str, emotion: str) -> float:
+        """The strongest ``method`` steering toward ``emotion`` that ``build`` checked as fluent on training prompts: the
+        tuned strength, or the prepared knockout's baseline when it steers harder by the same method and its replies
+        passed the same check (at most 5% degenerate, ``prepared.py``). The classroom-safe setting caps steering here."""
+        strength = self.steering_settings(method, emotion)["strength"]
+        try:
+            prepared = self.prepared(emotion)
+        except CacheError:
+            return strength
+        if prepared.baseline.method == method and prepared.eligible and prepared.baseline.strength is not None:
+            return max(strength, prepared.baseline.strength)
+        return strength
 
     def _causal(self, name: str) -> torch.Tensor:
         if name not in self.cache.arrays:

@@ -31,6 +31,11 @@ class Row:
     tags: tuple[tuple[str, str], ...] = ()  # extra columns for the score table, e.g. (("valence", "positive"),)
 
 
+def batch_edits(rows: Sequence[Row]) -> list[Intervention]:
+    """Every row's interventions limited to that row, for one batch of ``rows`` in their order."""
+    return [on_rows(edit, (i,)) for i, row in enumerate(rows) for edit in row.interventions]
+
+
 def generate_rows(
     bundle: ModelBundle,
     rows: Sequence[Row],
@@ -66,7 +71,7 @@ def generate_rows(
     bar = tqdm(total=len(unique), desc=desc, unit="reply", disable=progress is not None)
     for start in range(0, len(unique), batch_size):
         chunk = order[start : start + batch_size]
-        edits = [on_rows(edit, (i,)) for i, u in enumerate(chunk) for edit in unique[u].interventions]
+        edits = batch_edits([unique[u] for u in chunk])
         replies.update(zip(chunk, generate(bundle, [unique[u].prompt for u in chunk], settings, edits, observe), strict=True))
         bar.update(len(chunk))
         if progress is not None:

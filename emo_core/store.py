@@ -34,7 +34,9 @@ from emo_core.errors import EmoCoreError
 if TYPE_CHECKING:
     import torch
 
-FORMAT_VERSION = 3  # 2: sealed manifest, library versions, skeleton count; 3: circuit strengths tuned for the steering circuits
+# 2: sealed manifest, library versions, skeleton count; 3: circuit strengths tuned for the steering circuits;
+# 4: the prepared knockouts' table, and no more diff vectors (nothing read them)
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 LIBRARIES = ("torch", "transformers")  # their versions change the numbers a cache holds

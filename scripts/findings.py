@@ -426,6 +426,41 @@ def _judged_miss(entry: Mapping) -> str:
     return ", ".join(why) or "see the report"
 
 
+def prepared_section(report: Mapping) -> list[str]:
+    prepared = report.get("prepared") or {}
+    if not prepared:
+        return []
+    lines = [
+        "## Prepared knockouts",
+        "",
+        "Each emotion's knockout and baseline as `build` chose them on training scenarios (the Knockout page's default), on every "
+        "evaluation prompt, with a matched random set drawn per prompt, replies written as the page writes them (classroom-safe). "
+        "*Carried*: baseline replies the judge reads as the emotion; *removed*: of those, the share whose top class is no longer "
+        "the emotion. Target (issue 21): removed at least 70%, random at most 20%, knocked-out degenerate at most 5%.",
+        "",
+    ]
+    rows = []
+    for emotion, entry in prepared.items():
+        base = entry["baseline"]
+        rows.append(
+            [
+                emotion,
+                f"{base['method']} x{base['factor']:g} ({num(base['strength'])})",
+                f"{entry['parts']}, {entry['mode']}",
+                f"{entry['carried']} of {entry['scenarios']}",
+                f"{entry['removed']} ({pct(entry['removed_share'])})",
+                f"{entry['random_removed']} ({pct(entry['random_share'])})",
+                f"{entry['p_value']:.2g}",
+                pct(entry["degenerate_share"]),
+                "yes" if entry["meets_target"] else "no",
+            ]
+        )
+    lines += table(["emotion", "baseline", "knockout", "carried", "removed", "random removed", "p", "degenerate", "target"], rows)
+    met = [emotion for emotion, entry in prepared.items() if entry["meets_target"]]
+    lines += ["", f"{len(met)} of {len(prepared)} emotions meet the target{': ' + ', '.join(met) if met else ''}.", ""]
+    return lines
+
+
 def render(report: Mapping, source: str) -> str:
     """The whole of docs/findings.md for ``report``, read from ``source`` (named in the first line)."""
     model = report.get("model", "the model")
@@ -441,7 +476,8 @@ def render(report: Mapping, source: str) -> str:
         intro + " `tests/test_docs.py` fails when this page no longer matches the report.",
         "",
     ]
-    for section in (judge_section, steering_section, clusters_section, curves_section, targets_section, harm_section, judged_section):
+    sections = (judge_section, steering_section, prepared_section, clusters_section, curves_section, targets_section, harm_section)
+    for section in (*sections, judged_section):
         lines += section(report)
     while lines and lines[-1] == "":
         lines.pop()

@@ -47,8 +47,6 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
         "head_scores": rand(n_emotions, n_layers, n_heads),
         "neuron_scores": rand(n_emotions, n_layers, d_mlp),
         "sublayer_importance": rand(n_emotions, n_layers, 2),
-        "attn_diff": rand(n_emotions, n_layers, n_heads * head_dim),
-        "mlp_diff": rand(n_emotions, n_layers, d_mlp),
         "umap": rand(n_layers, n_points, 2),
         "pca": rand(n_layers, n_points, 2),
         "separation": torch.linspace(0.0, 0.5, n_layers),
@@ -85,8 +83,32 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
         for method in ("direction", "circuit")
         for emotion in EMOTIONS
     ]
+    prepared = [
+        {
+            "emotion": emotion,
+            "method": "direction",
+            "factor": 1.0,
+            "strength": 1.0,
+            "heads": 1,
+            "neurons": 2,
+            "mode": "mean",
+            "parts": "L1H0 L2N3 L2N5",
+            "prompts": 16,
+            "carried": 12,
+            "removed": 0.75,
+            "random_removed": 0.08,
+            "degenerate": 0.0,
+            "random_degenerate": 0.0,
+            "baseline_degenerate": 0.0,
+            "score": 0.67,
+            "eligible": True,
+            "chosen": True,
+        }
+        for emotion in EMOTIONS
+    ]
     tables = {
         "prompts": prompts,
+        "prepared": pd.DataFrame(prepared),
         "nearest": pd.DataFrame(nearest),
         "circuit": pd.DataFrame(circuit),
         "steering": pd.DataFrame(steering),

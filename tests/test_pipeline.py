@@ -13,13 +13,15 @@ import torch
 import emo_core as ec
 from emo_core import scenarios
 from emo_core.activations import extract
+from emo_core.baselines import Baseline
 from emo_core.cli import knockout_parts, main
 from emo_core.directions import complete_groups, emotion_directions
 from emo_core.evaluation import EvalSettings, evaluate
 from emo_core.fluency import degenerate_reason
 from emo_core.knockout_curves import CurveSettings
-from emo_core.parts import Component, circuit_components
+from emo_core.parts import Component, circuit_components, parse_tokens
 from emo_core.pipeline import BuildSettings, build, cluster_separation
+from emo_core.prepared import PrepareSettings
 from emo_core.projection import _standardise, align_to, emotion_coordinates, pca_maps, umap_maps
 from emo_core.reading import EmotionReading, reading_layers
 from emo_core.results import load_results
@@ -30,7 +32,15 @@ from emo_core.steering import circuit_steering
 from emo_core.store import CacheError
 from tests.conftest import tiny_model
 
-TINY_BUILD = BuildSettings(batch_size=16, importance_prompts=4, umap_epochs=20, probe_folds=2, skeletons=4, tuning_prompts=1)
+TINY_BUILD = BuildSettings(
+    batch_size=16,
+    importance_prompts=4,
+    umap_epochs=20,
+    probe_folds=2,
+    skeletons=4,
+    tuning_prompts=1,
+    prepare=PrepareSettings(prompts=3, max_new_tokens=6),
+)
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +206,32 @@ def test_build_writes_a_complete_readable_cache(built: Path, tiny_llama: ec.Mode
 
 
 @pytest.mark.slow
+def test_the_build_prepares_one_knockout_per_emotion_from_its_candidates(built: Path, tiny_llama: ec.ModelBundle) -> None:
+    results = load_results("tiny-llama", built)
+    table = results.table("prepared")
+    settings = TINY_BUILD.prepare
+    kit = results.steering_kit(tiny_llama)
+    assert len(table) == len(EMOTIONS) * len(settings.baselines) * len(settings.sizes)
+    assert (table.groupby("emotion")["chosen"].sum() == 1).all()
+    for column in ("removed", "random_removed", "degenerate", "random_degenerate"):
+        assert table[column].between(0, 1).all(), column
+    assert (table["score"] == table["removed"] - table["random_removed"]).all()
+    assert (table["carried"] <= table["prompts"]).all() and (table["prompts"] == settings.prompts).all()
+    for emotion, group in table.groupby("emotion"):
+        pick = group[group["chosen"]].iloc[0]
+        pool = group[group["eligible"]] if group["eligible"].any() else group
+        assert pick["score"] == pool["score"].max()  # the best candidate it could choose
+        prepared = results.prepared(emotion)
+        assert prepared.baseline.strength == pytest.approx(pick["factor"] * kit.settings(pick["method"], emotion)["strength"])
+        assert len(prepared.parts) <= pick["heads"] + pick["neurons"]
+        for row in group.itertuples():
+            parts = set(parse_tokens(row.parts.split())[0])
+            assert sum(c.kind == "head" for c in parts) <= row.heads and sum(c.kind == "neuron" for c in parts) <= row.neurons
+            if row.method == "circuit":  # never the parts its steering pushes: that would only undo the push
+                assert not parts & Baseline("steered", "circuit").pushes(kit, emotion)
+
+
+@pytest.mark.slow
 def test_the_build_reads_only_training_skeletons(built: Path, skeleton_files_read: list[Path]) -> None:
     assert {path.name for path in skeleton_files_read} == {"scenarios_train.jsonl"}
     ids = set(load_results("tiny-llama", built).table("prompts")["skeleton_id"])
@@ -266,6 +302,11 @@ def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBund
     assert set(report["ablation"]["curves"]["judged"]["neuron"]["2"]) == set(EMOTIONS)
     assert report["ablation"]["curves"]["harm"]["base_loss"] > 0
     assert set(report["clusters"]["nearest"]["0"]) == set(EMOTIONS)
+    for emotion, entry in report["prepared"].items():
+        assert entry["scenarios"] == 3 and entry["removed"] <= entry["carried"] <= 3 and 0 <= entry["p_value"] <= 1, emotion
+        assert entry["meets_target"] == (
+            entry["carried"] > 0 and entry["removed_share"] >= 0.7 and entry["random_share"] <= 0.2 and entry["degenerate_share"] <= 0.05
+        )
 
 
 @pytest.mark.slow
