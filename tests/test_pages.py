@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 from emo_core.defaults import EMBEDDED_NAME
 from emo_core.parts import circuit_components, parse_tokens
 from emo_core.results import load_results
+from emo_core.steering import STEERING_HEADS, STEERING_NEURONS
 from tests.test_app import assert_clean, no_model, results_dir, start
 from ui.data import results_root
 from ui.pages import PAGES as REGISTERED
@@ -67,6 +68,8 @@ def test_circuit_page_tables_charts_and_selection() -> None:
     assert 0 < len(app.dataframe[0].value) <= 20 and "head" in app.dataframe[0].value.columns
     results = load_results(EMBEDDED_NAME, results_root())
     assert len(app.dataframe) == 2 and list(app.dataframe[1].value.columns)[:4] == ["rank", "layer", "head", "own drop"]
+    steering = f"top {STEERING_HEADS} heads and {STEERING_NEURONS} neurons of the *matters when switched off* ranking"
+    assert any(steering in block.value for block in app.caption)  # circuit steering pushes those, not the paper's circuit
     app.radio(key="circuit_rank_kind").set_value("neuron").run()
     assert len(app.dataframe[0].value) == 20 and "neuron" in app.dataframe[0].value.columns
     curves = ((results.report or {}).get("ablation") or {}).get("curves")

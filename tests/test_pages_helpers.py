@@ -112,6 +112,19 @@ def test_sentences_state_what_the_charts_show(results: Results) -> None:
     assert "stable idea of anger" in narrative.persistence_sentence(results.cross_layer("anger").numpy(), "anger")
 
 
+def test_sentences_use_the_adjective_and_counts_agree() -> None:
+    assert [glossary.adjective(emotion) for emotion in EMOTIONS] == ["angry", "sad", "happy", "afraid", "surprised", "disgusted"]
+    assert glossary.adjective("calm") == "calm"  # an emotion it does not know is left as it is
+    point = {"top_drop": 0.2, "top_ci95": [0.1, 0.3], "random_drop": 0.01, "n_top": 12, "three_times_random": True}
+    curves = {
+        "reading": {"steered": {"causal": {"head": {"1": {"fear": point}}}}},
+        "judged": {"baseline": "steered", "head": {"1": {"fear": point}}},
+    }
+    sentence = narrative.curves_sentence(curves, "steered", "head", "fear")
+    assert "top 1 head of" in sentence and "1 random head from" in sentence and "the top 1 head lowered" in sentence
+    assert "1 random head by" in sentence and "heads" not in sentence
+
+
 def test_circuit_components_lists_heads_then_neurons(results: Results) -> None:
     members = circuit_components(results.circuit("fear"))
     assert [c.token for c in members] == ["L1H1", "L2N1"]

@@ -43,3 +43,17 @@ STEERING = (
     "emotion) is added to its hidden state as it writes."
 )
 JUDGE = "The judge is a small separate model that reads a reply and gives the probability of each emotion (or none) in its words."
+
+ADJECTIVES = {
+    "anger": "angry",
+    "sadness": "sad",
+    "happiness": "happy",
+    "fear": "afraid",
+    "surprise": "surprised",
+    "disgust": "disgusted",
+}
+
+
+def adjective(emotion: str) -> str:
+    """The word a sentence needs after "make the reply …" or "feel …": ``sad`` for ``sadness`` (the emotion itself when unknown)."""
+    return ADJECTIVES.get(emotion, emotion)

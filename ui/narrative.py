@@ -122,7 +122,8 @@ def curves_sentence(curves: dict, baseline: str, kind: str, emotion: str) -> str
             if emotion in by_emotion:
                 words = by_emotion[emotion]
                 sentence += (
-                    f" In the words: over {words['n_top']} generated replies, the top {k_judged} lowered the judge's probability "
-                    f"of {emotion} by {words['top_drop']:.2f}, {k_judged} random ones by {words['random_drop']:.2f}."
+                    f" In the words: over {words['n_top']} generated replies, the top {count(int(k_judged), kind)} lowered the "
+                    f"judge's probability of {emotion} by {words['top_drop']:.2f}, {count(int(k_judged), 'random ' + kind)} by "
+                    f"{words['random_drop']:.2f}."
                 )
     return sentence

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from emo_core.parts import KINDS, Component, circuit_components, describe, from_pairs, out_of_range, parse_tokens
+from emo_core.parts import KINDS, Component, circuit_components, count, describe, from_pairs, out_of_range, parse_tokens
+from emo_core.steering import STEERING_HEADS, STEERING_NEURONS
 from emo_core.store import CacheError
 from ui import charts, frames, glossary, narrative, tour
 from ui.data import page_results
@@ -17,6 +18,18 @@ ADD_PROBLEM = "circuit_add_problem"
 SCORE_FORMAT = {"score": st.column_config.NumberColumn(format="%.4f")}
 CAUSAL_FORMAT = {name: st.column_config.NumberColumn(format="%.3f") for name in ("own drop", "others' drop", "harm", "score")}
 KIND_LABELS = {"head": "attention heads", "neuron": "neurons"}
+WRITES_PANEL, MATTERS_PANEL = "circuit_writes_panel", "circuit_matters_panel"
+# The two ranked tables sit side by side while each keeps its columns' width (the causal table's seven, neuron numbers
+# included, need about 470 px); on a narrower page (a 1024 px projector) the second moves under the first instead of
+# hiding columns behind a sideways scroll.
+TABLE_WIDTHS = {WRITES_PANEL: 260, MATTERS_PANEL: 470}
+TABLES_STYLE = (
+    "<style>"
+    + " ".join(
+        f"[data-testid=stLayoutWrapper]:has(> .st-key-{panel}) {{min-width: min(100%, {px}px);}}" for panel, px in TABLE_WIDTHS.items()
+    )
+    + "</style>"
+)
 CURVE_BASELINES = {
     "steered": "steered toward the emotion",
     "asked": "asked for the emotion",
@@ -39,7 +52,9 @@ kind = kind_col.radio("Parts", KINDS, format_func=KIND_LABELS.get, horizontal=Tr
 k = k_col.slider("How many to list", 5, 100, 20, step=5, key="circuit_k", help="Length of the two ranked tables below.")
 top_heads = frames.ranked_table(results.top_heads(view.emotion, k))
 top_neurons = frames.ranked_table(results.top_neurons(view.emotion, k))
-writes_col, matters_col = st.columns(2, gap="large")
+st.html(TABLES_STYLE)
+tables = st.container(horizontal=True, gap="large")
+writes_col, matters_col = tables.container(key=WRITES_PANEL), tables.container(key=MATTERS_PANEL)
 with writes_col:
     st.markdown(f"**Writes {view.emotion}** (the paper's score)")
     writes = top_heads if kind == "head" else top_neurons
@@ -50,7 +65,7 @@ with writes_col:
     )
     table_download(writes, f"writes_{kind}", view.emotion)
 with matters_col:
-    st.markdown(f"**Matters when switched off** (knockout effect on {view.emotion} replies)")
+    st.markdown(f"**Matters when switched off** (knockout effect on replies steered toward {view.emotion})")
     try:
         matters = frames.causal_table(results.causal_ranking(view.emotion, kind, "mean", "steered", k))
     except CacheError as error:
@@ -128,12 +143,13 @@ buttons.button(f"Select the {view.emotion} circuit ({len(circuit)})", on_click=s
 buttons.button("Select the top 5 heads and top 5 neurons", on_click=set_selection, args=(top_k,), key="circuit_top")
 buttons.button("Clear the selection", on_click=set_selection, args=([],), key="circuit_clear")
 st.caption(
-    f"The {view.emotion} circuit is what circuit steering turns up: inside the parts of the model that matter most for "
-    f"{view.emotion}, the heads and neurons that write {view.emotion} most strongly while the model speaks with it. It need "
-    f"not match the top of the tables above, which rank how strongly each part reacts when the model is asked for {view.emotion}."
+    f"The {view.emotion} circuit is the paper's: inside the parts of the model that matter most for {view.emotion}, the heads "
+    f"and neurons that write {view.emotion} most strongly while the model speaks with it. It is not what circuit steering on the "
+    f"Steer page turns up: that pushes the top {count(STEERING_HEADS, 'head')} and {count(STEERING_NEURONS, 'neuron')} of the "
+    f"*matters when switched off* ranking for {view.emotion}, which steer this small model's replies far better."
 )
 with st.expander("Add any head or neuron"):
-    kind_col, layer_col, index_col, add_col = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+    kind_col, layer_col, index_col, add_col = st.columns([2, 2, 3, 1], vertical_alignment="bottom")  # the long label on one line
     kind_col.selectbox("Kind", KINDS, key=KIND)
     layer_col.number_input("Layer", 0, shape["n_layers"] - 1, key=ADD_LAYER)
     index_col.number_input("Head or neuron number", 0, shape["d_mlp"] - 1, key=ADD_INDEX)
