@@ -18,13 +18,12 @@ from streamlit.testing.v1 import AppTest
 
 import emo_core
 from emo_core.defaults import EMBEDDED_NAME
-from emo_core.results import available_caches
+from emo_core.results import available_caches, load_results
 from tests.synthetic_cache import write_synthetic_cache
-from ui.data import RESULTS_DIR_ENV
+from ui.data import RESULTS_DIR_ENV, results_root
 from ui.data import _bundle as model_cache
 from ui.pages import PAGES as REGISTERED
-from ui.run import BASELINE, MODE
-from ui.tour import TOUR_HEADS, TOUR_NEURONS
+from ui.run import BASELINE, KNOCKOUT_STRENGTH, MODE
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = [page.script for page in REGISTERED]
@@ -140,8 +139,10 @@ def test_the_tour_starts_at_step_one_and_every_step_opens_its_page_without_a_war
         assert app.session_state["model"] == EMBEDDED_NAME and app.session_state["emotion"] == "fear"
         if step == "step 2 of 6":
             assert app.session_state["layer"] == 0
-    assert len(app.session_state["selection"]) == TOUR_HEADS + TOUR_NEURONS and "sel" in app.query_params
-    assert app.session_state[MODE] == "mean" and app.session_state[BASELINE] == "steered"
+    prepared = load_results(EMBEDDED_NAME, results_root()).prepared("fear")  # the tour ends on the prepared knockout
+    assert app.session_state["selection"] == [c.token for c in prepared.parts] and "sel" in app.query_params
+    assert app.session_state[MODE] == prepared.mode and app.session_state[BASELINE] == "steered"
+    assert app.session_state[KNOCKOUT_STRENGTH] == prepared.baseline.strength
 
 
 def test_show_me_buttons_move_between_pages_without_a_warning() -> None:

@@ -20,14 +20,17 @@ from hypothesis import strategies as st
 
 import emo_core as ec
 from emo_core import cli
+from emo_core.defaults import EMBEDDED_NAME
 from emo_core.errors import EmoCoreError, LimitError
 from emo_core.generation import BREAK, chat_prompt, encode
 from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH, MAX_TEXT, check_strength
 from emo_core.models import load_model
 from emo_core.parts import MAX_PARTS, Component, knockout, out_of_range, parse_token, parse_tokens
+from emo_core.results import load_results
 from emo_core.scenarios import EMOTIONS, NEUTRAL_SYSTEM, read_skeletons
 from tests.conftest import tiny_model
 from tests.test_app import no_model, results_dir, start
+from ui.data import results_root
 from ui.pages import PAGES
 from ui.run import MIN_TOKENS, read_run_link, scenario_by_key
 from ui.state import read_link
@@ -462,15 +465,38 @@ def test_huge_numbers_in_links_were_tracebacks() -> None:
         assert problems and "seed" in problems[0]
 
 
+@pytest.mark.parametrize("classroom", ["on", "off"])
+@pytest.mark.parametrize(("page", "key"), [("steer", "steer_strength"), ("knockout", "knockout_strength")])
 @pytest.mark.parametrize("method", ["direction", "circuit"])
-def test_a_strength_beyond_the_steer_slider_is_clamped(method: str) -> None:
+def test_a_strength_beyond_the_slider_is_lowered_to_its_cap(method: str, page: str, key: str, classroom: str) -> None:
     """Found here: a link's strength up to MAX_STRENGTH passed the link check, but the slider ends at 3 x the tuned strength,
-    and Streamlit raised StreamlitValueAboveMaxError on the Steer page."""
-    app = start({"strength": "19", "method": method})
-    app.switch_page("pages/views/steer.py").run()
+    and Streamlit raised StreamlitValueAboveMaxError on the Steer page. In the classroom the cap is the fluent strength."""
+    app = start({"strength": "19", "method": method, "classroom": classroom, "baseline": "steered", "emotion": "disgust"})
+    app.switch_page(f"pages/views/{page}.py").run()
     assert not app.exception, [e.message for e in app.exception]
-    assert any("beyond this slider's end" in w.value for w in app.warning)
-    assert app.session_state["steer_strength"] <= MAX_STRENGTH and app.slider(key="steer_strength").value < 19
+    why = "classroom-safe cap" if classroom == "on" else "this slider's end"
+    assert any(why in w.value for w in app.warning), [w.value for w in app.warning]
+    results = load_results(EMBEDDED_NAME, results_root())
+    cap = results.fluent_strength(method, "disgust") if classroom == "on" else 3 * results.steering_settings(method, "disgust")["strength"]
+    assert app.session_state[key] == pytest.approx(min(cap, MAX_STRENGTH)) and app.slider(key=key).value < 19
+
+
+def test_a_link_to_an_unknown_prepared_knockout_or_classroom_value_says_so_and_keeps_the_defaults() -> None:
+    app = start({"prepared": "joy", "classroom": "maybe"})
+    warnings = [w.value for w in app.warning]
+    app.switch_page("pages/views/knockout.py").run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert any("prepared knockout of 'joy'" in w for w in warnings) and any("classroom setting 'maybe'" in w for w in warnings)
+    assert app.session_state["classroom_safe"] is True and app.session_state["selection"] == []
+
+
+def test_a_link_to_a_prepared_knockout_sets_its_parts_and_baseline() -> None:
+    app = start({"prepared": "sadness"})
+    app.switch_page("pages/views/knockout.py").run()
+    assert not app.exception, [e.message for e in app.exception]
+    prepared = load_results(EMBEDDED_NAME, results_root()).prepared("sadness")
+    assert app.session_state["emotion"] == "sadness" and app.session_state["selection"] == [c.token for c in prepared.parts]
+    assert app.session_state["knockout_strength"] == pytest.approx(prepared.baseline.strength)
 
 
 def test_long_tokens_are_cut_in_messages() -> None:

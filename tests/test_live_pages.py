@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shlex
+from pathlib import Path
+
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
 import emo_core as ec
+from emo_core.cli import main
 from emo_core.defaults import EMBEDDED_NAME
+from emo_core.knockout import tally
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTION_SYSTEM
 from tests.test_app import assert_clean, results_dir, start
@@ -55,7 +61,38 @@ def test_knockout_changes_the_knocked_out_reply_never_the_baseline() -> None:
     shown = [block.value for block in big.markdown]
     assert any(plain(replies_big[0].text)[:20] in block for block in shown)  # the page shows the replies it generated
     assert any(block.startswith("**The replies part at token") for block in shown)
-    assert any("a random set of 48 parts from the same layers moved it by" in block for block in shown)
+    assert any("One reply is an anecdote: the grid above counts 12." in block for block in shown)
+
+
+def test_the_reproduce_command_writes_the_replies_the_page_shows(tmp_path: Path) -> None:
+    """The CLI command in the close-up's *Reproduce* expander, run as written, gives the page's three replies."""
+    app, replies = knockout_run({**RUN, "sel": "L20H3,L21H4,L22N100,L12N7", "mode": "mean", "decode": "sample", "seed": "5"})
+    commands = [block.value for block in app.code if block.value.startswith("python -m emo_core generate")]
+    assert len(commands) == 1, commands
+    argv = shlex.split(commands[0])[3:]
+    out = tmp_path / "replies.jsonl"
+    argv[argv.index("--out") + 1] = str(out)
+    assert main(argv) == 0
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [record["variant"] for record in written] == ["baseline", "knocked_out", "random"]
+    assert [record["reply"] for record in written] == [reply.text for reply in replies]
+    assert written[1]["parts"] == ["L20H3", "L21H4", "L22N100", "L12N7"] and written[0]["classroom_safe"] is True
+
+
+def test_the_grid_writes_twelve_scenarios_three_ways_and_counts_them() -> None:
+    app = start({**RUN, "tokens": "12"})
+    app.switch_page(KNOCKOUT.script).run(timeout=180)
+    app.button(key="knockout_preset_prepared").click().run(timeout=180)
+    app.button(key="knockout_grid_run").click().run(timeout=300)
+    assert_clean(app)
+    _, texts, scores, parts = app.session_state["knockout_grid_last"]
+    prepared = load_results(EMBEDDED_NAME, results_root()).prepared("anger")
+    assert tuple(parts) == prepared.parts and len(texts) == 36 and list(scores["reply"]) == texts
+    counted = tally(scores)
+    sentence = f"**{counted.removed} of {counted.carried}** lost their anger"
+    assert any(sentence in block.value for block in app.markdown) or counted.carried == 0
+    assert any("one-sided Fisher exact test" in block.value for block in app.markdown) or counted.carried == 0
+    assert any("measured" in block.value for block in app.caption)
 
 
 def test_a_link_reproduces_a_sampled_run() -> None:
@@ -72,7 +109,7 @@ def test_a_link_reproduces_a_sampled_run() -> None:
 def test_steer_writes_a_steered_reply_beside_the_plain_one_at_two_strengths() -> None:
     texts = []
     for strength in ("1", "3"):
-        app = start({**RUN, "method": "direction", "strength": strength})
+        app = start({**RUN, "method": "direction", "strength": strength, "classroom": "off"})
         app.switch_page(STEER.script).run(timeout=180)
         app.button(key="steer_generate").click().run(timeout=180)
         assert_clean(app)

@@ -15,6 +15,7 @@ import streamlit as st
 from emo_core.parts import MAX_PARTS, Component, circuit_components, matched_random, out_of_range, parse_tokens
 from emo_core.results import Results
 from emo_core.store import CacheError
+from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_STRENGTH, MODE
 from ui.state import SELECTION
 
 if TYPE_CHECKING:
@@ -50,13 +51,43 @@ def head_colours(results: Results, emotion: str) -> tuple[torch.Tensor, str]:
         return results.head_scores(emotion), "importance"
 
 
-def presets(results: Results, emotion: str) -> None:
-    """Buttons: the emotion's circuit, its top-k heads or neurons, a matched random set, or nothing."""
+def prepared_settings(results: Results, emotion: str) -> dict[str, object]:
+    """The session settings of ``emotion``'s prepared knockout: its parts, ablation, and baseline (raises ``CacheError``
+    for a cache without prepared knockouts)."""
+    prepared = results.prepared(emotion)
+    return {
+        SELECTION: [c.token for c in prepared.parts],
+        MODE: prepared.mode,
+        BASELINE: prepared.baseline.kind,
+        KNOCKOUT_METHOD: prepared.baseline.method,
+        KNOCKOUT_STRENGTH: prepared.baseline.strength,
+    }
+
+
+def _apply_prepared(results: Results, emotion: str) -> None:
+    try:
+        st.session_state.update(prepared_settings(results, emotion))
+    except CacheError as error:
+        st.session_state[PROBLEM] = str(error)
+
+
+def presets(results: Results, emotion: str, excluded: frozenset[Component] = frozenset()) -> None:
+    """Buttons: the emotion's prepared knockout (with its baseline), its circuit, its top-k heads or neurons (outside
+    ``excluded``, the parts the baseline's steering pushes), a matched random set, or nothing."""
     shape = results.shape
     circuit = circuit_components(results.circuit(emotion))
     k = int(st.session_state.get(K, 4))
-    heads, neurons = results.ranked_parts(emotion, "head", k), results.ranked_parts(emotion, "neuron", k)
+    heads, neurons = results.ranked_parts(emotion, "head", k, excluded), results.ranked_parts(emotion, "neuron", k, excluded)
     row = st.container(horizontal=True, vertical_alignment="bottom")
+    row.button(
+        f"Prepared for {emotion}",
+        type="primary",
+        on_click=_apply_prepared,
+        args=(results, emotion),
+        key="knockout_preset_prepared",
+        help="The knockout and baseline the build chose on training scenarios: the ones that remove the emotion from the words "
+        "most often against random parts. Sets the parts, how they are switched off, and the baseline.",
+    )
     row.button(f"The {emotion} circuit ({len(circuit)})", on_click=_set, args=(circuit,), key="knockout_preset_circuit")
     row.number_input("k", 1, 64, 4, key=K, width=90)
     row.button(f"Top {k} heads", on_click=_set, args=(heads,), key="knockout_preset_heads")
@@ -122,10 +153,10 @@ def neuron_adders(results: Results, emotion: str) -> None:
     shape = results.shape
     by_number, by_rank = st.columns(2, vertical_alignment="bottom")
     with by_number:
-        layer_col, index_col, add_col = st.columns([1, 1, 1], vertical_alignment="bottom")
+        layer_col, index_col, add_col = st.columns([1, 1, 1.2], vertical_alignment="bottom")
         layer_col.number_input("Layer", 0, shape["n_layers"] - 1, key=NEURON_LAYER)
         index_col.number_input("Neuron", 0, shape["d_mlp"] - 1, key=NEURON_INDEX)
-        add_col.button("Add neuron", on_click=_add_numbered, args=(shape,), key="knockout_add_neuron")
+        add_col.button("Add", on_click=_add_numbered, args=(shape,), key="knockout_add_neuron")
     with by_rank:
         rank_col, add_col = st.columns([2, 1], vertical_alignment="bottom")
         rank_col.number_input("Or the neuron ranked", 1, 1000, key=NEURON_RANK, help="1 = the neuron that matters most for the emotion.")

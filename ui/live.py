@@ -19,14 +19,15 @@ import emo_core as ec
 from emo_core.generation import stream_replies
 from emo_core.interventions import Intervention
 from emo_core.judge import LABELS, EmotionJudge, load_judge
-from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_TEXT
+from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH, MAX_TEXT
 from emo_core.reading import EmotionReading
+from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS
 from emo_core.scoring import SCORING_SETTINGS
 from emo_core.turns import Turns
 from ui import live_charts
 from ui.replies import highlighted, plain
-from ui.run import MIN_TOKENS, SAMPLE, SCENARIO, SEED, TEXT, TOKENS, check_text, default_scenario, scenario_by_key, scenarios
+from ui.run import CLASSROOM, MIN_TOKENS, SAMPLE, SCENARIO, SEED, TEXT, TOKENS, check_text, default_scenario, scenario_by_key, scenarios
 
 SOURCE = "run_source"
 OURS, MINE = "One of ours", "My own words"
@@ -106,17 +107,39 @@ def scenario_controls() -> str | None:
 def decoding_controls() -> ec.GenerationSettings:
     """Greedy or seeded sampling, the seed (shown and changeable) and the reply length; otherwise the evaluation's
     decoding (``SCORING_SETTINGS``: a mild repetition penalty and no repeated 3-word phrase), so a steered reply does
-    not loop and the page shows what the reported accuracy measured."""
+    not loop and the page shows what the reported accuracy measured. Classroom-safe decoding (the sidebar) comes along."""
     greedy_col, seed_col, length_col = st.columns([2, 1, 2], vertical_alignment="bottom")
     sample = greedy_col.toggle(
-        "Sample (vary the wording)",
+        "Sample",
         key=SAMPLE,
         persist_state="session",
-        help="Off: always the most likely next word (greedy), so a run repeats exactly. On: random words, repeatable with the seed.",
+        help="Vary the wording. Off: always the most likely next word (greedy), so a run repeats exactly. On: random words, "
+        "repeatable with the seed.",
     )
     seed = seed_col.number_input("Seed", 0, MAX_SEED, key=SEED, disabled=not sample, persist_state="session")
     tokens = length_col.slider("Reply length (tokens)", MIN_TOKENS, MAX_NEW_TOKENS, key=TOKENS, persist_state="session")
-    return replace(SCORING_SETTINGS, max_new_tokens=int(tokens), do_sample=bool(sample), seed=int(seed))
+    safe = bool(st.session_state.get(CLASSROOM, True))
+    return replace(SCORING_SETTINGS, max_new_tokens=int(tokens), do_sample=bool(sample), seed=int(seed), classroom_safe=safe)
+
+
+def strength_control(results: Results, method: str, emotion: str, key: str, default: float, help_text: str) -> float:
+    """The steering strength slider, from 0 to its cap: with classroom-safe on, the strongest strength the build checked
+    as fluent (``Results.fluent_strength``); otherwise 3 times the tuned strength. It starts at ``default`` and returns
+    there when the emotion or the method changes; a strength above the cap (a link may carry one) is lowered to it, with
+    a message."""
+    tuned = results.steering_settings(method, emotion)["strength"]
+    safe = bool(st.session_state.get(CLASSROOM, True))
+    cap = results.fluent_strength(method, emotion) if safe else min(MAX_STRENGTH, 3 * tuned)
+    marker = f"{key}_for"
+    if st.session_state.get(key) is None or st.session_state.get(marker, (emotion, method)) != (emotion, method):
+        st.session_state[key] = min(default, cap)
+    st.session_state[marker] = (emotion, method)
+    if st.session_state[key] > cap:
+        why = "the classroom-safe cap (the strongest the build checked as fluent)" if safe else "this slider's end (3 × the tuned strength)"
+        st.warning(f"A strength of {st.session_state[key]:g} is above {why}; using {cap:g}.", icon=":material/shield:")
+        st.session_state[key] = cap
+    ends = "the classroom-safe cap: switch classroom-safe off in the sidebar to go further" if safe else "3 × the tuned strength"
+    return st.slider("Strength", 0.0, float(cap), key=key, step=0.05, help=f"{help_text} The slider ends at {ends}.")
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
@@ -162,6 +185,22 @@ def stream_into_columns(
     return replies
 
 
+@contextmanager
+def cancellable(key: str, slot: Slot) -> Iterator[None]:
+    """Run a long action with its own Cancel button in ``slot``. Cancel reruns the page, which ends the action between two
+    steps (the model's hooks and its turn go with it); ``cancelled(key)`` tells the next run, once, so it can say so."""
+    st.session_state[f"{key}_running"] = True
+    slot.button("Cancel", icon=":material/cancel:", key=f"{key}_cancel")
+    yield
+    slot.empty()
+    st.session_state.pop(f"{key}_running", None)
+
+
+def cancelled(key: str) -> bool:
+    """Whether the last run of ``key`` was cancelled (answered once)."""
+    return bool(st.session_state.pop(f"{key}_running", False))
+
+
 def stopped_replies(key: str) -> list[ec.Reply] | None:
     """The replies so far of a generation that Stop interrupted (once), else ``None``."""
     if not st.session_state.pop(f"{key}_running", False):
@@ -194,19 +233,30 @@ def read_out(replies: Sequence[ec.Reply], reading: EmotionReading) -> list[ReadO
     return outs
 
 
-def show_read_out(out: ReadOut, emotion: str, key: str) -> None:
-    """The judge's emotion probabilities as bars and the internal reading per generated token as a small line."""
+def shared_scales(outs: Sequence[ReadOut]) -> tuple[tuple[float, float], int]:
+    """One y range (every reading of every reply, with a margin) and one x range (the longest reply) for a run's charts."""
+    values = np.concatenate([out.per_token.ravel() for out in outs]) if outs else np.zeros(1)
+    low, high = float(min(values.min(), 0.0)), float(max(values.max(), 1.0))
+    margin = 0.05 * (high - low)
+    return (low - margin, high + margin), max(len(out.per_token) for out in outs) - 1 if outs else 1
+
+
+def show_read_out(out: ReadOut, emotion: str, key: str, scales: tuple[tuple[float, float], int] | None = None) -> None:
+    """The judge's emotion probabilities as bars and the internal reading per generated token as a small line (on the
+    run's ``shared_scales`` when given)."""
     bars = pd.DataFrame({"label": list(LABELS), "probability": out.probabilities})
     st.altair_chart(live_charts.judge_bars(bars, emotion), width="stretch", key=f"{key}_bars")
     tokens = pd.DataFrame(out.per_token, columns=list(EMOTIONS)).rename_axis("token").reset_index()
+    y_domain, x_max = scales if scales is not None else (None, None)
     st.altair_chart(
-        live_charts.reading_line(tokens.melt(id_vars="token", var_name="emotion", value_name="reading"), emotion), width="stretch"
+        live_charts.reading_line(tokens.melt(id_vars="token", var_name="emotion", value_name="reading"), emotion, y_domain, x_max),
+        width="stretch",
     )
 
 
 def paired_replies(
     page: str,
-    titles: tuple[str, str],
+    titles: Sequence[str],
     run_key: tuple,
     bundle: ec.ModelBundle,
     reading: EmotionReading,
@@ -215,17 +265,19 @@ def paired_replies(
     edits: Sequence[Intervention],
     settings: ec.GenerationSettings,
 ) -> tuple[list[ec.Reply], list[ReadOut], int | None] | None:
-    """A *Generate* button and two columns that stream rows 0 and 1 of one batched generation (further rows run unseen).
+    """A *Generate* button and a column per title that streams that row of one batched generation (further rows run
+    unseen; a title added later shows its row from the kept run).
 
     The last run is kept in the session under ``<page>_last`` and shown again (with a note when the settings changed
-    since); under each reply, the judge's bars and the internal reading per token. Returns the shown replies, their
-    read-outs and the first token where rows 0 and 1 part, or ``None`` when there is nothing to show.
+    since); under each reply, the judge's bars and the internal reading per token, on one scale for the whole run. Returns
+    every reply of the run, their read-outs and the first token where rows 0 and 1 part, or ``None`` when there is
+    nothing to show. Rows 0 and 1 highlight where they part; a third highlights where it parts from row 0.
     """
     key = f"{page}_last"
     buttons = st.container(horizontal=True)
     clicked = buttons.button("Generate", type="primary", icon=":material/play_arrow:", key=f"{page}_generate")
     stop_slot = buttons.empty()
-    columns = st.columns(2, gap="large")
+    columns = st.columns(len(titles), gap="medium" if len(titles) > 2 else "large")
     for column, title in zip(columns, titles, strict=True):
         column.markdown(title)
     slots = [column.empty() for column in columns]
@@ -245,8 +297,9 @@ def paired_replies(
     if stored_key != run_key:
         st.caption("These replies are from earlier settings; press *Generate* to write them again.")
     start = first_difference(replies[0].token_ids, replies[1].token_ids)
-    for slot, column, reply, out, side in zip(slots, columns, replies, outs, ("left", "right"), strict=False):
-        slot.markdown(marked(bundle, reply, start))
+    scales = shared_scales(outs[: len(titles)])
+    for i, (slot, column, reply, out) in enumerate(zip(slots, columns, replies, outs, strict=False)):
+        slot.markdown(marked(bundle, reply, start if i < 2 else first_difference(replies[0].token_ids, reply.token_ids)))
         with column:
-            show_read_out(out, emotion, key=f"{page}_{side}")
+            show_read_out(out, emotion, f"{page}_{('left', 'right', 'third')[i]}", scales)
     return replies, outs, start

@@ -30,15 +30,19 @@ def judge_bars(probabilities: pd.DataFrame, emotion: str) -> alt.Chart:
     )
 
 
-def reading_line(per_token: pd.DataFrame, emotion: str) -> alt.Chart:
-    """The internal reading of every emotion per generated token (``token``, ``emotion``, ``reading``), the chosen one bold."""
+def reading_line(per_token: pd.DataFrame, emotion: str, y_domain: tuple[float, float] | None = None, x_max: int | None = None) -> alt.Chart:
+    """The internal reading of every emotion per generated token (``token``, ``emotion``, ``reading``), the chosen one bold.
+
+    Charts of one run share ``y_domain`` and ``x_max`` (the longest reply), so they compare by eye."""
+    y_scale = alt.Scale(domain=list(y_domain), nice=False) if y_domain is not None else alt.Undefined
+    x_scale = alt.Scale(domain=[0, max(1, x_max)], nice=False) if x_max is not None else alt.Undefined
     return plot_height(
-        alt.Chart(per_token, title=alt.TitleParams("What the model holds inside, word by word", fontSize=12, anchor="start"))
+        alt.Chart(per_token, title=alt.TitleParams("Inside, word by word", fontSize=12, anchor="start"))
         .mark_line()
         .encode(
-            x=alt.X("token:Q", title="generated token"),
-            y=alt.Y("reading:Q", title="reading (0 plain, 1 steered)"),
-            color=alt.Color("emotion:N", scale=emotion_scale(), legend=alt.Legend(orient="bottom", columns=3, title=None)),
+            x=alt.X("token:Q", title="generated token", scale=x_scale),
+            y=alt.Y("reading:Q", title="reading (0 plain, 1 steered)", scale=y_scale),
+            color=alt.Color("emotion:N", scale=emotion_scale(), legend=alt.Legend(orient="bottom", columns=2, title=None)),
             strokeWidth=alt.condition(alt.datum.emotion == emotion, alt.value(3), alt.value(1)),
             opacity=alt.condition(alt.datum.emotion == emotion, alt.value(1.0), alt.value(0.35)),
             tooltip=["token:Q", "emotion:N", alt.Tooltip("reading:Q", format=".2f")],

@@ -18,8 +18,8 @@ from emo_core import limits
 from emo_core.baselines import LIVE_KINDS, METHODS
 from emo_core.errors import LimitError
 from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH
-from emo_core.scenarios import VALENCES, Skeleton, load_skeletons
-from ui.state import note_problems, quoted, whole_number
+from emo_core.scenarios import EMOTIONS, VALENCES, Skeleton, load_skeletons
+from ui.state import EMOTION, note_problems, quoted, whole_number
 
 MIN_TOKENS = 8  # the reply-length slider's low end: fewer tokens show nothing of an emotion
 STEER_METHODS = (*METHODS, "asked")  # how the Steer page turns an emotion up: a steering method, or the request (asked)
@@ -29,6 +29,7 @@ MODES = ("zero", "mean")
 SCENARIO, TEXT, SAMPLE, SEED, TOKENS = "run_scenario", "run_text", "run_sample", "run_seed", "run_tokens"
 BASELINE, KNOCKOUT_METHOD, MODE = "knockout_baseline", "knockout_method", "knockout_mode"
 STEER_METHOD, STRENGTH = "steer_method", "steer_strength"
+KNOCKOUT_STRENGTH, CLASSROOM, PREPARED = "knockout_strength", "classroom_safe", "knockout_prepared"
 
 DEFAULTS: dict[str, object] = {
     SCENARIO: "",
@@ -41,6 +42,8 @@ DEFAULTS: dict[str, object] = {
     MODE: "zero",
     STEER_METHOD: "direction",
     STRENGTH: None,
+    KNOCKOUT_STRENGTH: None,
+    CLASSROOM: True,
 }
 PARAMS = {
     SCENARIO: "scenario",
@@ -53,10 +56,12 @@ PARAMS = {
     MODE: "mode",
     STEER_METHOD: "method",
     STRENGTH: "strength",
+    KNOCKOUT_STRENGTH: "strength",
+    CLASSROOM: "classroom",
 }
 PAGE_KEYS = {
-    "knockout": (SCENARIO, TEXT, BASELINE, KNOCKOUT_METHOD, MODE, SAMPLE, SEED, TOKENS),
-    "steer": (SCENARIO, TEXT, STEER_METHOD, STRENGTH, SAMPLE, SEED, TOKENS),
+    "knockout": (SCENARIO, TEXT, BASELINE, KNOCKOUT_METHOD, KNOCKOUT_STRENGTH, MODE, SAMPLE, SEED, TOKENS, CLASSROOM),
+    "steer": (SCENARIO, TEXT, STEER_METHOD, STRENGTH, SAMPLE, SEED, TOKENS, CLASSROOM),
 }
 
 
@@ -146,9 +151,19 @@ def read_run_link(params: Mapping[str, str]) -> tuple[dict[str, object], list[st
     if (strength := params.get("strength")) is not None:
         value = _number(strength)
         if value is not None and 0 <= value <= MAX_STRENGTH:
-            found[STRENGTH] = value
+            found[STRENGTH] = found[KNOCKOUT_STRENGTH] = value
         else:
             problems.append(f"The link's strength {quoted(strength)} is not a number from 0 to {MAX_STRENGTH:g}; using the tuned strength.")
+    if (classroom := params.get("classroom")) is not None:
+        if classroom in ("on", "off"):
+            found[CLASSROOM] = classroom == "on"
+        else:
+            problems.append(f"The link's classroom setting {quoted(classroom)} is neither on nor off; keeping classroom-safe on.")
+    if (prepared := params.get("prepared")) is not None:
+        if prepared in EMOTIONS:
+            found[PREPARED] = found[EMOTION] = prepared  # a prepared knockout belongs to its emotion
+        else:
+            problems.append(f"The link asks for the prepared knockout of {quoted(prepared)}, which is not an emotion; ignored it.")
     return found, problems
 
 
@@ -180,7 +195,7 @@ def run_query(page: str) -> dict[str, str]:
             continue
         if key == TEXT and (st.session_state.get(SCENARIO) or not value):
             continue
-        if key == STRENGTH and value is None:
+        if key in (STRENGTH, KNOCKOUT_STRENGTH) and value is None:
             continue
         params[PARAMS[key]] = _as_param(key, value)
     return params
@@ -189,6 +204,8 @@ def run_query(page: str) -> dict[str, str]:
 def _as_param(key: str, value: object) -> str:
     if key == SAMPLE:
         return "sample" if value else "greedy"
-    if key == STRENGTH:
+    if key in (STRENGTH, KNOCKOUT_STRENGTH):
         return f"{float(value):g}"
+    if key == CLASSROOM:
+        return "on" if value else "off"
     return str(value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import emo_core as ec
-from emo_core.parts import MAX_PARTS, out_of_range, parse_tokens
+from emo_core.parts import MAX_PARTS, count, out_of_range, parse_tokens
 from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS
 from ui import glossary
@@ -14,6 +14,7 @@ from ui.data import model_label, results_for
 from ui.narrative import best_layer
 from ui.pages import PAGES, PageSpec
 from ui.palette import emotion_label
+from ui.run import CLASSROOM
 from ui.state import EMOTION, LAYER, MODEL, SELECTION, clamp_layer, current, note_problems
 
 
@@ -37,6 +38,13 @@ def draw(models: list[str], page: PageSpec) -> Results | None:
             st.caption(f"The layer applies to {layered}; this page does not use it.")
         st.selectbox("Emotion", EMOTIONS, key=EMOTION, persist_state="session", format_func=emotion_label, help=glossary.EMOTION)
         _selection_summary()
+        st.toggle(
+            "Classroom-safe",
+            key=CLASSROOM,
+            persist_state="session",
+            help="On: replies can never contain a slur or profanity from the project's word list, and steering is capped at the "
+            "strongest strength the build checked as fluent. The link records it.",
+        )
         st.divider()
         st.caption("The address bar always links to this view: copy it to share exactly what you see.")
         view = current()
@@ -72,4 +80,4 @@ def _selection_summary() -> None:
     """How many components are selected (the selection travels in the link to the knockout view)."""
     selected = st.session_state.get(SELECTION, [])
     if selected:
-        st.caption(f"Selected for knockout: {len(selected)} component(s): {', '.join(selected[:6])}{'…' if len(selected) > 6 else ''}")
+        st.caption(f"Selected for knockout: {count(len(selected), 'part')}: {', '.join(selected[:6])}{'…' if len(selected) > 6 else ''}")

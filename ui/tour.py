@@ -10,6 +10,8 @@ import streamlit as st
 
 from emo_core.parts import circuit_components, describe
 from emo_core.results import Results
+from emo_core.store import CacheError
+from ui.knockout_parts import prepared_settings
 from ui.narrative import best_layer
 from ui.pages import CIRCUIT, CLUSTERS, HOME, KNOCKOUT, PageSpec
 from ui.run import BASELINE, MODE
@@ -35,9 +37,20 @@ class Step:
 
 
 def _knockout_preset(results: Results, emotion: str, more: dict[str, object]) -> dict[str, object]:
-    """The tour's parts to switch off (the top heads and neurons of the causal ranking) and the other ``more`` settings."""
-    preset = results.ranked_parts(emotion, "head", TOUR_HEADS) + results.ranked_parts(emotion, "neuron", TOUR_NEURONS)
-    return {SELECTION: [component.token for component in preset], **more}
+    """The tour's knockout: the emotion's prepared knockout with its baseline (``prepared.py``), or, for a cache without
+    one, the top heads and neurons of the causal ranking; then the other ``more`` settings."""
+    try:
+        return {**prepared_settings(results, emotion), **more}
+    except CacheError:
+        preset = results.ranked_parts(emotion, "head", TOUR_HEADS) + results.ranked_parts(emotion, "neuron", TOUR_NEURONS)
+        return {SELECTION: [component.token for component in preset], BASELINE: "steered", MODE: "mean", **more}
+
+
+def _prepared_size(results: Results, emotion: str) -> str:
+    try:
+        return results.prepared(emotion).size
+    except CacheError:
+        return f"{TOUR_HEADS} heads and {TOUR_NEURONS} neurons"
 
 
 def steps(results: Results, emotion: str) -> list[Step]:
@@ -46,7 +59,7 @@ def steps(results: Results, emotion: str) -> list[Step]:
     n_scenarios = prompts["skeleton_id"].nunique()
     best = best_layer(results)
     circuit = circuit_components(results.circuit(emotion))
-    n_preset = TOUR_HEADS + TOUR_NEURONS
+    size = _prepared_size(results, emotion)
     shape = results.shape
     n_heads, n_neurons = shape["n_layers"] * shape["n_heads"], shape["n_layers"] * shape["d_mlp"]
     return [
@@ -80,19 +93,22 @@ def steps(results: Results, emotion: str) -> list[Step]:
         ),
         Step(
             "Pick parts to switch off",
-            f"The tour selects the {TOUR_HEADS} heads and {TOUR_NEURONS} neurons that matter most for {emotion} when switched "
-            "off (the top of the second table; the sidebar lists them once selected). The selection is saved in the link, ready "
-            "for the Knockout page, which switches exactly these parts off while the model writes.",
+            f"The tour selects {size} near the top of the second table: the ones that matter most for {emotion} when switched "
+            "off, in the number the build found removes it best on training scenarios (the sidebar lists them once selected). "
+            "The selection is saved in the link, ready for the Knockout page, which switches exactly these parts off while the "
+            "model writes.",
             CIRCUIT,
             partial(_knockout_preset, results, emotion, {}),
         ),
         Step(
             "Switch them off and watch",
-            f"Here the reply is steered toward {emotion}, and those {n_preset} parts are switched off in a second copy of the "
-            f"model. The meter shows at once how much {emotion} the model holds inside with them off, and with {n_preset} random "
-            "parts off instead. Press *Generate*: both replies appear side by side, with what the judge reads in the words.",
+            f"Here the reply is steered toward {emotion}, and those {size} are switched off. Press *Run on 12 scenarios*: for "
+            f"each scenario you see the steered reply, the reply with the parts off, and one with as many random parts off. "
+            f"Look at the sentence above the grid: how many replies lost their {emotion} with these parts off, against how many "
+            "with random parts off. Random parts rarely remove it; these should, often. Then press *Generate* under *One scenario, "
+            "close up* to read one case slowly.",
             KNOCKOUT,
-            partial(_knockout_preset, results, emotion, {BASELINE: "steered", MODE: "mean"}),
+            partial(_knockout_preset, results, emotion, {}),
         ),
     ]
 

@@ -1,63 +1,129 @@
-"""Knockout: switch heads and neurons off and watch the reply, and the model's inner emotion reading, change."""
+"""Knockout: switch heads and neurons off and see the emotion leave the words, on many scenarios at once and close up."""
 
 from __future__ import annotations
 
 import random
+import time
 
 import pandas as pd
 import streamlit as st
 
 from emo_core.baselines import LIVE_KINDS, Baseline
-from emo_core.interventions import on_rows
-from emo_core.knockout import chance_check, effect_meter
-from emo_core.parts import describe, knockout, matched_random
+from emo_core.generation import GenerationSettings, generate
+from emo_core.judge import LABELS
+from emo_core.knockout import chance_check, comparison_rows, effect_meter, reply_meter
+from emo_core.parts import count, describe, knockout, matched_random
 from emo_core.replay import record
 from emo_core.scenarios import load_skeletons, neutral_prompts, spread
+from emo_core.scoring import ROWS_PER_BATCH, SCORING_SETTINGS, Row, batch_edits
 from emo_core.store import CacheError
-from ui import frames, glossary, knockout_parts, live, live_charts, tour
+from ui import frames, glossary, knockout_grid, knockout_parts, live, live_charts, pace, reproduce, tour
 from ui.data import model_bundle, page_results
 from ui.pages import KNOCKOUT
-from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_METHODS, MODE, MODES
-from ui.state import current
+from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_METHODS, KNOCKOUT_STRENGTH, MODE, MODES, PREPARED
+from ui.state import current, note_problems, show_problems
 
 CHANCE, METER, RECORDING = "knockout_chance", "knockout_meter", "knockout_recording"
 BASELINE_LABELS = {"steered": "steered toward it", "asked": "asked for it", "plain": "nothing (plain)"}
 MODE_LABELS = {"zero": "zero (silence them)", "mean": "mean (make them ordinary)"}
 CHANCE_SCENARIOS, CHANCE_DRAWS = 12, 20
+SAME = 0.1  # judge probabilities closer than this are "about the same" for one reply
+
+
+def chance_probe(bundle, reading, results, prompts, emotion, chosen, mode, judged: bool) -> float:  # noqa: ANN001
+    """Seconds the whole chance check will take: one of its scenarios timed, times their number; judged, plus its batches of
+    replies at the decoding-step time of one such batch, timed over two steps."""
+    with live.model_turn():
+        seconds = pace.timed(lambda: chance_check(bundle, reading, results, prompts[:1], emotion, chosen, mode, CHANCE_DRAWS)) * len(
+            prompts
+        )
+        if judged:
+            prompt, shared = prompts[0]
+            short = GenerationSettings(**{**vars(SCORING_SETTINGS), "max_new_tokens": 2})
+            step = pace.timed(lambda: generate(bundle, [prompt] * ROWS_PER_BATCH, short, shared)) / 2
+            replies = len(prompts) * (CHANCE_DRAWS + 2)
+            seconds += -(-replies // ROWS_PER_BATCH) * SCORING_SETTINGS.max_new_tokens * step
+    return seconds
+
 
 results = page_results()
 view = current()
 emotion = view.emotion
+if (asked_for := st.session_state.pop(PREPARED, None)) is not None:  # a link's ?prepared=<emotion>
+    try:
+        st.session_state.update(knockout_parts.prepared_settings(results, asked_for))
+    except CacheError as error:
+        note_problems([f"{error} Keeping the current parts."])
+    show_problems()
 tour.banner(results, emotion, KNOCKOUT)
 
 st.title("Switch parts off")
 st.caption(
-    "Choose a scenario, make the reply emotional, pick attention heads and neurons to switch off, and compare the reply with and "
-    f"without them, next to a random set of parts of the same size. {glossary.KNOCKOUT} {glossary.HEAD} {glossary.NEURON}"
+    "Make the reply emotional, pick attention heads and neurons to switch off, and see whether the emotion leaves the words: on "
+    f"twelve scenarios at once next to random parts, then close up on one. {glossary.KNOCKOUT} {glossary.HEAD} {glossary.NEURON}"
 )
 
+try:
+    prepared = results.prepared(emotion)
+except CacheError:
+    prepared = None
 scenario_col, baseline_col = st.columns([3, 2], gap="large")
 with scenario_col:
     user = live.scenario_controls()
 with baseline_col:
     baseline = st.radio(
-        f"Make the reply {emotion} by", LIVE_KINDS, key=BASELINE, format_func=BASELINE_LABELS.get, horizontal=True, persist_state="session"
+        f"Make the reply {glossary.adjective(emotion)} by",
+        LIVE_KINDS,
+        key=BASELINE,
+        format_func=BASELINE_LABELS.get,
+        horizontal=True,
+        persist_state="session",
     )
-    method = "direction"
+    method, strength = "direction", None
     if baseline == "steered":
         method = st.radio("Steering", KNOCKOUT_METHODS, key=KNOCKOUT_METHOD, horizontal=True, persist_state="session")
-    report = results.report or {}
-    asked, steered = (report.get("steering", {}).get(name, {}).get("overall") for name in ("asked", "direction"))
-    odds = f" (asked: {asked:.0%} of replies on target, as often as unasked; steered: {steered:.0%})" if asked and steered else ""
+        tuned = results.steering_settings(method, emotion)["strength"]
+        default = prepared.baseline.strength if prepared is not None and prepared.baseline.method == method else tuned
+        strength = live.strength_control(
+            results,
+            method,
+            emotion,
+            KNOCKOUT_STRENGTH,
+            default,
+            f"The tuned strength, {tuned:g}, was chosen on training scenarios as the strongest that keeps replies fluent"
+            + (
+                f"; the prepared knockout's baseline uses {default:g}, where replies carry {emotion} more firmly."
+                if default != tuned
+                else "."
+            ),
+        )
     st.caption(
-        f"*Steered* is the default because this small model ignores a request for an emotion in its words{odds}: a knockout can "
-        "only weaken an emotion the reply has. *Asked* puts the request in the prompt; *plain* asks for nothing."
+        "A knockout can only weaken an emotion the reply has, and this small model mostly ignores a request for one, so the "
+        "reply is *steered* by default. *Asked* puts the request in the prompt; *plain* asks for nothing."
     )
 
 st.subheader("Parts to switch off")
 chosen = knockout_parts.selected()
+base = Baseline(baseline, method, strength)
+bundle = model_bundle(view.model)
+kit = results.steering_kit(bundle) if bundle is not None else None
+pushed = base.pushes(kit, emotion) if kit is not None else frozenset()
 st.markdown(f"**Selected:** {describe(chosen)}." + (" Nothing is switched off yet: pick parts below." if not chosen else ""))
-knockout_parts.presets(results, emotion)
+if prepared is not None:
+    st.caption(
+        f"*Prepared for {emotion}*: {prepared.size} of the causal ranking, {prepared.mode} ablation, on a reply "
+        f"{prepared.baseline.describe(kit, emotion) if kit is not None else 'steered'}; on {prepared.prompts} training scenarios it "
+        f"removed {emotion} from {prepared.removed:.0%} of the replies that had it, random sets from {prepared.random_removed:.0%}."
+        + ("" if prepared.eligible else " No candidate met the build's checks for this emotion, so this is the best of them.")
+    )
+knockout_parts.presets(results, emotion, pushed)
+if pushed and (overlap := [c for c in chosen if c in pushed]):
+    st.warning(
+        f"{count(len(overlap), 'selected part')} {'is' if len(overlap) == 1 else 'are'} among the {len(pushed)} parts circuit steering "
+        "pushes: switching them off only undoes the push that made the reply emotional, which says nothing about the model. "
+        "The *Top* buttons leave them out.",
+        icon=":material/undo:",
+    )
 scores, score_name = knockout_parts.head_colours(results, emotion)
 grid_key = knockout_parts.grid_key()
 st.altair_chart(
@@ -75,20 +141,28 @@ st.caption(
     "says about *this* prompt is removed."
 )
 
-bundle = model_bundle(view.model)
-if bundle is None or user is None:
+if bundle is None or kit is None:
     st.stop()
 reading = results.reading()
-kit = results.steering_kit(bundle)
-base = Baseline(baseline, method)
+means = results.neutral_means
+settings = live.decoding_controls()
+
+st.subheader(f"On {knockout_grid.SCENARIOS} scenarios at once")
+st.markdown(
+    f"One reply is an anecdote. This writes, for {knockout_grid.SCENARIOS} scenarios the model was never tuned on, the baseline "
+    f"reply, the reply with your parts off, and the reply with as many random parts from the same layers off (a fresh draw per "
+    f"scenario), all in one batch. Each reply is tinted by how much {emotion} the judge reads in it."
+)
+knockout_grid.section(bundle, kit, base, emotion, chosen, mode, means, settings)
+
+st.subheader("One scenario, close up")
+if user is None:
+    st.stop()
 prompt = base.prompt(bundle, user, emotion)
 shared = base.edits(kit, emotion)
-control = matched_random(chosen, results.shape, random.Random(0))
-means = results.neutral_means
+control = matched_random(chosen, results.shape, random.Random(settings.seed))  # the draw comparison_rows makes for one scenario
 knocked, controlled = knockout(chosen, mode, means), knockout(control, mode, means)
-
-st.subheader("Effect before any text is written")
-recording_key = (view.model, prompt, emotion, baseline, method)
+recording_key = (view.model, prompt, emotion, base)
 meter_key = (*recording_key, tuple(c.token for c in chosen), mode)
 if st.session_state.get(METER, (None,))[0] != (*meter_key, view.layer):
     with live.model_turn():
@@ -99,50 +173,83 @@ if st.session_state.get(METER, (None,))[0] != (*meter_key, view.layer):
 meter = st.session_state[METER][1]
 index = results.emotion_index(emotion)
 before, after, chance = (float(value[index]) for value in (meter.baseline, meter.knocked_out, meter.control))
+st.markdown("**Before any word is written** (the model's internal reading at the prompt's last word)")
 left, middle, right = st.columns(3)
-left.metric(f"{emotion} inside the model, baseline", f"{before:.2f}")
-middle.metric(
-    f"with {describe(chosen)} off", f"{after:.2f}", f"{after - before:+.2f}", delta_color="inverse" if after < before else "normal"
-)
-right.metric(f"with {len(control)} random parts off", f"{chance:.2f}", f"{chance - before:+.2f}", delta_color="off")
+left.metric(f"{emotion.capitalize()}, baseline", f"{before:.2f}")
+middle.metric("Your parts off", f"{after:.2f}", f"{after - before:+.2f}", delta_color="inverse" if after < before else "normal")
+right.metric(f"{count(len(control), 'random part')} off", f"{chance:.2f}", f"{chance - before:+.2f}", delta_color="off")
 st.caption(
-    "One pass over the prompt: the model's internal reading of the emotion at the prompt's last word, with your parts off, and "
-    f"with as many random parts from the same layers off. {glossary.READING}"
+    "Parts that act while the reply is written barely show here; the reading over the reply, below the replies, is where they "
+    f"do. {glossary.READING}"
 )
 
-st.subheader("Write both replies")
-settings = live.decoding_controls()
+show_random = st.toggle("Show the random set's reply as a third column", key="knockout_show_random")
 run_key = (*meter_key, settings)
-rows = [
-    *(on_rows(edit, (0, 1, 2)) for edit in shared),
-    *knockout(chosen, mode, means, rows=(1,)),
-    *knockout(control, mode, means, rows=(2,)),
-]
-titles = (f"**Baseline** ({BASELINE_LABELS[baseline]})", f"**With {describe(chosen)} switched off**")
-shown = live.paired_replies("knockout", titles, run_key, bundle, reading, emotion, [prompt] * 3, rows, settings)
+close_up = comparison_rows(bundle, kit, base, [user], emotion, chosen, mode, means, seed=settings.seed) if chosen else []
+close_up = close_up or [Row(prompt, emotion, tuple(shared))] * 3  # nothing chosen: three copies of the baseline
+rows = batch_edits(close_up)
+titles = [f"**Baseline** ({BASELINE_LABELS[baseline]})", f"**With {describe(chosen)} off**"]
+if show_random:
+    titles.append(f"**With {count(len(control), 'random part')} off**")
+shown = live.paired_replies("knockout", titles, run_key, bundle, reading, emotion, [row.prompt for row in close_up], rows, settings)
 if shown is not None:
-    _, outs, start = shown
+    replies, outs, start = shown
     where = "The replies are the same." if start is None else f"The replies part at token {start + 1} (highlighted)."
-    fell = outs[1].level(emotion) - outs[0].level(emotion)
-    moved = outs[2].level(emotion) - outs[0].level(emotion)
+    judged = [out.probability(emotion) for out in outs]
+    mine, theirs = judged[1] - judged[0], judged[2] - judged[0]
+    if abs(mine - theirs) < SAME:
+        verdict = f"That is about what the random parts did ({judged[0]:.2f} → {judged[2]:.2f}): within chance for one reply."
+    elif mine < theirs:
+        verdict = f"The random parts' reply kept more of it ({judged[0]:.2f} → {judged[2]:.2f}): your parts did more than chance here."
+    else:
+        verdict = f"The random parts' reply lost more of it ({judged[0]:.2f} → {judged[2]:.2f}): your parts did less than chance here."
+    reads = [LABELS[int(out.probabilities.argmax())] for out in outs]
     st.markdown(
-        f"**{where}** Inside the model, {emotion} {'fell' if fell < 0 else 'rose'} from {outs[0].level(emotion):.2f} to "
-        f"{outs[1].level(emotion):.2f}; a random set of {len(control)} parts from the same layers moved it by {moved:+.2f}. "
-        f"The judge's {emotion} probability went from {outs[0].probability(emotion):.2f} to {outs[1].probability(emotion):.2f}."
+        f"**{where}** The baseline reads as {reads[0]}; with your parts off the reply reads as {reads[1]}, and the judge's "
+        f"{emotion} went from {judged[0]:.2f} to {judged[1]:.2f}. {verdict} "
+        f"One reply is an anecdote: the grid above counts {knockout_grid.SCENARIOS}."
     )
+    forced_key = (run_key, "forced")
+    if st.session_state.get("knockout_forced", (None,))[0] != forced_key:
+        with live.model_turn():
+            levels = reply_meter(bundle, reading, prompt, replies[0].token_ids, shared, knocked, controlled)[:, index]
+        st.session_state["knockout_forced"] = (forced_key, [float(v) for v in levels])
+    over = st.session_state["knockout_forced"][1]
+    st.markdown("**Over the baseline's reply** (the model's internal reading while it reads the baseline reply back, word by word)")
+    left, middle, right = st.columns(3)
+    left.metric(f"{emotion.capitalize()}, baseline", f"{over[0]:.2f}")
+    middle.metric("Your parts off", f"{over[1]:.2f}", f"{over[1] - over[0]:+.2f}", delta_color="inverse" if over[1] < over[0] else "normal")
+    right.metric(f"{count(len(control), 'random part')} off", f"{over[2]:.2f}", f"{over[2] - over[0]:+.2f}", delta_color="off")
+    st.caption(
+        "The baseline reply is fed back word by word (teacher-forced) with your parts off, and with the random parts off, and the "
+        "reading is averaged over its words: the same words, so only what the parts do to the model's inner state differs."
+    )
+reproduce.expander(base, emotion, chosen, mode, settings, [user], reproduce.current_scenario_keys())
 
-st.subheader("Is it more than chance?")
+st.subheader("Is it more than chance inside the model?")
 st.markdown(
     f"One click switches your parts off on {CHANCE_SCENARIOS} scenarios the model was never tuned on, and does the same with "
     f"{CHANCE_DRAWS} random sets of parts from the same layers. If your parts matter, their effect stands apart from the random ones."
 )
-judged = st.toggle("Also write and judge every reply (about 2 minutes)", key="knockout_chance_judged")
-chance_key = (*meter_key, judged)
-if st.button("Run the check", icon=":material/casino:", key="knockout_chance_run", disabled=not chosen):
+judged_check = st.toggle(
+    f"Also write and judge every reply ({(CHANCE_DRAWS + 2) * CHANCE_SCENARIOS} replies)", key="knockout_chance_judged"
+)
+chance_key = (*meter_key, judged_check)
+evaluation = spread(neutral_prompts(load_skeletons("eval")), CHANCE_SCENARIOS)
+prompts = [(base.prompt(bundle, p.user, emotion), shared) for p in evaluation]
+action = "chance_judged" if judged_check else "chance"
+row = st.container(horizontal=True, vertical_alignment="center")
+clicked = row.button("Run the check", icon=":material/casino:", key="knockout_chance_run", disabled=not chosen)
+if chosen:
+    seconds = pace.estimate(action, 1, lambda: chance_probe(bundle, reading, results, prompts, emotion, chosen, mode, judged_check))
+    row.caption(f"{pace.say(seconds)} on this machine (measured).")
+cancel_slot = row.empty()
+if live.cancelled("knockout_chance"):
+    st.info("The check was cancelled; nothing was counted. Run it again when you like.")
+if clicked:
     bar = st.progress(0.0, text="Switching parts off on the evaluation scenarios…")
-    evaluation = spread(neutral_prompts(load_skeletons("eval")), CHANCE_SCENARIOS)
-    prompts = [(base.prompt(bundle, p.user, emotion), shared) for p in evaluation]
-    with live.model_turn():
+    started = time.perf_counter()
+    with live.cancellable("knockout_chance", cancel_slot), live.model_turn():
         check = chance_check(
             bundle,
             reading,
@@ -152,9 +259,10 @@ if st.button("Run the check", icon=":material/casino:", key="knockout_chance_run
             chosen,
             mode,
             CHANCE_DRAWS,
-            judge=live.judge() if judged else None,
+            judge=live.judge() if judged_check else None,
             progress=lambda done, total: bar.progress(done / total, text=f"{done} of {total} steps"),
         )
+    pace.record(action, time.perf_counter() - started, 1)
     bar.empty()
     st.session_state[CHANCE] = (chance_key, check)
 if st.session_state.get(CHANCE, (None,))[0] == chance_key:
@@ -167,8 +275,9 @@ if st.session_state.get(CHANCE, (None,))[0] == chance_key:
         st.altair_chart(live_charts.chance_strip(frame, f"{label} of {emotion}"), width="stretch", key=f"knockout_chance_{name}")
         beaten = sum(other >= mine for other in others)
         st.caption(
-            f"Your selection lowered {emotion} by {mine:+.3f} on average ({label}); {beaten} of {len(others)} random sets did at "
-            f"least as much{' — more than chance' if beaten == 0 and mine > 0 else ''}."
+            f"Your selection {'lowered' if mine >= 0 else 'raised'} {emotion} by {abs(mine):.3f} on average ({label}); {beaten} of "
+            f"{len(others)} random sets lowered it at least as much"
+            f"{' — more than chance' if beaten == 0 and mine > 0 else ''}."
         )
 
 st.subheader(f"The knockout on the map of layer {view.layer}")

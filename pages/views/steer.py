@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -9,13 +11,12 @@ from emo_core.baselines import Baseline
 from emo_core.interventions import on_rows
 from emo_core.scenarios import load_skeletons, neutral_prompts, spread
 from emo_core.steering import STEERING_HEADS, STEERING_NEURONS
-from ui import glossary, live, live_charts, steer_sweep, tour
+from ui import glossary, live, live_charts, pace, reproduce, steer_sweep, tour
 from ui.data import model_bundle, page_results
 from ui.pages import STEER
-from ui.run import MAX_STRENGTH, STEER_METHOD, STEER_METHODS, STRENGTH
+from ui.run import STEER_METHOD, STEER_METHODS, STRENGTH
 from ui.state import current
 
-TUNED_FOR = "steer_strength_for"
 METHOD_LABELS = {"direction": "along its direction", "circuit": "through its circuit", "asked": "by asking"}
 SWEEP_SCENARIOS = 5
 
@@ -26,11 +27,11 @@ tour.banner(results, emotion, STEER)
 
 st.title(f"Turn {emotion} up")
 st.caption(
-    f"Make the model reply with {emotion} and compare with its plain reply. *Direction* adds the emotion's direction to the hidden "
-    f"state in the middle layers; *circuit* adds the emotion's shift only at the {STEERING_HEADS} heads and {STEERING_NEURONS} "
-    f"neurons that matter most for {emotion} when switched off (the second ranking on the Circuit page); *ask* just puts the request "
-    f"in the prompt. {glossary.STEERING} {glossary.JUDGE} Turned up, an emotion can make a small model's replies rude or crude "
-    "(insults, slurs): try a run before showing it to a class."
+    f"Make the model's reply {glossary.adjective(emotion)} and compare it with the plain reply. *Direction* adds the emotion's "
+    f"direction to the hidden state in the middle layers; *circuit* adds the emotion's shift only at the {STEERING_HEADS} heads "
+    f"and {STEERING_NEURONS} neurons that matter most for {emotion} when switched off (the second ranking on the Circuit page); "
+    f"*ask* just puts the request in the prompt. {glossary.STEERING} {glossary.JUDGE} Turned up, an emotion can make a small "
+    "model's replies rude or crude (insults, slurs): try a run before showing it to a class."
 )
 scenario_col, method_col = st.columns([3, 2], gap="large")
 with scenario_col:
@@ -40,29 +41,25 @@ with method_col:
         f"Turn {emotion} up", STEER_METHODS, key=STEER_METHOD, format_func=METHOD_LABELS.get, horizontal=True, persist_state="session"
     )
     tuned = None if method == "asked" else results.steering_settings(method, emotion)["strength"]
-    if tuned is not None and (
-        st.session_state.get(STRENGTH) is None or st.session_state.get(TUNED_FOR, (emotion, method)) != (emotion, method)
-    ):
-        st.session_state[STRENGTH] = tuned
-    st.session_state[TUNED_FOR] = (emotion, method)
     if tuned is None:
         st.caption("Asking has no strength: the request is in the prompt or not.")
         strength = None
     else:
-        top = min(MAX_STRENGTH, 3 * tuned)
-        if st.session_state[STRENGTH] > top:  # a link may carry any strength up to MAX_STRENGTH
-            st.warning(f"A strength of {st.session_state[STRENGTH]:g} is beyond this slider's end (3 × the tuned strength); using {top:g}.")
-            st.session_state[STRENGTH] = top
-        strength = st.slider(
-            "Strength",
-            0.0,
-            top,
-            key=STRENGTH,
-            step=0.25,
-            help=f"0 leaves the model untouched. The tuned strength, {tuned:g}, was chosen on training scenarios as the strongest "
+        strength = live.strength_control(
+            results,
+            method,
+            emotion,
+            STRENGTH,
+            tuned,
+            f"0 leaves the model untouched. The tuned strength, {tuned:g}, was chosen on training scenarios as the strongest "
             "that keeps replies fluent.",
         )
-        st.button(f"Back to the tuned strength ({tuned:g})", on_click=lambda: st.session_state.update({STRENGTH: tuned}), key="steer_reset")
+        st.button(  # short: the method column is about 190 px wide on a 1024 px screen, and a longer label was cut off
+            f"Reset to tuned ({tuned:g})",
+            on_click=lambda: st.session_state.update({STRENGTH: tuned}),
+            key="steer_reset",
+            help="Back to the tuned strength.",
+        )
 
 bundle = model_bundle(view.model)
 if bundle is None or user is None:
@@ -86,26 +83,36 @@ if shown is not None:
         f"The judge's {emotion} probability went from {outs[0].probability(emotion):.2f} to {outs[1].probability(emotion):.2f}; "
         f"inside the model, {emotion} went from {outs[0].level(emotion):.2f} to {outs[1].level(emotion):.2f}."
     )
+reproduce.steer_expander(turned_up, emotion, settings, user, reproduce.current_scenario_keys())
 
 if tuned is not None:
     st.subheader("How much is too much?")
     st.markdown(
-        f"Steering harder makes replies more {emotion}, up to the point where they stop being language. The sweep writes replies to "
-        f"this scenario and {SWEEP_SCENARIOS} evaluation scenarios at each strength and shows how often the judge reads {emotion} "
-        "and how many replies broke down (repeats, symbols, non-words)."
+        f"The harder the steering, the more {emotion} the replies carry, up to the point where they stop being language. The sweep "
+        f"writes replies to this scenario and {SWEEP_SCENARIOS} evaluation scenarios at each strength and shows how often the judge "
+        f"reads {emotion} and how many replies broke down (repeats, symbols, non-words)."
     )
-    if st.button("Sweep the strength", icon=":material/ssid_chart:", key="steer_sweep"):
-        evaluation = [Baseline("plain").prompt(bundle, p.user) for p in spread(neutral_prompts(load_skeletons("eval")), SWEEP_SCENARIOS)]
+    evaluation = [Baseline("plain").prompt(bundle, p.user) for p in spread(neutral_prompts(load_skeletons("eval")), SWEEP_SCENARIOS)]
+    sweep_prompts = [plain_prompt, *evaluation]
+    row = st.container(horizontal=True, vertical_alignment="center")
+    clicked = row.button("Sweep the strength", icon=":material/ssid_chart:", key="steer_sweep")
+    seconds = pace.estimate(
+        "sweep", len(steer_sweep.FACTORS), lambda: steer_sweep.probe(bundle, kit, emotion, method, tuned, sweep_prompts)
+    )
+    row.caption(f"{pace.say(seconds)} on this machine (measured).")
+    cancel_slot = row.empty()
+    if live.cancelled("steer_sweep"):
+        st.info("The sweep was cancelled; strengths it finished are kept and come back at once next time.")
+    if clicked:
         bar = st.progress(0.0, text="Writing replies…")
-        with live.model_turn():
-            sweep = steer_sweep.sweep(bundle, results, kit, emotion, method, tuned, [plain_prompt, *evaluation], bar)
+        started = time.perf_counter()
+        with live.cancellable("steer_sweep", cancel_slot), live.model_turn():
+            sweep = steer_sweep.sweep(bundle, results, kit, emotion, method, tuned, sweep_prompts, bar, settings.classroom_safe)
+        pace.record("sweep", time.perf_counter() - started, len(steer_sweep.FACTORS))
         bar.empty()
         st.session_state["steer_sweep_result"] = ((view.model, user, emotion, method), sweep)
     stored = st.session_state.get("steer_sweep_result")
     if stored is not None and stored[0] == (view.model, user, emotion, method):
         sweep: pd.DataFrame = stored[1]
         st.altair_chart(live_charts.dose_response(steer_sweep.long_form(sweep, emotion), emotion, tuned), width="stretch")
-        st.caption(
-            f"Dashed line: the tuned strength ({tuned:g}). Shaded: strengths where more than {steer_sweep.MAX_BROKEN:.0%} of replies "
-            "broke down."
-        )
+        st.caption(steer_sweep.caption(sweep, tuned, len(sweep_prompts)))
