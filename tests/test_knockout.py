@@ -11,7 +11,8 @@ import torch
 
 import emo_core as ec
 from emo_core.baselines import Baseline
-from emo_core.knockout import chance_check, effect_meter
+from emo_core.forced import ForcedReply, forced_pass
+from emo_core.knockout import chance_check, effect_meter, reply_meter
 from emo_core.parts import Component, knockout, matched_random, parse_tokens, top_parts
 from emo_core.placement import place_on_map
 from emo_core.replay import record
@@ -86,6 +87,23 @@ def test_effect_meter_rows_equal_separate_passes(tiny_llama: ec.ModelBundle, res
         torch.testing.assert_close(value, reading(alone)[0], rtol=1e-4, atol=1e-4)
     assert meter.states.shape == (3, 1, tiny_llama.shape.d_model)
     assert not torch.allclose(meter.baseline, meter.knocked_out)
+
+
+def test_the_reply_meter_reads_each_row_as_its_own_teacher_forced_pass(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
+    """Row by row it is the forced pass of the baseline's reply with that row's parts off; with no parts, all three agree."""
+    reading = results.reading()
+    shared = Baseline("steered").edits(results.steering_kit(tiny_llama), "anger")
+    reply = ec.generate(tiny_llama, [prompt], ec.GenerationSettings(max_new_tokens=6), shared)[0]
+    knocked = knockout(SELECTION, "zero")
+    control = knockout(matched_random(SELECTION, results.shape, random.Random(0)), "zero")
+    levels = reply_meter(tiny_llama, reading, prompt, reply.token_ids, shared, knocked, control)
+    for row, extra in enumerate(((), knocked, control)):
+        states, _, _ = forced_pass(tiny_llama, [ForcedReply(prompt, tuple(reply.token_ids), tuple(extra))], reading.layers, shared)
+        torch.testing.assert_close(levels[row], reading(states)[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(levels[0], levels[1])
+    same = reply_meter(tiny_llama, reading, prompt, reply.token_ids, shared, [], [])
+    torch.testing.assert_close(same[0], same[1])
+    torch.testing.assert_close(same[0], same[2])
 
 
 class FixedJudge:

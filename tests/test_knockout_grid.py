@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pandas as pd
+import pytest
 
 from emo_core.baselines import Baseline
 from emo_core.cli import _user_turns
@@ -60,3 +61,27 @@ def test_the_reproduce_command_names_every_setting_and_the_cli_reads_it() -> Non
     assert [(t.skeleton_id, t.valence) for t in turns] == [("work_eval_00", "negative"), ("work_eval_01", "positive")]
     typed = reproduce.command(Baseline("plain"), "fear", [], "zero", GenerationSettings(), text="I lost it.\nOh no.")
     assert typed[typed.index("--text") + 1] == "I lost it.\nOh no." and "--knockout" not in typed and "--method" not in typed
+
+
+def test_estimates_come_from_a_probe_once_then_from_the_last_run() -> None:
+    from ui import pace
+
+    probes = []
+    action = "test-action"
+    pace._paces().pop(action, None)
+    assert pace.estimate(action, 10, lambda: probes.append(1) or 0.5) == 5.0
+    assert pace.estimate(action, 4, lambda: probes.append(1) or 9.0) == 2.0 and probes == [1]  # measured once
+    pace.record(action, 12.0, 6)
+    assert pace.estimate(action, 3, lambda: 9.0) == 6.0  # the last run's pace
+    assert pace.say(4.2) == "about 4 s" and pace.say(150) == "about 2 min" and pace.say(0.1) == "about 1 s"
+
+
+@pytest.mark.parametrize("safe", [True, False])
+@pytest.mark.parametrize("strength", [0.0, 1.5, 2.25])
+def test_the_new_run_settings_round_trip_through_the_link(safe: bool, strength: float) -> None:
+    from ui.run import CLASSROOM, KNOCKOUT_STRENGTH, PAGE_KEYS, PARAMS, _as_param, read_run_link
+
+    assert CLASSROOM in PAGE_KEYS["knockout"] and CLASSROOM in PAGE_KEYS["steer"] and KNOCKOUT_STRENGTH in PAGE_KEYS["knockout"]
+    link = {PARAMS[CLASSROOM]: _as_param(CLASSROOM, safe), PARAMS[KNOCKOUT_STRENGTH]: _as_param(KNOCKOUT_STRENGTH, strength)}
+    found, problems = read_run_link(link)
+    assert problems == [] and found[CLASSROOM] is safe and found[KNOCKOUT_STRENGTH] == strength

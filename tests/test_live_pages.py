@@ -91,7 +91,8 @@ def test_the_grid_writes_twelve_scenarios_three_ways_and_counts_them() -> None:
     counted = tally(scores)
     sentence = f"**{counted.removed} of {counted.carried}** lost their anger"
     assert any(sentence in block.value for block in app.markdown) or counted.carried == 0
-    assert any("one-sided Fisher exact test" in block.value for block in app.markdown) or counted.carried == 0
+    verdicts = ("one-sided Fisher exact test", "no more often than random parts", "nothing can be removed")
+    assert any(verdict in block.value for block in app.markdown for verdict in verdicts)
     assert any("measured" in block.value for block in app.caption)
 
 
