@@ -8,9 +8,11 @@ written as the page writes them (48 tokens, classroom-safe).
 
 A candidate's score is the share of carried baseline replies its knockout moves off the emotion minus the same share
 for the random sets (``knockout.Tally``). It is eligible when its baseline carries the emotion in at least half the
-prompts and at most 5% of its baseline and of its knocked-out replies are degenerate (at least one reply is allowed:
-with 16 prompts, one is 6%); the best eligible candidate is chosen (ties: fewer
-parts, then the weaker baseline). When none is eligible the best one is kept, marked so, and the page says it.
+prompts and at most one in eight of its baseline and of its knocked-out replies are degenerate (two of 16 prompts: with
+so few, one or two broken replies are within noise of the 5% the evaluation holds them to); the best eligible candidate
+is chosen (ties: fewer parts, then the weaker baseline). When none is eligible the best one is kept, marked so, and the
+page says it. The cache stores the measured candidates; ``choose`` applies this rule when they are read, so the rule
+lives in code and the measurements in the cache.
 
 Parts a circuit-steered baseline pushes are never in its knockout (``Baseline.pushes``): switching them off would only
 undo the steering. The whole table of candidates is stored as the cache table ``prepared``; ``evaluate`` reports the
@@ -59,7 +61,7 @@ class PrepareSettings:
     sizes: tuple[tuple[int, int], ...] = ((0, 64), (0, 128), (8, 64))  # (heads, neurons) from the top of the causal ranking
     mode: AblationMode = "mean"
     min_carried: float = 0.5  # share of prompts whose baseline reply must carry the emotion
-    max_degenerate: float = 0.05  # share of baseline and of knocked-out replies that may be degenerate (one reply at least)
+    max_degenerate: float = 0.125  # share of baseline and of knocked-out replies that may be degenerate
     seed: int = 0
 
 
@@ -88,7 +90,7 @@ class PreparedKnockout:
 
     @classmethod
     def from_row(cls, row: pd.Series) -> PreparedKnockout:
-        """From a ``chosen`` row of the cache table ``prepared``."""
+        """From a row of ``choose``'s table."""
         parts, problems = parse_tokens(str(row["parts"]).split())
         if problems:
             raise ValueError(f"The prepared knockout of {row['emotion']} names parts it cannot read: {', '.join(problems)[:80]}.")
@@ -135,10 +137,10 @@ def prepare_knockouts(
     settings: PrepareSettings = PrepareSettings(),
     progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """Every candidate on ``prompts`` (training ones), one row each, with ``chosen`` marking each emotion's pick.
+    """Every candidate on ``prompts`` (training ones), one row each, as the cache table ``prepared`` stores it.
 
     Columns: emotion, method, factor, strength, heads, neurons, mode, parts (tokens), prompts, carried, removed,
-    random_removed, degenerate, random_degenerate, baseline_degenerate, score, eligible, chosen.
+    random_removed, degenerate, random_degenerate, baseline_degenerate, score.
     """
     from emo_core.generation import GenerationSettings
     from emo_core.knockout import comparison_rows, tally
@@ -174,7 +176,18 @@ def prepare_knockouts(
         ):
             counted = tally(pd.concat([base, sized]))
             table.append(_candidate(emotion, method, factor, float(base["strength"].iloc[0]), heads, neurons, parts, counted, settings))
-    frame = pd.DataFrame(table)
+    return pd.DataFrame(table)
+
+
+def choose(table: pd.DataFrame, settings: PrepareSettings = PrepareSettings()) -> pd.DataFrame:
+    """The candidates with ``eligible`` (the checks of this module's rule) and ``chosen`` (each emotion's pick) added."""
+    frame = table.copy()
+    allowed = (settings.max_degenerate * frame["prompts"]).clip(lower=1)
+    frame["eligible"] = (
+        (frame["carried"] >= settings.min_carried * frame["prompts"])
+        & (frame["degenerate"] * frame["prompts"] <= allowed + 1e-9)
+        & (frame["baseline_degenerate"] * frame["prompts"] <= allowed + 1e-9)
+    )
     frame["chosen"] = False
     for _, group in frame.groupby("emotion", sort=False):
         pool = group[group["eligible"]] if group["eligible"].any() else group
@@ -195,7 +208,6 @@ def _candidate(
     settings: PrepareSettings,
 ) -> dict:
     degenerate = counted.degenerate / counted.scenarios
-    allowed = max(1, int(settings.max_degenerate * counted.scenarios))  # 5% of 16 prompts is no reply; one is noise
     return {
         "emotion": emotion,
         "method": method,
@@ -213,17 +225,13 @@ def _candidate(
         "random_degenerate": counted.random_degenerate / counted.scenarios,
         "baseline_degenerate": counted.baseline_degenerate / counted.scenarios,
         "score": counted.removed_share - counted.random_share,
-        "eligible": bool(
-            counted.carried >= settings.min_carried * counted.scenarios
-            and counted.degenerate <= allowed
-            and counted.baseline_degenerate <= allowed
-        ),
     }
 
 
 def chosen(table: pd.DataFrame) -> dict[str, PreparedKnockout]:
-    """Each emotion's prepared knockout from the cache table ``prepared``."""
-    return {str(row["emotion"]): PreparedKnockout.from_row(row) for _, row in table[table["chosen"]].iterrows()}
+    """Each emotion's prepared knockout from the cache table ``prepared`` (``choose``)."""
+    picked = choose(table)
+    return {str(row["emotion"]): PreparedKnockout.from_row(row) for _, row in picked[picked["chosen"]].iterrows()}
 
 
 def measure_prepared(

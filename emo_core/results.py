@@ -229,15 +229,14 @@ class Results:
 
     def prepared(self, emotion: str) -> PreparedKnockout:
         """``emotion``'s prepared knockout: the baseline and parts ``build`` chose as the page's default (``prepared.py``)."""
-        from emo_core.prepared import PreparedKnockout
+        from emo_core.prepared import chosen
 
         if "prepared" not in self.cache.tables:
             raise CacheError(f"The cache at {self.folder} has no prepared knockouts (it predates them); rebuild it with `{self.rebuild}`.")
-        table = self.table("prepared")
-        rows = table[table["chosen"] & (table["emotion"] == emotion)]
-        if rows.empty:
+        found = chosen(self.table("prepared"))
+        if emotion not in found:
             raise CacheError(f"The cache at {self.folder} has no prepared knockout for '{str(emotion)[:40]}'.")
-        return PreparedKnockout.from_row(rows.iloc[0])
+        return found[emotion]
 
     def fluent_strength(self, method: str, emotion: str) -> float:
         """The strongest ``method`` steering toward ``emotion`` that ``build`` checked as fluent on training prompts: the

@@ -101,8 +101,6 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
             "random_degenerate": 0.0,
             "baseline_degenerate": 0.0,
             "score": 0.67,
-            "eligible": True,
-            "chosen": True,
         }
         for emotion in EMOTIONS
     ]

@@ -15,7 +15,7 @@ from emo_core.baselines import Baseline
 from emo_core.interventions import HeadAblation, NeuronAblation
 from emo_core.knockout import VARIANTS, Tally, comparison_rows, tally
 from emo_core.parts import Component, matched_random, parse_tokens
-from emo_core.prepared import PrepareSettings, candidate_parts
+from emo_core.prepared import PrepareSettings, candidate_parts, choose
 from emo_core.results import Results, load_results
 from tests.conftest import tiny_model
 from tests.synthetic_cache import write_synthetic_cache
@@ -143,7 +143,38 @@ def test_prepared_knockouts_are_read_back_with_their_baseline(results: Results, 
     kit = results.steering_kit(tiny_llama)
     assert results.fluent_strength("direction", "sadness") >= kit.settings("direction", "sadness")["strength"]
     assert results.fluent_strength("circuit", "sadness") == kit.settings("circuit", "sadness")["strength"]
-    assert PrepareSettings().max_degenerate <= 0.05
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_choose_picks_the_best_eligible_candidate_per_emotion(seed: int) -> None:
+    rng = random.Random(seed)
+    rows = []
+    for emotion in ("anger", "fear"):
+        for heads, neurons in ((0, 64), (8, 64), (0, 128)):
+            removed, drawn = rng.random(), rng.random()
+            rows.append(
+                {
+                    "emotion": emotion,
+                    "method": "direction",
+                    "factor": rng.choice([1.0, 1.5]),
+                    "heads": heads,
+                    "neurons": neurons,
+                    "prompts": 16,
+                    "carried": rng.randint(0, 16),
+                    "removed": removed,
+                    "random_removed": drawn,
+                    "degenerate": rng.randint(0, 3) / 16,
+                    "baseline_degenerate": rng.randint(0, 3) / 16,
+                    "score": removed - drawn,
+                }
+            )
+    settings = PrepareSettings()
+    picked = choose(pd.DataFrame(rows), settings)
+    for _, group in picked.groupby("emotion"):
+        eligible = (group["carried"] >= 8) & (group["degenerate"] <= 2 / 16) & (group["baseline_degenerate"] <= 2 / 16)
+        assert (group["eligible"] == eligible).all()
+        pool = group[eligible] if eligible.any() else group
+        assert group["chosen"].sum() == 1 and group.loc[group["chosen"], "score"].item() == pool["score"].max()
 
 
 def test_circuit_steering_pushes_its_circuit_and_nothing_else_does(results: Results, tiny_llama: ec.ModelBundle) -> None:

@@ -21,7 +21,7 @@ from emo_core.fluency import degenerate_reason
 from emo_core.knockout_curves import CurveSettings
 from emo_core.parts import Component, circuit_components, parse_tokens
 from emo_core.pipeline import BuildSettings, build, cluster_separation
-from emo_core.prepared import PrepareSettings
+from emo_core.prepared import PrepareSettings, choose
 from emo_core.projection import _standardise, align_to, emotion_coordinates, pca_maps, umap_maps
 from emo_core.reading import EmotionReading, reading_layers
 from emo_core.results import load_results
@@ -208,7 +208,7 @@ def test_build_writes_a_complete_readable_cache(built: Path, tiny_llama: ec.Mode
 @pytest.mark.slow
 def test_the_build_prepares_one_knockout_per_emotion_from_its_candidates(built: Path, tiny_llama: ec.ModelBundle) -> None:
     results = load_results("tiny-llama", built)
-    table = results.table("prepared")
+    table = choose(results.table("prepared"))
     settings = TINY_BUILD.prepare
     kit = results.steering_kit(tiny_llama)
     assert len(table) == len(EMOTIONS) * len(settings.baselines) * len(settings.sizes)
