@@ -85,3 +85,18 @@ def test_the_new_run_settings_round_trip_through_the_link(safe: bool, strength: 
     link = {PARAMS[CLASSROOM]: _as_param(CLASSROOM, safe), PARAMS[KNOCKOUT_STRENGTH]: _as_param(KNOCKOUT_STRENGTH, strength)}
     found, problems = read_run_link(link)
     assert problems == [] and found[CLASSROOM] is safe and found[KNOCKOUT_STRENGTH] == strength
+
+
+def test_the_tour_warns_when_the_evaluation_found_the_emotions_knockout_short_of_its_target() -> None:
+    from types import SimpleNamespace
+
+    from ui.tour import _evaluated
+
+    def entry(removed: int, drawn: int, p: float, met: bool) -> dict:
+        return {"removed": removed, "carried": 40, "random_removed": drawn, "p_value": p, "meets_target": met}
+
+    report = {"prepared": {"anger": entry(37, 7, 1e-9, True), "fear": entry(3, 3, 0.7, False), "disgust": entry(23, 4, 1e-5, False)}}
+    results = SimpleNamespace(report=report)
+    assert _evaluated(results, "anger") == "" and _evaluated(SimpleNamespace(report=None), "fear") == ""
+    assert "no more than chance" in _evaluated(results, "fear") and "clearest for anger" in _evaluated(results, "fear")
+    assert "more than chance, though some rows will keep disgust" in _evaluated(results, "disgust")

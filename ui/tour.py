@@ -53,6 +53,26 @@ def _prepared_size(results: Results, emotion: str) -> str:
         return f"{TOUR_HEADS} heads and {TOUR_NEURONS} neurons"
 
 
+def _evaluated(results: Results, emotion: str) -> str:
+    """What the evaluation found for the emotion's prepared knockout when it fell short of the target, so the class expects
+    what the grid will show."""
+    found = ((results.report or {}).get("prepared") or {}).get(emotion)
+    if not found or found.get("meets_target"):
+        return ""
+    shown = " and ".join(e for e, entry in results.report["prepared"].items() if entry.get("meets_target"))
+    counts = (
+        f"removed {emotion} from {found['removed']} of {found['carried']} replies that had it, random parts from {found['random_removed']}"
+    )
+    if found["p_value"] < 0.01:
+        told = f" On the evaluation scenarios this knockout {counts}: more than chance, though some rows will keep {emotion}."
+    else:
+        told = (
+            f" A warning before you press it: on the evaluation scenarios this knockout {counts}, no more than chance, so the "
+            "grid may show no effect."
+        )
+    return told + (f" The effect is clearest for {shown}: pick one in the sidebar to show it." if shown else "")
+
+
 def steps(results: Results, emotion: str) -> list[Step]:
     """The tour for this model's results and the chosen emotion."""
     prompts = results.table("prompts")
@@ -106,7 +126,7 @@ def steps(results: Results, emotion: str) -> list[Step]:
             f"each scenario you see the steered reply, the reply with the parts off, and one with as many random parts off. "
             f"Look at the sentence above the grid: how many replies lost their {emotion} with these parts off, against how many "
             "with random parts off. Random parts rarely remove it; these should, often. Then press *Generate* under *One scenario, "
-            "close up* to read one case slowly.",
+            f"close up* to read one case slowly.{_evaluated(results, emotion)}",
             KNOCKOUT,
             partial(_knockout_preset, results, emotion, {}),
         ),
