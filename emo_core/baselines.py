@@ -86,7 +86,7 @@ class Baseline:
     def pushes(self, kit: SteeringKit, emotion: str) -> frozenset[Component]:
         """The heads and neurons its steering turns up toward ``emotion``: the steering circuit's parts for circuit steering,
         none otherwise. Switching these off would only undo the push that made the reply emotional, so a knockout on this
-        baseline leaves them out (``knockout.outside``)."""
+        baseline leaves them out (``prepared.candidate_parts``, ``Results.ranked_parts``)."""
         from emo_core.parts import circuit_components
 
         if self.kind != "steered" or self.method != "circuit" or emotion not in kit.circuits:

@@ -251,9 +251,9 @@ def measure_prepared(
     from emo_core.knockout import comparison_rows, tally
     from emo_core.scoring import generate_rows, score_replies
 
+    users = [p.user for p in prompts]
     rows = []
     for emotion, chosen_one in prepared.items():
-        users = [p.user for p in prompts]
         rows += comparison_rows(bundle, kit, chosen_one.baseline, users, emotion, chosen_one.parts, chosen_one.mode, means, seed=seed)
     replies = generate_rows(bundle, rows, settings, progress=progress, desc="prepared knockouts")
     scores = score_replies(judge, rows, replies)

@@ -227,21 +227,25 @@ class Results:
             return circuit_components(self.circuit(emotion))
         return self.ranked_parts(emotion, spec.kind, spec.k, excluded)
 
-    def prepared(self, emotion: str) -> PreparedKnockout:
-        """``emotion``'s prepared knockout: the baseline and parts ``build`` chose as the page's default (``prepared.py``)."""
+    @cached_property
+    def _prepared(self) -> dict[str, PreparedKnockout]:
         from emo_core.prepared import chosen
 
         if "prepared" not in self.cache.tables:
             raise CacheError(f"The cache at {self.folder} has no prepared knockouts (it predates them); rebuild it with `{self.rebuild}`.")
-        found = chosen(self.table("prepared"))
-        if emotion not in found:
+        return chosen(self.table("prepared"))
+
+    def prepared(self, emotion: str) -> PreparedKnockout:
+        """``emotion``'s prepared knockout: the baseline and parts ``build`` chose as the page's default (``prepared.py``);
+        the choice is made once per loaded cache."""
+        if emotion not in self._prepared:
             raise CacheError(f"The cache at {self.folder} has no prepared knockout for '{str(emotion)[:40]}'.")
-        return found[emotion]
+        return self._prepared[emotion]
 
     def fluent_strength(self, method: str, emotion: str) -> float:
         """The strongest ``method`` steering toward ``emotion`` that ``build`` checked as fluent on training prompts: the
-        tuned strength, or the prepared knockout's baseline when it steers harder by the same method and its replies
-        passed the same check (at most 5% degenerate, ``prepared.py``). The classroom-safe setting caps steering here."""
+        tuned strength, or the prepared knockout's baseline when it steers harder by the same method and its candidate
+        passed the prepared knockouts' fluency check (``prepared.choose``). The classroom-safe setting caps steering here."""
         strength = self.steering_settings(method, emotion)["strength"]
         try:
             prepared = self.prepared(emotion)

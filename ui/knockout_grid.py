@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -29,7 +30,7 @@ from ui import live, pace, reproduce
 from ui.palette import EMOTION_COLORS
 
 SCENARIOS = 12
-LAST, RUNNING, PARTIAL = "knockout_grid_last", "knockout_grid_running", "knockout_grid_partial"
+LAST, RUN, PARTIAL = "knockout_grid_last", "knockout_grid", "knockout_grid_partial"
 COLUMNS = (("baseline", "Baseline"), ("knocked_out", "Your parts off"), ("random", "Random parts off"))
 REDRAW_EVERY = 4  # tokens between redraws while the grid writes: each redraw sends all 36 replies to the browser
 STYLE = """<style>
@@ -100,16 +101,13 @@ def counts_sentence(counted: Tally, emotion: str, parts: Sequence[Component], n_
 
 
 def _probe(bundle: ec.ModelBundle, prompts: list[str], edits: list, settings: ec.GenerationSettings) -> float:
-    """Seconds per token of the whole grid: the batch's prompt pass and one step, and its step time from three steps, timed."""
+    """Seconds per token of the whole grid, from its own batch timed (``pace.decode_seconds``)."""
 
-    def run(tokens: int) -> float:
-        short = ec.GenerationSettings(**{**vars(settings), "max_new_tokens": tokens})
-        return pace.timed(lambda: ec.generate(bundle, prompts, short, edits))
+    def run(tokens: int) -> list[ec.Reply]:
+        return ec.generate(bundle, prompts, replace(settings, max_new_tokens=tokens), edits)
 
     with live.model_turn():
-        first, three = run(1), run(3)
-    step = max(0.0, (three - first) / 2)
-    return (first + (settings.max_new_tokens - 1) * step) / settings.max_new_tokens
+        return pace.decode_seconds(run, settings.max_new_tokens) / settings.max_new_tokens
 
 
 def section(
@@ -140,18 +138,16 @@ def section(
     buttons.caption(f"{pace.say(seconds)} on this machine (measured)." if parts else "Pick parts to switch off first.")
     stop_slot = buttons.empty()
     sentence, slot = st.empty(), st.empty()
-    if st.session_state.pop(RUNNING, False):
+    if live.cancelled(RUN):
         partial = st.session_state.pop(PARTIAL, None)
         st.info("Stopped: the grid was not finished, so nothing is counted. Run it again to see the whole result.")
         if partial:
             slot.html(grid_html(specs, partial, emotion))
         return
     if clicked:
-        st.session_state[RUNNING] = True
-        stop_slot.button("Stop", icon=":material/stop:", key="knockout_grid_stop")
         started = time.perf_counter()
         texts = [""] * len(rows)
-        with live.model_turn():
+        with live.cancellable(RUN, stop_slot, "Stop"), live.model_turn():
             for step, replies in enumerate(stream_replies(bundle, prompts, settings, edits)):
                 texts = [reply.text for reply in replies]
                 st.session_state[PARTIAL] = texts
@@ -159,8 +155,6 @@ def section(
                     slot.html(grid_html(specs, texts, emotion))
         scores = score_replies(live.judge(), rows, replies)
         pace.record("grid", time.perf_counter() - started, settings.max_new_tokens)
-        stop_slot.empty()
-        st.session_state.pop(RUNNING, None)
         st.session_state.pop(PARTIAL, None)
         st.session_state[LAST] = (run_key, texts, scores, list(parts))
     stored = st.session_state.get(LAST)

@@ -172,25 +172,26 @@ def stream_into_columns(
     Stop reruns the page, which ends this run between two tokens (the model's hooks go with it); the replies so far stay in
     the session under ``key`` and ``stopped_replies(key)`` returns them on that next run.
     """
-    st.session_state[f"{key}_running"] = True
-    stop_slot.button("Stop", icon=":material/stop:", key=f"{key}_stop")
     replies: list[ec.Reply] = []
-    for replies in stream:
-        for slot, reply in zip(slots, replies, strict=False):
-            slot.markdown(plain(reply.text) + CURSOR)
-        st.session_state[f"{key}_partial"] = replies
-    stop_slot.empty()
-    del st.session_state[f"{key}_running"]
+    with cancellable(key, stop_slot, "Stop"):
+        for replies in stream:
+            for slot, reply in zip(slots, replies, strict=False):
+                slot.markdown(plain(reply.text) + CURSOR)
+            st.session_state[f"{key}_partial"] = replies
     st.session_state.pop(f"{key}_partial", None)
     return replies
 
 
+STOP_ICONS = {"Cancel": ":material/cancel:", "Stop": ":material/stop:"}
+
+
 @contextmanager
-def cancellable(key: str, slot: Slot) -> Iterator[None]:
-    """Run a long action with its own Cancel button in ``slot``. Cancel reruns the page, which ends the action between two
-    steps (the model's hooks and its turn go with it); ``cancelled(key)`` tells the next run, once, so it can say so."""
+def cancellable(key: str, slot: Slot, label: str = "Cancel") -> Iterator[None]:
+    """Run a long action with its own Cancel (or Stop) button in ``slot``. The button reruns the page, which ends the action
+    between two steps (the model's hooks and its turn go with it); ``cancelled(key)`` tells the next run, once, so it can
+    say so."""
     st.session_state[f"{key}_running"] = True
-    slot.button("Cancel", icon=":material/cancel:", key=f"{key}_cancel")
+    slot.button(label, icon=STOP_ICONS[label], key=f"{key}_{label.lower()}")
     yield
     slot.empty()
     st.session_state.pop(f"{key}_running", None)
@@ -203,7 +204,7 @@ def cancelled(key: str) -> bool:
 
 def stopped_replies(key: str) -> list[ec.Reply] | None:
     """The replies so far of a generation that Stop interrupted (once), else ``None``."""
-    if not st.session_state.pop(f"{key}_running", False):
+    if not cancelled(key):
         return None
     return st.session_state.pop(f"{key}_partial", [])
 

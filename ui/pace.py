@@ -39,6 +39,13 @@ def timed(run: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def decode_seconds(run: Callable[[int], object], tokens: int) -> float:
+    """Seconds ``run(tokens)`` (a generation of ``tokens`` tokens) will take, from ``run(1)`` (the prompt pass and one step)
+    and ``run(3)`` (two steps more) timed: the prompt pass counted once, every further step at its measured time."""
+    first, three = timed(lambda: run(1)), timed(lambda: run(3))
+    return first + (tokens - 1) * max(0.0, (three - first) / 2)
+
+
 def say(seconds: float) -> str:
     """ "about 12 s" or "about 2 min", as measured on this machine."""
     if seconds < 90:

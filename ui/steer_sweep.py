@@ -55,13 +55,15 @@ def sweep(
 
 
 def probe(bundle: ec.ModelBundle, kit: SteeringKit, emotion: str, method: str, tuned: float, prompts: Sequence[str]) -> float:
-    """Seconds one strength of the sweep takes: two decoding steps of its batch, timed, times its reply length over two."""
+    """Seconds one strength of the sweep takes, from its own batch timed (``pace.decode_seconds``)."""
     edits = tuple(Baseline("steered", method, tuned).edits(kit, emotion))
     rows = [Row(prompt, emotion, edits) for prompt in prompts]
-    short = replace(SCORING_SETTINGS, max_new_tokens=2)
+
+    def run(tokens: int) -> list[ec.Reply]:
+        return generate_rows(bundle, rows, replace(SCORING_SETTINGS, max_new_tokens=tokens), progress=lambda done, total: None)
+
     with live.model_turn():
-        seconds = pace.timed(lambda: generate_rows(bundle, rows, short, progress=lambda done, total: None))
-    return seconds * SCORING_SETTINGS.max_new_tokens / 2
+        return pace.decode_seconds(run, SCORING_SETTINGS.max_new_tokens)
 
 
 def caption(sweep: pd.DataFrame, tuned: float, n_replies: int) -> str:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import random
 import time
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
 
 from emo_core.baselines import LIVE_KINDS, Baseline
-from emo_core.generation import GenerationSettings, generate
+from emo_core.generation import generate
 from emo_core.judge import LABELS
 from emo_core.knockout import chance_check, comparison_rows, effect_meter, reply_meter
-from emo_core.parts import count, describe, knockout, matched_random
+from emo_core.parts import count, describe, knockout, parse_tokens
 from emo_core.replay import record
 from emo_core.scenarios import load_skeletons, neutral_prompts, spread
 from emo_core.scoring import ROWS_PER_BATCH, SCORING_SETTINGS, Row, batch_edits
@@ -32,17 +32,18 @@ SAME = 0.1  # judge probabilities closer than this are "about the same" for one 
 
 def chance_probe(bundle, reading, results, prompts, emotion, chosen, mode, judged: bool) -> float:  # noqa: ANN001
     """Seconds the whole chance check will take: one of its scenarios timed, times their number; judged, plus its batches of
-    replies at the decoding-step time of one such batch, timed over two steps."""
+    replies, each as long as one such batch takes (``pace.decode_seconds``)."""
     with live.model_turn():
-        seconds = pace.timed(lambda: chance_check(bundle, reading, results, prompts[:1], emotion, chosen, mode, CHANCE_DRAWS)) * len(
-            prompts
-        )
+        one = pace.timed(lambda: chance_check(bundle, reading, results, prompts[:1], emotion, chosen, mode, CHANCE_DRAWS))
+        seconds = one * len(prompts)
         if judged:
             prompt, shared = prompts[0]
-            short = GenerationSettings(**{**vars(SCORING_SETTINGS), "max_new_tokens": 2})
-            step = pace.timed(lambda: generate(bundle, [prompt] * ROWS_PER_BATCH, short, shared)) / 2
+
+            def run(tokens: int) -> list:
+                return generate(bundle, [prompt] * ROWS_PER_BATCH, replace(SCORING_SETTINGS, max_new_tokens=tokens), shared)
+
             replies = len(prompts) * (CHANCE_DRAWS + 2)
-            seconds += -(-replies // ROWS_PER_BATCH) * SCORING_SETTINGS.max_new_tokens * step
+            seconds += -(-replies // ROWS_PER_BATCH) * pace.decode_seconds(run, SCORING_SETTINGS.max_new_tokens)
     return seconds
 
 
@@ -160,7 +161,9 @@ if user is None:
     st.stop()
 prompt = base.prompt(bundle, user, emotion)
 shared = base.edits(kit, emotion)
-control = matched_random(chosen, results.shape, random.Random(settings.seed))  # the draw comparison_rows makes for one scenario
+close_up = comparison_rows(bundle, kit, base, [user], emotion, chosen, mode, means, seed=settings.seed) if chosen else []
+control = parse_tokens(dict(close_up[2].tags)["parts"].split())[0] if close_up else []  # the random set its third row drew
+close_up = close_up or [Row(prompt, emotion, tuple(shared))] * 3  # nothing chosen: three copies of the baseline
 knocked, controlled = knockout(chosen, mode, means), knockout(control, mode, means)
 recording_key = (view.model, prompt, emotion, base)
 meter_key = (*recording_key, tuple(c.token for c in chosen), mode)
@@ -185,8 +188,6 @@ st.caption(
 
 show_random = st.toggle("Show the random set's reply as a third column", key="knockout_show_random")
 run_key = (*meter_key, settings)
-close_up = comparison_rows(bundle, kit, base, [user], emotion, chosen, mode, means, seed=settings.seed) if chosen else []
-close_up = close_up or [Row(prompt, emotion, tuple(shared))] * 3  # nothing chosen: three copies of the baseline
 rows = batch_edits(close_up)
 titles = [f"**Baseline** ({BASELINE_LABELS[baseline]})", f"**With {describe(chosen)} off**"]
 if show_random:
