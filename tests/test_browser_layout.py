@@ -176,7 +176,9 @@ def test_circuit_page_fits_a_projector(server: str, page: object, shots: Path) -
 
 def test_knockout_page_fits_a_projector(server: str, page: object, shots: Path) -> None:
     open_at(page, f"{server}/knockout?emotion=disgust&tokens={TOKENS}&sel=L20H3,L21H4,L22N100", "Generate")
-    generate(page)
+    page.get_by_text("Show the random set's reply as a third column").click()  # three narrow columns of charts
+    settle(page)
+    generate(page, replies_charts=6)
     shoot(page, shots / "layout_1024_knockout.png")
     problems = cut_off(page)
     assert problems == [], problems

@@ -36,6 +36,8 @@ def test_the_sentence_counts_in_plain_words_and_says_when_it_is_within_chance() 
     strong = knockout_grid.counts_sentence(Tally(12, 10, 9, 1, 0, 0), "anger", PARTS, 3)
     assert "Of 12 baseline replies, 10 read as anger." in strong and "**9 of 10** lost their anger" in strong
     assert "3 random parts" in strong and "**1 of 10** did" in strong and "more than chance" in strong
+    assert "less than 0.1% of the time" in strong  # p = 0.0005: not "0.0%"
+    assert "only 2.9% of the time" in knockout_grid.counts_sentence(Tally(12, 10, 6, 1, 0, 0), "anger", PARTS, 3)
     weak = knockout_grid.counts_sentence(Tally(12, 6, 3, 2, 1, 0, 0), "fear", PARTS[:1], 1)
     assert "1 random part from" in weak and "within chance" in weak and "1 knocked-out reply no longer" in weak
     none = knockout_grid.counts_sentence(Tally(12, 4, 1, 2, 0, 0), "fear", PARTS, 3)

@@ -91,7 +91,8 @@ def counts_sentence(counted: Tally, emotion: str, parts: Sequence[Component], n_
     if counted.removed <= counted.random_removed:
         verdict = "Your parts removed it no more often than random parts: on these scenarios they do not stand out."
     elif p < 0.05:
-        verdict = f"A gap this large would arise by chance only {p:.1%} of the time (one-sided Fisher exact test): more than chance."
+        odds = "less than 0.1%" if p < 0.001 else f"only {p:.1%}"
+        verdict = f"A gap this large would arise by chance {odds} of the time (one-sided Fisher exact test): more than chance."
     else:
         verdict = f"A gap this large would arise by chance {p:.0%} of the time (one-sided Fisher exact test): within chance."
     broken = ""

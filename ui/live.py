@@ -242,15 +242,17 @@ def shared_scales(outs: Sequence[ReadOut]) -> tuple[tuple[float, float], int]:
     return (low - margin, high + margin), max(len(out.per_token) for out in outs) - 1 if outs else 1
 
 
-def show_read_out(out: ReadOut, emotion: str, key: str, scales: tuple[tuple[float, float], int] | None = None) -> None:
+def show_read_out(
+    out: ReadOut, emotion: str, key: str, scales: tuple[tuple[float, float], int] | None = None, narrow: bool = False
+) -> None:
     """The judge's emotion probabilities as bars and the internal reading per generated token as a small line (on the
-    run's ``shared_scales`` when given)."""
+    run's ``shared_scales`` when given; ``narrow`` for three columns side by side)."""
     bars = pd.DataFrame({"label": list(LABELS), "probability": out.probabilities})
-    st.altair_chart(live_charts.judge_bars(bars, emotion), width="stretch", key=f"{key}_bars")
+    st.altair_chart(live_charts.judge_bars(bars, emotion, narrow), width="stretch", key=f"{key}_bars")
     tokens = pd.DataFrame(out.per_token, columns=list(EMOTIONS)).rename_axis("token").reset_index()
     y_domain, x_max = scales if scales is not None else (None, None)
     st.altair_chart(
-        live_charts.reading_line(tokens.melt(id_vars="token", var_name="emotion", value_name="reading"), emotion, y_domain, x_max),
+        live_charts.reading_line(tokens.melt(id_vars="token", var_name="emotion", value_name="reading"), emotion, y_domain, x_max, narrow),
         width="stretch",
     )
 
@@ -302,5 +304,5 @@ def paired_replies(
     for i, (slot, column, reply, out) in enumerate(zip(slots, columns, replies, outs, strict=False)):
         slot.markdown(marked(bundle, reply, start if i < 2 else first_difference(replies[0].token_ids, reply.token_ids)))
         with column:
-            show_read_out(out, emotion, f"{page}_{('left', 'right', 'third')[i]}", scales)
+            show_read_out(out, emotion, f"{page}_{('left', 'right', 'third')[i]}", scales, narrow=len(titles) > 2)
     return replies, outs, start

@@ -13,11 +13,13 @@ NEUTRAL_GREY = "#9A9A9A"
 BREAKDOWN = "#D55E00"
 
 
-def judge_bars(probabilities: pd.DataFrame, emotion: str) -> alt.Chart:
-    """The judge's probability of each label (``label``, ``probability``), the chosen emotion in full colour."""
+def judge_bars(probabilities: pd.DataFrame, emotion: str, narrow: bool = False) -> alt.Chart:
+    """The judge's probability of each label (``label``, ``probability``), the chosen emotion in full colour; ``narrow``
+    (three charts side by side) shortens the title to fit."""
     colors = [EMOTION_COLORS.get(label, NEUTRAL_GREY) for label in LABELS]
+    title = "The judge reads" if narrow else "What the judge reads in the words"
     return plot_height(
-        alt.Chart(probabilities, title=alt.TitleParams("What the judge reads in the words", fontSize=12, anchor="start"))
+        alt.Chart(probabilities, title=alt.TitleParams(title, fontSize=12, anchor="start"))
         .mark_bar()
         .encode(
             x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), title="probability"),
@@ -30,10 +32,14 @@ def judge_bars(probabilities: pd.DataFrame, emotion: str) -> alt.Chart:
     )
 
 
-def reading_line(per_token: pd.DataFrame, emotion: str, y_domain: tuple[float, float] | None = None, x_max: int | None = None) -> alt.Chart:
+def reading_line(
+    per_token: pd.DataFrame, emotion: str, y_domain: tuple[float, float] | None = None, x_max: int | None = None, narrow: bool = False
+) -> alt.Chart:
     """The internal reading of every emotion per generated token (``token``, ``emotion``, ``reading``), the chosen one bold.
 
-    Charts of one run share ``y_domain`` and ``x_max`` (the longest reply), so they compare by eye."""
+    Charts of one run share ``y_domain`` and ``x_max`` (the longest reply), so they compare by eye. ``narrow`` (three
+    charts side by side) keeps the legend to one column and the axis title short, which a third of a 1024 px page cuts off
+    otherwise."""
     y_scale = alt.Scale(domain=list(y_domain), nice=False) if y_domain is not None else alt.Undefined
     x_scale = alt.Scale(domain=[0, max(1, x_max)], nice=False) if x_max is not None else alt.Undefined
     return plot_height(
@@ -41,8 +47,8 @@ def reading_line(per_token: pd.DataFrame, emotion: str, y_domain: tuple[float, f
         .mark_line()
         .encode(
             x=alt.X("token:Q", title="generated token", scale=x_scale),
-            y=alt.Y("reading:Q", title="reading (0 plain, 1 steered)", scale=y_scale),
-            color=alt.Color("emotion:N", scale=emotion_scale(), legend=alt.Legend(orient="bottom", columns=2, title=None)),
+            y=alt.Y("reading:Q", title="reading" if narrow else "reading (0 plain, 1 steered)", scale=y_scale),
+            color=alt.Color("emotion:N", scale=emotion_scale(), legend=alt.Legend(orient="bottom", columns=1 if narrow else 2, title=None)),
             strokeWidth=alt.condition(alt.datum.emotion == emotion, alt.value(3), alt.value(1)),
             opacity=alt.condition(alt.datum.emotion == emotion, alt.value(1.0), alt.value(0.35)),
             tooltip=["token:Q", "emotion:N", alt.Tooltip("reading:Q", format=".2f")],

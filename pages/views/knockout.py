@@ -202,6 +202,8 @@ if shown is not None:
         verdict = f"That is about what the random parts did ({judged[0]:.2f} → {judged[2]:.2f}): within chance for one reply."
     elif mine < theirs:
         verdict = f"The random parts' reply kept more of it ({judged[0]:.2f} → {judged[2]:.2f}): your parts did more than chance here."
+    elif mine > 0:
+        verdict = f"Switching your parts off raised it instead; the random parts' reply went {judged[0]:.2f} → {judged[2]:.2f}."
     else:
         verdict = f"The random parts' reply lost more of it ({judged[0]:.2f} → {judged[2]:.2f}): your parts did less than chance here."
     reads = [LABELS[int(out.probabilities.argmax())] for out in outs]
