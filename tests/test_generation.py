@@ -7,6 +7,7 @@ import torch
 
 import emo_core as ec
 from emo_core.interventions import ComponentEdit, ResidualAddition, on_rows
+from emo_core.scoring import Row, generate_rows
 
 SETTINGS = ec.GenerationSettings(max_new_tokens=12)
 
@@ -117,3 +118,35 @@ def test_chat_template_date_is_pinned(embedded: ec.ModelBundle) -> None:
         assert ec.chat_prompt(embedded, "hi").startswith(ec.generation.PINNED_DATE)
     finally:
         tokenizer.chat_template = original
+
+
+def test_a_row_that_ends_early_leaves_the_other_rows_of_its_batch_as_they_are_alone(
+    tiny: ec.ModelBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One row meets its end-of-sequence token within its first steps while the others write on: in a batch, in any input
+    order, every row gets the reply it gets alone, and the scoring path hands each reply back to its own row after its
+    sort."""
+    users = ["I waited an hour for the bus.", "My sister sent me a postcard.", "The shop was closed again.", "We won the quiz!"]
+    prompts = [ec.chat_prompt(tiny, user) for user in users]
+    free = [ec.generate(tiny, [p], SETTINGS)[0].token_ids for p in prompts]
+    found = [
+        (row, token)
+        for row, ids in enumerate(free)
+        for step, token in enumerate(ids[:6])
+        if token not in ids[:step] and all(token not in other for i, other in enumerate(free) if i != row)
+    ]
+    assert found, "every early token of every reply also comes in another reply; pick other prompts"
+    short, stop = found[0]
+    monkeypatch.setattr(tiny.model.generation_config, "eos_token_id", stop)  # that row's token now ends it
+
+    alone = [ec.generate(tiny, [p], SETTINGS)[0] for p in prompts]
+    assert len(alone[short].token_ids) < len(free[short])
+    assert all(alone[i].token_ids == free[i] for i in range(len(prompts)) if i != short)
+    for order in (range(len(prompts)), [short, *(i for i in range(len(prompts)) if i != short)], reversed(range(len(prompts)))):
+        order = list(order)
+        together = ec.generate(tiny, [prompts[i] for i in order], SETTINGS)
+        assert [reply.token_ids for reply in together] == [alone[i].token_ids for i in order], order
+    shuffled = [2, 0, 3, 1]
+    rows = [Row(prompts[i], "anger", (ResidualAddition({0: torch.zeros(tiny.shape.d_model)}, alpha=1.0),)) for i in shuffled]
+    scored = generate_rows(tiny, rows, SETTINGS, batch_size=len(rows))
+    assert [reply.token_ids for reply in scored] == [alone[i].token_ids for i in shuffled]
