@@ -121,7 +121,7 @@ def baseline_rows(
     """One row per (emotion, prompt) of ``baseline`` on emotion-free ``prompts``, emotion by emotion (row ``e * len(prompts) + p``).
 
     A *continued* baseline cycles through ``openings[emotion]``. Each row is tagged with the baseline's kind and its
-    prompt's valence and key.
+    prompt's valence and key, and carries its scenario for the fluency check.
     """
     from emo_core.scoring import Row
 
@@ -133,5 +133,6 @@ def baseline_rows(
         for i, p in enumerate(prompts):
             opening = openings[emotion][i % len(openings[emotion])] if baseline.kind == "continued" else None
             text = baseline.prompt(kit.bundle, p.user, emotion, opening)
-            rows.append(Row(text, emotion, edits, (("baseline", baseline.kind), ("valence", p.valence), ("prompt", p.key))))
+            tags = (("baseline", baseline.kind), ("valence", p.valence), ("prompt", p.key))
+            rows.append(Row(text, emotion, edits, tags, p.user))
     return rows

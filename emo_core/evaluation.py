@@ -3,8 +3,12 @@
 Everything here runs on the evaluation skeletons, which nothing is fitted or tuned on:
 
 - the judge's accuracy on its held-out sentences;
+- both judges' accuracy on their own held-out sentences and on each other's, and the fluency check's precision and
+  recall on replies a reader labelled;
 - steering accuracy: asked vs direction vs circuit steering (and the plain reply as chance), per emotion
-  and per valence, with the share of degenerate replies;
+  and per valence, a reply counting only when both judges read the emotion and it is fluent and answers its scenario,
+  with each judge's own figure, their agreement, the share of degenerate replies and why, and two random replies per
+  emotion;
 - ablation: knockout curves (``knockout_curves.py``): the top-k heads / neurons of the causal ranking
   and of the paper's ranking switched off against k random ones from the same layers, on a steered,
   an asked and a continued emotional baseline, read by the internal reading and (for a few k) by the
@@ -23,9 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from emo_core import fluency
 from emo_core.baselines import Baseline, baseline_rows
 from emo_core.generation import GenerationSettings
-from emo_core.judge import HELDOUT_PATH, LABELS, judge_accuracy, load_judge, read_labelled
+from emo_core.judge import HELDOUT_PATH, LABELS, NGRAM_HELDOUT_PATH, SECOND_JUDGE, judge_accuracy, load_judge, read_labelled
 from emo_core.knockout_curves import CurveSettings, knockout_curves
 from emo_core.models import ModelBundle, load_model
 from emo_core.prepared import chosen, measure_prepared
@@ -49,16 +54,39 @@ class EvalSettings:
     prepared_tokens: int = 48  # the Knockout page's grid writes replies this long
 
 
-def summarise(scores: pd.DataFrame) -> dict:
-    """Accuracy overall, per emotion and per valence, and the degenerate share, as plain floats."""
+EXAMPLES = 2  # replies per emotion a report keeps, drawn at random (seeded), so they are typical rather than picked
+
+
+def _on_target(scores: pd.DataFrame, column: str) -> dict:
     return {
-        "overall": float(scores["hit"].mean()),
-        "per_emotion": {e: float(scores.loc[scores["emotion"] == e, "hit"].mean()) for e in EMOTIONS},
+        "overall": float(scores[column].mean()),
+        "per_emotion": {e: float(scores.loc[scores["emotion"] == e, column].mean()) for e in EMOTIONS},
+    }
+
+
+def summarise(scores: pd.DataFrame, seed: int = 0) -> dict:
+    """Accuracy overall, per emotion and per valence, the degenerate share and its reasons, as plain floats; with a second
+    judge's columns (``score_replies``), each judge's figures and how often their labels agree. ``examples`` holds
+    ``EXAMPLES`` replies per emotion drawn at random with ``seed``."""
+    fields = [c for c in ("scenario", "valence", "predicted", "predicted_2", "hit", "reason", "reply") if c in scores]
+    summary = {
+        **_on_target(scores, "hit"),
         "per_valence": {v: float(scores.loc[scores["valence"] == v, "hit"].mean()) for v in VALENCES},
         "degenerate_rate": float(scores["degenerate"].mean()),
+        "reasons": {str(k): int(v) for k, v in scores.loc[scores["degenerate"], "reason"].value_counts().items()},
         "n": len(scores),
-        "examples": {e: scores.loc[scores["emotion"] == e, ["valence", "predicted", "reply"]].head(2).to_dict("records") for e in EMOTIONS},
+        "examples": {
+            e: scores.loc[scores["emotion"] == e, fields]
+            .sample(n=min(EXAMPLES, int((scores["emotion"] == e).sum())), random_state=seed)
+            .astype(object)
+            .to_dict("records")
+            for e in EMOTIONS
+        },
     }
+    if "hit_2" in scores:
+        summary["by_judge"] = {"first": _on_target(scores, "hit_1"), "second": _on_target(scores, "hit_2")}
+        summary["agreement"] = float(scores["agree"].mean())
+    return summary
 
 
 def evaluate(
@@ -76,16 +104,27 @@ def evaluate(
     started = time.time()
     bundle = bundle or load_model(source, dtype=dtype, device=device)
     results = load_results(bundle.name, root)
-    emotion_judge = load_judge(judge)
+    emotion_judge, second_judge = load_judge(judge), load_judge(SECOND_JUDGE)
     kit = results.steering_kit(bundle)
     skeletons = load_skeletons("eval")[: settings.skeletons]
 
-    texts, labels = read_labelled(HELDOUT_PATH)
-    accuracy, confusion = judge_accuracy(emotion_judge, texts, labels)
+    heldout = {"first": read_labelled(HELDOUT_PATH), "second": read_labelled(NGRAM_HELDOUT_PATH)}
+    accuracy, confusion = judge_accuracy(emotion_judge, *heldout["first"])
+    second_accuracy, second_confusion = judge_accuracy(second_judge, *heldout["second"])
     report: dict = {
         "model": bundle.name,
         "settings": asdict(settings),
         "judge": {"kind": judge, "heldout_accuracy": accuracy, "labels": list(LABELS), "confusion": confusion.tolist()},
+        "second_judge": {
+            "kind": SECOND_JUDGE,
+            "heldout_accuracy": second_accuracy,
+            "confusion": second_confusion.tolist(),
+            "cv_accuracy": getattr(second_judge, "cv_accuracy", None),
+            # each judge on the other's held-out sentences: how far either generalises beyond its own writer
+            "first_on_second_heldout": judge_accuracy(emotion_judge, *heldout["second"])[0],
+            "second_on_first_heldout": judge_accuracy(second_judge, *heldout["first"])[0],
+        },
+        "fluency_check": fluency.measure(),
         "steering": {},
     }
     known = {}
@@ -93,7 +132,7 @@ def evaluate(
     for baseline in STEERING_BASELINES:
         rows = baseline_rows(baseline, kit, prompts)
         replies = generate_rows(bundle, rows, progress=stage(progress, f"steering: {baseline.key}"), desc=baseline.key)
-        report["steering"][baseline.key] = summarise(score_replies(emotion_judge, rows, replies))
+        report["steering"][baseline.key] = summarise(score_replies(emotion_judge, rows, replies, second_judge), settings.seed)
         if baseline == Baseline(baseline.kind) and baseline.kind in settings.curves.baselines:  # the curves' steered and asked rows
             known[baseline.kind] = {(row.prompt, row.emotion): reply for row, reply in zip(rows, replies, strict=True)}
 

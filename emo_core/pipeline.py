@@ -41,7 +41,7 @@ from emo_core.directions import (
 )
 from emo_core.expression import expression_scores, expression_vectors
 from emo_core.importance import aligned_local_directions, reference_directions, sublayer_importance
-from emo_core.judge import load_judge
+from emo_core.judge import SECOND_JUDGE, load_judge
 from emo_core.models import DType, ModelBundle, load_model
 from emo_core.parts import NeutralMeans
 from emo_core.prepared import PrepareSettings, causal_ranking, prepare_knockouts
@@ -208,12 +208,12 @@ def build(
     tensors.update({f"expression.{site}": value for site, value in expression.items()})
     tensors["expression.head_scores"], tensors["expression.neuron_scores"] = expression_scores(bundle, expression)
     circuits = circuit_table(importance, tensors["expression.head_scores"], tensors["expression.neuron_scores"])
-    emotion_judge = load_judge(judge)
+    emotion_judge, second_judge = load_judge(judge), load_judge(SECOND_JUDGE)
 
     def tune(kit: SteeringKit, method: str) -> pd.DataFrame:
-        return tune_steering(
-            kit, emotion_judge, skeletons, (method,), n_prompts=settings.tuning_prompts, progress=stage(progress, f"tuning: {method}")
-        )
+        where = stage(progress, f"tuning: {method}")
+        prompts = settings.tuning_prompts
+        return tune_steering(kit, emotion_judge, skeletons, (method,), n_prompts=prompts, progress=where, second=second_judge)
 
     kit = SteeringKit.from_tensors(bundle, tensors)  # directions only: the steering circuits come from the causal rankings
     direction = tune(kit, "direction")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from emo_core.fluency import degenerate_reason
+from emo_core.fluency import degenerate_reasons
 from emo_core.generation import GenerationSettings, Reply, generate, on_rows
 from emo_core.interventions import Intervention
 from emo_core.judge import LABELS, EmotionJudge
@@ -23,12 +24,14 @@ ROWS_PER_BATCH = 144
 
 @dataclass(frozen=True)
 class Row:
-    """One reply to generate: a templated prompt, the emotion it should show, and what to apply."""
+    """One reply to generate: a templated prompt, the emotion it should show, and what to apply; with its ``scenario``
+    (the user's message), the fluency check also asks whether the reply answers it."""
 
     prompt: str
     emotion: str
     interventions: tuple[Intervention, ...] = ()
     tags: tuple[tuple[str, str], ...] = ()  # extra columns for the score table, e.g. (("valence", "positive"),)
+    scenario: str = ""
 
 
 def batch_edits(rows: Sequence[Row]) -> list[Intervention]:
@@ -80,25 +83,39 @@ def generate_rows(
     return [replies[i] for i in source]
 
 
-def score_replies(judge: EmotionJudge, rows: Sequence[Row], replies: Sequence[Reply]) -> pd.DataFrame:
-    """One row per reply: the judge's label and target probability, and whether it is fluent.
+def score_replies(judge: EmotionJudge, rows: Sequence[Row], replies: Sequence[Reply], second: EmotionJudge | None = None) -> pd.DataFrame:
+    """One row per reply: the judge's label and target probability, whether it is fluent, and why not.
 
-    ``hit`` counts a reply as on target only when it is also not degenerate, so token soup that
-    happens to contain an emotion word is never rewarded.
+    ``hit`` counts a reply as on target only when it is also not degenerate, so token soup that happens to contain an
+    emotion word is never rewarded. With a ``second`` judge, its label and probability come as ``predicted_2`` and
+    ``p_target_2``, ``hit_1`` and ``hit_2`` say each judge's verdict on a fluent reply, ``agree`` whether the two
+    labels agree, and ``hit`` needs both judges.
     """
     texts = [reply.text for reply in replies]
+    targets = [LABELS.index(row.emotion) for row in rows]
     probs = judge.predict_proba(texts)
-    reasons = [degenerate_reason(text) for text in texts]
+    reasons = degenerate_reasons(texts, [row.scenario for row in rows])
     table = pd.DataFrame(
         {
             "emotion": [row.emotion for row in rows],
             "predicted": [LABELS[i] for i in probs.argmax(axis=1)],
-            "p_target": [float(probs[i, LABELS.index(row.emotion)]) for i, row in enumerate(rows)],
+            "p_target": probs[np.arange(len(rows)), targets] if rows else [],
             "degenerate": [reason is not None for reason in reasons],
+            "reason": [reason or "" for reason in reasons],
             "reply": texts,
         }
     )
+    if any(row.scenario for row in rows):
+        table["scenario"] = [row.scenario for row in rows]
     table["hit"] = (table["predicted"] == table["emotion"]) & ~table["degenerate"]
+    if second is not None:
+        probs_2 = second.predict_proba(texts)
+        table["predicted_2"] = [LABELS[i] for i in probs_2.argmax(axis=1)]
+        table["p_target_2"] = probs_2[np.arange(len(rows)), targets] if rows else []
+        table["hit_1"] = table["hit"]
+        table["hit_2"] = (table["predicted_2"] == table["emotion"]) & ~table["degenerate"]
+        table["agree"] = table["predicted"] == table["predicted_2"]
+        table["hit"] = table["hit_1"] & table["hit_2"]
     for name in {name for row in rows for name, _ in row.tags}:
         table[name] = [dict(row.tags).get(name) for row in rows]
     return table

@@ -6,7 +6,7 @@ Usage::
     .venv/bin/python -m scripts.findings --check    # exit 1 when docs/findings.md differs from what it would write
 
 Every number in the output comes from the report; the only constants here are the bars the project set
-(issue 10's steering target, the 5% harm bar, the 0.9 probe accuracy). A section the report lacks is left out,
+(issue 26's steering target, the 5% harm bar, the 0.9 probe accuracy). A section the report lacks is left out,
 and so is a steering method the report lacks. Pure standard library: no torch, no pandas.
 """
 
@@ -30,9 +30,10 @@ METHODS = (
     ("direction", "direction steering"),
     ("circuit", "circuit steering"),
 )
-# Issue 10's steering target: overall, every emotion, and the most degenerate replies allowed.
-TARGET_OVERALL = 0.75
-TARGET_EACH = 0.5
+# Issue 26's steering target (both judges, the stricter fluency check): overall, every emotion, and the most degenerate
+# replies allowed.
+TARGET_OVERALL = 0.8
+TARGET_EACH = 0.6
 TARGET_DEGENERATE = 0.05
 HARM_BAR = 0.05  # a knockout may raise the neutral-prompt loss by at most this share
 SMALL_GAP = 5.0  # points of on-target share below which asking for the emotion "barely" changes the reply
@@ -92,12 +93,31 @@ def judge_section(report: Mapping) -> list[str]:
     if judge.get("confusion"):
         sentences = f" on {sum(sum(row) for row in judge['confusion'])} held-out sentences"
     labels = f" over {len(judge['labels'])} labels ({', '.join(judge['labels'])})" if judge.get("labels") else ""
-    return [
-        "## The judge",
+    lines = [
+        "## The judges",
         "",
         f"The `{kind}` judge labels replies{labels}. Its accuracy{sentences}: {pct(judge['heldout_accuracy'])}.",
         "",
     ]
+    second = report.get("second_judge")
+    if second:
+        count = f" on its {sum(sum(row) for row in second['confusion'])} held-out sentences" if second.get("confusion") else ""
+        lines += [
+            f"The second judge (`{second['kind']}`: word and character n-grams, trained on a corpus written separately from the "
+            f"first judge's) has an accuracy{count} of {pct(second['heldout_accuracy'])}. On each other's held-out sentences: "
+            f"first judge {pct(second['first_on_second_heldout'])}, second judge {pct(second['second_on_first_heldout'])}.",
+            "",
+        ]
+    check = report.get("fluency_check")
+    if check:
+        kinds = ", ".join(f"{kind} {pct(share)}" for kind, share in check["recall_by_kind"].items())
+        lines += [
+            f"The fluency check, on {check['fluent']} fluent and {check['broken']} broken replies labelled by reading "
+            f"(`fluency_test.jsonl`, which chose no threshold): precision {pct(check['precision'])}, recall "
+            f"{pct(check['recall'])}. Recall by kind of breakage: {kinds}.",
+            "",
+        ]
+    return lines
 
 
 def steering_section(report: Mapping) -> list[str]:
@@ -110,17 +130,42 @@ def steering_section(report: Mapping) -> list[str]:
     where = f"{settings['skeletons']} evaluation skeletons" if "skeletons" in settings else "the evaluation skeletons"
     counts = sorted({steering[key]["n"] for key, _ in methods if "n" in steering[key]})
     per_method = f", {' or '.join(str(n) for n in counts)} replies per method" if counts else ""
-    lines += [
-        f"Replies to {where}{per_method}, scored by the judge above. A degenerate reply (repeats, symbols, non-words) counts as a miss.",
-        "",
-    ]
-    lines += table(
-        ["method", "on target", "degenerate", "replies"],
-        [
-            [label, pct(steering[key]["overall"]), pct(steering[key].get("degenerate_rate", 0.0)), str(steering[key].get("n", ""))]
-            for key, label in methods
-        ],
+    both = all("by_judge" in steering[key] for key, _ in methods)
+    how = (
+        "A reply is on target when both judges read the emotion and the fluency check passes it (it answers its scenario; no "
+        "punctuation runs, stretched words, repeated phrases, symbols or non-words)."
+        if both
+        else "scored by the judge above. A degenerate reply (repeats, symbols, non-words) counts as a miss."
     )
+    lines += [f"Replies to {where}{per_method}. {how}", ""]
+    if both:
+        lines += table(
+            ["method", "on target (both judges)", "first judge", "second judge", "judges agree", "degenerate", "replies"],
+            [
+                [
+                    label,
+                    pct(steering[key]["overall"]),
+                    pct(steering[key]["by_judge"]["first"]["overall"]),
+                    pct(steering[key]["by_judge"]["second"]["overall"]),
+                    pct(steering[key]["agreement"]),
+                    pct(steering[key].get("degenerate_rate", 0.0)),
+                    str(steering[key].get("n", "")),
+                ]
+                for key, label in methods
+            ],
+        )
+    else:
+        lines += table(
+            ["method", "on target", "degenerate", "replies"],
+            [
+                [label, pct(steering[key]["overall"]), pct(steering[key].get("degenerate_rate", 0.0)), str(steering[key].get("n", ""))]
+                for key, label in methods
+            ],
+        )
+    reasons = [(label, steering[key]["reasons"]) for key, label in methods if steering[key].get("reasons")]
+    if reasons:
+        lines += ["", "Why replies failed the fluency check:", ""]
+        lines += [f"* {label}: " + ", ".join(f"{reason} {n}" for reason, n in found.items()) for label, found in reasons]
     with_emotions = [(key, label) for key, label in methods if steering[key].get("per_emotion")]
     if with_emotions:
         emotions = list(steering[with_emotions[0][0]]["per_emotion"])
@@ -140,7 +185,7 @@ def steering_section(report: Mapping) -> list[str]:
     verdicts = [_target_verdict(key, steering[key]) for key, _ in methods if key != "plain"]
     lines += [
         "",
-        f"The project's steering target (issue 10) is at least {bar(TARGET_OVERALL)} on target overall, every emotion at least "
+        f"The project's steering target (issue 26) is at least {bar(TARGET_OVERALL)} on target overall, every emotion at least "
         f"{bar(TARGET_EACH)}, and at most {bar(TARGET_DEGENERATE)} degenerate replies.",
         "",
     ]
@@ -149,8 +194,28 @@ def steering_section(report: Mapping) -> list[str]:
         gap = 100 * (steering["asked"]["overall"] - steering["plain"]["overall"])
         sentence = f"Asking for the emotion moves the on-target share by {gap:+.1f} points over the plain reply"
         lines += ["", sentence + (": this model barely acts on the request." if abs(gap) < SMALL_GAP else ".")]
+    for key, label in methods:
+        examples = steering[key].get("examples") or {}
+        if key in ("direction", "circuit") and examples and both:
+            lines += ["", f"Two replies per emotion drawn at random, {label}:", ""]
+            lines += table(
+                ["emotion", "reply", "counted"],
+                [
+                    [emotion, " ".join(str(example["reply"]).split()).replace("|", "/")[:160], _counted(example)]
+                    for emotion, found in examples.items()
+                    for example in found
+                ],
+            )
     lines.append("")
     return lines
+
+
+def _counted(example: Mapping) -> str:
+    if example.get("hit"):
+        return "yes"
+    if example.get("reason"):
+        return f"no: {example['reason']}"
+    return f"no: read as {example.get('predicted')} / {example.get('predicted_2')}"
 
 
 def _target_verdict(key: str, result: Mapping) -> str:

@@ -59,3 +59,34 @@ def test_findings_from_a_minimal_report(minimal_report: Path, tmp_path: Path, ca
     assert findings.main(["--report", str(minimal_report), "--out", str(out), "--check"]) == 1
     message = capsys.readouterr().err.strip()
     assert "stale" in message and "python -m scripts.findings" in message and "\n" not in message
+
+
+def _strict(overall: float, first: float, second: float) -> dict:
+    example = {"reply": "Wait, they cancelled it? I did not see that coming.", "hit": False, "reason": "ignores the scenario"}
+    return {
+        **_method(overall, overall, overall, 0.3),
+        "by_judge": {"first": {"overall": first, "per_emotion": {}}, "second": {"overall": second, "per_emotion": {}}},
+        "agreement": 0.55,
+        "reasons": {"ignores the scenario": 7, "punctuation run": 2},
+        "examples": {"anger": [example, {**example, "hit": True, "reason": ""}]},
+    }
+
+
+def test_findings_give_both_judges_the_fluency_check_and_random_replies(tmp_path: Path) -> None:
+    report = {
+        "model": "tiny-model",
+        "judge": {"kind": "minilm", "heldout_accuracy": 0.875},
+        "second_judge": {"kind": "ngram", "heldout_accuracy": 0.7, "first_on_second_heldout": 0.74, "second_on_first_heldout": 0.78},
+        "fluency_check": {"precision": 0.92, "recall": 0.87, "fluent": 126, "broken": 258, "recall_by_kind": {"template reply": 0.74}},
+        "steering": {"plain": _strict(0.1, 0.12, 0.2), "circuit": _strict(0.2, 0.5, 0.3)},
+    }
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report), encoding="utf-8")
+    text = findings.build(path)
+    assert "| circuit steering | 20.0% | 50.0% | 30.0% | 55.0% | 30.0% | 24 |" in text
+    assert "first judge 74.0%, second judge 78.0%" in text
+    assert "precision 92.0%, recall 87.0%" in text and "template reply 74.0%" in text
+    assert "* circuit steering: ignores the scenario 7, punctuation run 2" in text
+    assert "| anger | Wait, they cancelled it? I did not see that coming. | no: ignores the scenario |" in text
+    assert "| anger | Wait, they cancelled it? I did not see that coming. | yes |" in text
+    assert "`circuit`: not met (20.0% overall; below the bar: anger 20.0%, fear 20.0%; 30.0% degenerate)." in text
