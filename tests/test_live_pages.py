@@ -17,6 +17,7 @@ from emo_core.knockout import tally
 from emo_core.results import load_results
 from emo_core.scenarios import EMOTION_SYSTEM
 from tests.test_app import assert_clean, results_dir, start
+from ui import steering_report
 from ui.data import results_root
 from ui.pages import KNOCKOUT, STEER
 from ui.replies import plain
@@ -147,3 +148,5 @@ def test_circuit_steering_writes_the_reply_the_page_shows_at_the_tuned_strength(
     assert any(plain(steered.text)[:20] in block for block in shown)
     assert any(f"(strength {tuned:g})" in block for block in shown)
     assert any("The judge's anger probability went from" in block for block in shown)
+    results = load_results(EMBEDDED_NAME, results_root())  # next to the one reply, the evaluated figure for many
+    assert steering_report.sentence(results.report or {}, "circuit", "anger") in shown

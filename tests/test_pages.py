@@ -10,6 +10,7 @@ from emo_core.parts import circuit_components, parse_tokens
 from emo_core.results import load_results
 from emo_core.steering import STEERING_HEADS, STEERING_NEURONS
 from tests.test_app import assert_clean, no_model, results_dir, start
+from ui import steering_report
 from ui.data import results_root
 from ui.pages import PAGES as REGISTERED
 
@@ -72,6 +73,8 @@ def test_circuit_page_tables_charts_and_selection() -> None:
     assert any(steering in block.value for block in app.caption)  # circuit steering pushes those, not the paper's circuit
     app.radio(key="circuit_rank_kind").set_value("neuron").run()
     assert len(app.dataframe[0].value) == 20 and "neuron" in app.dataframe[0].value.columns
+    figure = steering_report.sentence(results.report or {}, "circuit", "sadness")  # circuit steering's evaluated figure
+    assert any(block.value == figure for block in app.markdown)
     curves = ((results.report or {}).get("ablation") or {}).get("curves")
     assert len(app.get("vega_lite_chart")) == 4 + (curves is not None)
     if curves is None:  # a cache not yet evaluated says how to get the knockout curves

@@ -7,7 +7,7 @@ import streamlit as st
 from emo_core.parts import KINDS, Component, circuit_components, count, describe, from_pairs, out_of_range, parse_tokens
 from emo_core.steering import STEERING_HEADS, STEERING_NEURONS
 from emo_core.store import CacheError
-from ui import charts, frames, glossary, narrative, tour
+from ui import charts, frames, glossary, narrative, steering_report, tour
 from ui.data import page_results
 from ui.export import chart_downloads, table_download
 from ui.pages import CIRCUIT
@@ -78,6 +78,13 @@ with matters_col:
             "ranked by how specifically it lowers this emotion, leaving out parts the model cannot do without."
         )
         table_download(matters, f"matters_{kind}", view.emotion)
+
+st.subheader(f"Does pushing these parts make a reply {glossary.adjective(view.emotion)}?")
+st.markdown(
+    f"Circuit steering (the Steer page) adds the {view.emotion} shift at the {STEERING_HEADS} heads and {STEERING_NEURONS} "
+    "neurons at the top of the *matters when switched off* ranking, at the tuned strength."
+)
+steering_report.show(results.report, "circuit", view.emotion)
 
 st.subheader("Do the top parts matter more than chance?")
 curves = ((results.report or {}).get("ablation") or {}).get("curves")

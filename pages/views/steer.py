@@ -11,7 +11,7 @@ from emo_core.baselines import Baseline
 from emo_core.interventions import on_rows
 from emo_core.scenarios import load_skeletons, neutral_prompts, spread
 from emo_core.steering import STEERING_HEADS, STEERING_NEURONS
-from ui import glossary, live, live_charts, pace, reproduce, steer_sweep, tour
+from ui import glossary, live, live_charts, pace, reproduce, steer_sweep, steering_report, tour
 from ui.data import model_bundle, page_results
 from ui.pages import STEER
 from ui.run import STEER_METHOD, STEER_METHODS, STRENGTH
@@ -84,6 +84,10 @@ if shown is not None:
         f"inside the model, {emotion} went from {outs[0].level(emotion):.2f} to {outs[1].level(emotion):.2f}."
     )
 reproduce.steer_expander(turned_up, emotion, settings, user, reproduce.current_scenario_keys())
+
+st.subheader("How often does it work?")
+st.markdown("One reply is an anecdote. On scenarios the app never tuned on, with the tuned strength:")
+steering_report.show(results.report, method, emotion)
 
 if tuned is not None:
     st.subheader("How much is too much?")
