@@ -112,7 +112,7 @@ def forced_pass(
                 for layer in range(n_layers):
                     kept[site][layer].extend(captured.parts[(site, layer)])
     stacked = torch.cat(read_parts, dim=1)
-    mean = torch.einsum("rp,rpkd->rkd", read.to(stacked.dtype), stacked)
+    mean = torch.einsum("rp,rpkd->rkd", read.to(stacked), stacked)  # captured states may sit on another device
     grads = {site: kept[site] for site in grad_sites}
     return mean, read, grads
 

@@ -60,9 +60,9 @@ class EmotionReading:
     one: torch.Tensor  # [E] contrast of replies steered toward each emotion
 
     def __call__(self, states: torch.Tensor) -> torch.Tensor:
-        """``[..., k, d]`` states -> ``[..., E]`` calibrated readings."""
-        scale = (self.one - self.zero).clamp(min=1e-6)
-        return (emotion_contrast(states, self.units) - self.zero) / scale
+        """``[..., k, d]`` states -> ``[..., E]`` calibrated readings, on the states' device (a GPU model's, or the CPU)."""
+        zero, one = self.zero.to(states.device), self.one.to(states.device)
+        return (emotion_contrast(states, self.units.to(states.device)) - zero) / (one - zero).clamp(min=1e-6)
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> EmotionReading:
