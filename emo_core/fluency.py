@@ -128,9 +128,10 @@ def _reference() -> ModelBundle:
 
 def surprisal(replies: Sequence[str], scenarios: Sequence[str]) -> np.ndarray:
     """Mean negative log-likelihood per token (nats) of each reply as the built-in model's answer to its scenario
-    (the emotion-free chat prompt); an empty reply scores ``inf``."""
+    (the emotion-free chat prompt); an empty reply scores ``inf``. Only the reply's positions go through the output
+    layer, so a batch never holds the vocabulary's logits for its prompts."""
     bundle = _reference()
-    tokenizer = bundle.tokenizer
+    tokenizer, decoder, head = bundle.tokenizer, bundle.model.get_decoder(), bundle.model.get_output_embeddings()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     result = np.full(len(replies), np.inf)
     for start in range(0, len(replies), SURPRISAL_BATCH):
@@ -139,11 +140,11 @@ def surprisal(replies: Sequence[str], scenarios: Sequence[str]) -> np.ndarray:
         answers = [tokenizer(r, add_special_tokens=False).input_ids for r in replies[start : start + SURPRISAL_BATCH]]
         ids, mask = padded([p + a for p, a in zip(prompts, answers, strict=True)], pad, left=False)
         with torch.inference_mode():
-            logits = bundle.model(input_ids=ids.to(bundle.device), attention_mask=mask.to(bundle.device)).logits.float().cpu()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None])[..., 0]
-        for row, (p, a) in enumerate(zip(prompts, answers, strict=True)):
-            if a:
-                result[start + row] = float(-logprobs[row, len(p) - 1 : len(p) + len(a) - 1].mean())
+            hidden = decoder(input_ids=ids.to(bundle.device), attention_mask=mask.to(bundle.device)).last_hidden_state
+            for row, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+                if a:
+                    logprobs = torch.log_softmax(head(hidden[row, len(p) - 1 : len(p) + len(a) - 1]).float(), dim=-1)
+                    result[start + row] = float(-logprobs.gather(1, torch.tensor(a, device=logprobs.device)[:, None]).mean())
     return result
 
 
