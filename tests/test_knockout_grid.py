@@ -102,3 +102,7 @@ def test_the_tour_warns_when_the_evaluation_found_the_emotions_knockout_short_of
     assert _evaluated(results, "anger") == "" and _evaluated(SimpleNamespace(report=None), "fear") == ""
     assert "no more than chance" in _evaluated(results, "fear") and "clearest for anger" in _evaluated(results, "fear")
     assert "more than chance, though some rows will keep disgust" in _evaluated(results, "disgust")
+    report["prepared"]["anger"] = entry(10, 7, 0.2, False)  # none met the target: point to the clearest beat of chance
+    assert "clearest for disgust" in _evaluated(results, "fear")
+    report["prepared"]["disgust"] = entry(10, 7, 0.05, False)
+    assert "clearest" not in _evaluated(results, "fear")

@@ -53,13 +53,24 @@ def _prepared_size(results: Results, emotion: str) -> str:
         return f"{TOUR_HEADS} heads and {TOUR_NEURONS} neurons"
 
 
+def clearest(report: dict | None) -> list[str]:
+    """The emotions whose prepared knockout met its target on the evaluation scenarios or, when none did, the one that
+    beat chance most clearly (one-sided p under 0.01), if any."""
+    prepared = (report or {}).get("prepared") or {}
+    met = [emotion for emotion, entry in prepared.items() if entry.get("meets_target")]
+    if met or not prepared:
+        return met
+    best = min(prepared, key=lambda emotion: prepared[emotion].get("p_value", 1.0))
+    return [best] if prepared[best].get("p_value", 1.0) < 0.01 else []
+
+
 def _evaluated(results: Results, emotion: str) -> str:
     """What the evaluation found for the emotion's prepared knockout when it fell short of the target, so the class expects
     what the grid will show."""
     found = ((results.report or {}).get("prepared") or {}).get(emotion)
     if not found or found.get("meets_target"):
         return ""
-    shown = " and ".join(e for e, entry in results.report["prepared"].items() if entry.get("meets_target"))
+    shown = " and ".join(clearest(results.report))
     counts = (
         f"removed {emotion} from {found['removed']} of {found['carried']} replies that had it, random parts from {found['random_removed']}"
     )
