@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import streamlit as st
 
+from ui.replies import plain
+
 HOW = {"direction": "along its direction", "circuit": "through its circuit", "asked": "by asking", "plain": "plain"}
 MEASURED = (
     "A reply counts only when two independent judges both read the emotion (a MiniLM classifier and an n-gram classifier, "
@@ -83,6 +85,6 @@ def show(report: Mapping | None, key: str, emotion: str) -> None:
     for column, example in zip(st.columns(max(len(examples), 1)), examples, strict=False):
         with column:
             if example.get("scenario"):
-                st.caption(f"Scenario: {example['scenario']}")
-            st.markdown("> " + " ".join(str(example.get("reply", "")).split()))
+                st.caption("Scenario: " + plain(str(example["scenario"])))
+            st.markdown("> " + plain(" ".join(str(example.get("reply", "")).split())))
             st.caption(verdict(example, emotion))
