@@ -158,11 +158,13 @@ def degenerate_reasons(replies: Sequence[str], scenarios: Sequence[str] | None =
     checked = [i for i, (reason, scenario) in enumerate(zip(reasons, scenarios, strict=True)) if reason is None and scenario]
     checked = [i for i in checked if len(WORD.findall(replies[i])) >= MIN_RELEVANCE_WORDS]
     if checked:
-        texts, about = [replies[i] for i in checked], [scenarios[i] for i in checked]
-        for i, near, surprise in zip(checked, relevance(texts, about), surprisal(texts, about), strict=True):
-            if near < MIN_RELEVANCE:
-                reasons[i] = "ignores the scenario"
-            elif surprise > MAX_SURPRISAL:
+        near = relevance([replies[i] for i in checked], [scenarios[i] for i in checked])
+        for i in (i for i, score in zip(checked, near, strict=True) if score < MIN_RELEVANCE):
+            reasons[i] = "ignores the scenario"
+        on_topic = [i for i, score in zip(checked, near, strict=True) if score >= MIN_RELEVANCE]  # only these need the model
+        if on_topic:
+            surprise = surprisal([replies[i] for i in on_topic], [scenarios[i] for i in on_topic])
+            for i in (i for i, score in zip(on_topic, surprise, strict=True) if score > MAX_SURPRISAL):
                 reasons[i] = "does not read as a reply"
     return reasons
 

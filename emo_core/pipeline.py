@@ -211,9 +211,15 @@ def build(
     emotion_judge, second_judge = load_judge(judge), load_judge(SECOND_JUDGE)
 
     def tune(kit: SteeringKit, method: str) -> pd.DataFrame:
-        where = stage(progress, f"tuning: {method}")
-        prompts = settings.tuning_prompts
-        return tune_steering(kit, emotion_judge, skeletons, (method,), n_prompts=prompts, progress=where, second=second_judge)
+        return tune_steering(
+            kit,
+            emotion_judge,
+            skeletons,
+            (method,),
+            n_prompts=settings.tuning_prompts,
+            progress=stage(progress, f"tuning: {method}"),
+            second=second_judge,
+        )
 
     kit = SteeringKit.from_tensors(bundle, tensors)  # directions only: the steering circuits come from the causal rankings
     direction = tune(kit, "direction")

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from emo_core.fluency import degenerate_reasons
 from emo_core.generation import GenerationSettings, Reply, generate, on_rows
 from emo_core.interventions import Intervention
-from emo_core.judge import LABELS, EmotionJudge
+from emo_core.judge import LABELS, EmotionJudge, predicted_labels
 from emo_core.models import ModelBundle
 from emo_core.progress import Progress
 
@@ -98,7 +98,7 @@ def score_replies(judge: EmotionJudge, rows: Sequence[Row], replies: Sequence[Re
     table = pd.DataFrame(
         {
             "emotion": [row.emotion for row in rows],
-            "predicted": [LABELS[i] for i in probs.argmax(axis=1)],
+            "predicted": predicted_labels(probs),
             "p_target": probs[np.arange(len(rows)), targets] if rows else [],
             "degenerate": [reason is not None for reason in reasons],
             "reason": [reason or "" for reason in reasons],
@@ -110,7 +110,7 @@ def score_replies(judge: EmotionJudge, rows: Sequence[Row], replies: Sequence[Re
     table["hit"] = (table["predicted"] == table["emotion"]) & ~table["degenerate"]
     if second is not None:
         probs_2 = second.predict_proba(texts)
-        table["predicted_2"] = [LABELS[i] for i in probs_2.argmax(axis=1)]
+        table["predicted_2"] = predicted_labels(probs_2)
         table["p_target_2"] = probs_2[np.arange(len(rows)), targets] if rows else []
         table["hit_1"] = table["hit"]
         table["hit_2"] = (table["predicted_2"] == table["emotion"]) & ~table["degenerate"]

@@ -138,30 +138,31 @@ def steering_section(report: Mapping) -> list[str]:
         else "scored by the judge above. A degenerate reply (repeats, symbols, non-words) counts as a miss."
     )
     lines += [f"Replies to {where}{per_method}. {how}", ""]
-    if both:
-        lines += table(
-            ["method", "on target (both judges)", "first judge", "second judge", "judges agree", "degenerate", "replies"],
+
+    def judged(result: Mapping) -> list[str]:
+        if not both:
+            return []
+        return [pct(result["by_judge"]["first"]["overall"]), pct(result["by_judge"]["second"]["overall"]), pct(result["agreement"])]
+
+    lines += table(
+        [
+            "method",
+            "on target (both judges)" if both else "on target",
+            *(["first judge", "second judge", "judges agree"] if both else []),
+            "degenerate",
+            "replies",
+        ],
+        [
             [
-                [
-                    label,
-                    pct(steering[key]["overall"]),
-                    pct(steering[key]["by_judge"]["first"]["overall"]),
-                    pct(steering[key]["by_judge"]["second"]["overall"]),
-                    pct(steering[key]["agreement"]),
-                    pct(steering[key].get("degenerate_rate", 0.0)),
-                    str(steering[key].get("n", "")),
-                ]
-                for key, label in methods
-            ],
-        )
-    else:
-        lines += table(
-            ["method", "on target", "degenerate", "replies"],
-            [
-                [label, pct(steering[key]["overall"]), pct(steering[key].get("degenerate_rate", 0.0)), str(steering[key].get("n", ""))]
-                for key, label in methods
-            ],
-        )
+                label,
+                pct(steering[key]["overall"]),
+                *judged(steering[key]),
+                pct(steering[key].get("degenerate_rate", 0.0)),
+                str(steering[key].get("n", "")),
+            ]
+            for key, label in methods
+        ],
+    )
     reasons = [(label, steering[key]["reasons"]) for key, label in methods if steering[key].get("reasons")]
     if reasons:
         lines += ["", "Why replies failed the fluency check:", ""]

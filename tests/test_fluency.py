@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -56,23 +54,16 @@ def test_a_reply_that_ignores_its_scenario_is_flagged_and_short_ones_are_not_hel
     assert fluency.degenerate_reasons(replies, ["", "", ""]) == [None, None, None]
 
 
-def _labelled(path) -> tuple[list[dict], list[bool]]:
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return records, [record["label"] == "broken" for record in records]
-
-
 def test_the_check_agrees_with_a_reader_on_the_labelled_test_set() -> None:
     """Precision and recall of "broken" on replies labelled by reading, none of which chose a threshold. Measured: 0.922 and
     0.868; issue 26 asks 0.9 for both, so recall falls short (docs/steering.md says what it misses)."""
-    records, broken = _labelled(fluency.TEST_PATH)
-    assert sum(broken) >= 100 and len(broken) - sum(broken) >= 100
-    dev = {record["reply"] for record in _labelled(fluency.DEV_PATH)[0]}
-    assert not dev & {record["reply"] for record in records}, "the test set shares replies with the development set"
-    flagged = np.array([r is not None for r in fluency.degenerate_reasons([r["reply"] for r in records], [r["scenario"] for r in records])])
-    truth = np.array(broken)
-    precision = (flagged & truth).sum() / flagged.sum()
-    recall = (flagged & truth).sum() / truth.sum()
-    assert precision >= 0.9 and recall >= 0.85, f"precision {precision:.3f}, recall {recall:.3f}"
+    dev = {record["reply"] for record in fluency.read_fluency_set(fluency.DEV_PATH)}
+    assert not dev & {record["reply"] for record in fluency.read_fluency_set(fluency.TEST_PATH)}, (
+        "the test set shares replies with the dev set"
+    )
+    found = fluency.measure(fluency.TEST_PATH)
+    assert found["broken"] >= 100 and found["fluent"] >= 100
+    assert found["precision"] >= 0.9 and found["recall"] >= 0.85, f"precision {found['precision']:.3f}, recall {found['recall']:.3f}"
 
 
 @pytest.fixture(scope="module")
