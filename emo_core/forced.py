@@ -38,7 +38,7 @@ class ForcedReply:
     edits: tuple[Intervention, ...] = ()
 
 
-def _for_reply_tokens(edit: Intervention) -> Intervention:
+def for_reply_tokens(edit: Intervention) -> Intervention:
     """An edit as it acts on a block of reply tokens: "last position" steering steers every generated token."""
     if isinstance(edit, ResidualAddition | ComponentEdit) and edit.positions == "last":
         return replace(edit, positions="all")
@@ -66,7 +66,7 @@ def _forced_calls(
     if width > 0:
         ids, mask = padded(followed, bundle.tokenizer.pad_token_id, left=False)
         reply = continuation(batch["attention_mask"], ids, mask)
-        calls.append(([_for_reply_tokens(edit) for edit in edits], dict(reply, use_cache=True)))
+        calls.append(([for_reply_tokens(edit) for edit in edits], dict(reply, use_cache=True)))
     return calls, read
 
 
@@ -128,7 +128,7 @@ def forced_replay(
 ) -> torch.Tensor:
     """``[rows, len(layers), d_model]``: what ``forced_pass`` reads of the recorded row with ``changes`` on top (each with its
     own ``rows``), re-running only the layers they can reach. With no changes, the recorded row's own reading."""
-    per_call = [list(changes), [_for_reply_tokens(change) for change in changes]][: len(recording.calls)]
+    per_call = [list(changes), [for_reply_tokens(change) for change in changes]][: len(recording.calls)]
     states = replay_calls(bundle, recording, per_call, rows, layers)
     return torch.cat([states[0][:, -1:], *states[1:]], dim=1).mean(dim=1)  # the last prompt token and the fed reply tokens
 

@@ -209,15 +209,20 @@ def compile_edits(adapter: Adapter, intervention: Intervention) -> list[Componen
     raise InvalidInterventionError(f"Unknown intervention {type(intervention).__name__}.")
 
 
-def lowest_layer(adapter: Adapter, interventions: Sequence[Intervention]) -> int | None:
-    """The lowest decoder layer any of ``interventions`` touches (``None`` for none): nothing below it changes."""
-    layers = [
+def touched_layers(adapter: Adapter, interventions: Sequence[Intervention]) -> list[int]:
+    """The decoder layers any of ``interventions`` acts at, in order."""
+    layers = {
         layer
         for intervention in interventions
         for edit in compile_edits(adapter, intervention)
         for layer in ([edit.layer] if isinstance(edit, ComponentEdit) else edit.vectors)
-    ]
-    return min(layers, default=None)
+    }
+    return sorted(layers)
+
+
+def lowest_layer(adapter: Adapter, interventions: Sequence[Intervention]) -> int | None:
+    """The lowest decoder layer any of ``interventions`` touches (``None`` for none): nothing below it changes."""
+    return min(touched_layers(adapter, interventions), default=None)
 
 
 @dataclass(frozen=True)
