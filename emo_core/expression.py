@@ -17,14 +17,14 @@ direction move replies little in this model; these are the ones that write the e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from emo_core.arch import Site
 from emo_core.components import head_contributions, neuron_contributions
 from emo_core.generation import chat_prompt, continuation, padded, prefix_cache
-from emo_core.interventions import capture
+from emo_core.interventions import Captured, capture
 from emo_core.judge import TRAIN_PATH, read_labelled
 from emo_core.models import ModelBundle
 from emo_core.progress import Progress
@@ -34,30 +34,39 @@ EXPRESSION_SITES: tuple[Site, ...] = ("resid_post", "attn_z", "mlp_post")
 QUESTION = "Tell me how you feel about what happened."
 
 
-def reply_means(
-    bundle: ModelBundle, replies: Sequence[str], sites: Sequence[Site] = EXPRESSION_SITES, batch_size: int = 32
-) -> dict[Site, torch.Tensor]:
-    """Mean activation over the reply tokens of each reply, read as the answer to ``QUESTION``: per site ``[n, L, width]``.
+def reply_batches(
+    bundle: ModelBundle, replies: Sequence[str], sites: Sequence[Site], batch_size: int = 32, question: str = QUESTION
+) -> Iterator[tuple[Captured, torch.Tensor]]:
+    """Each batch of ``replies`` read as the answer to ``question``: its activations ``captured[(site, layer)]``
+    ``[rows, positions, width]`` over the reply tokens only (right-padded), and the ``[rows, positions]`` mask of real tokens.
 
     The question is the same for every reply, so each batch runs it once and copies its KV cache to the batch's
     rows, which then run only their reply tokens (right-padded, positions continuing the question's).
     """
-    prompt = chat_prompt(bundle, QUESTION)
+    prompt = chat_prompt(bundle, question)
     question = bundle.tokenizer(prompt, add_special_tokens=False)["input_ids"]
     n = len(question)
-    parts: dict[Site, list[torch.Tensor]] = {site: [] for site in sites}
-    layers = range(bundle.shape.n_layers)
     for start in range(0, len(replies), batch_size):
         texts = [prompt + reply for reply in replies[start : start + batch_size]]
         # The reply tokens as they are tokenized after the question, which is what the question's cache continues.
         answers = [ids[n:] for ids in bundle.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         ids, mask = padded(answers, bundle.tokenizer.pad_token_id, left=False)
         rows = len(answers)
-        weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1)).float()[..., None]
         cache = prefix_cache(bundle, torch.tensor([question]), torch.ones(1, n, dtype=mask.dtype), torch.zeros(rows, dtype=torch.long))
         answer = continuation(torch.ones(rows, n, dtype=mask.dtype, device=bundle.device), ids, mask)
         with torch.inference_mode(), capture(bundle, sites) as captured:
             bundle.model(**answer, cache=cache, use_cache=True, logits_to_keep=1)  # states only: no logits over the vocabulary
+        yield captured, mask
+
+
+def reply_means(
+    bundle: ModelBundle, replies: Sequence[str], sites: Sequence[Site] = EXPRESSION_SITES, batch_size: int = 32
+) -> dict[Site, torch.Tensor]:
+    """Mean activation over the reply tokens of each reply, read as the answer to ``QUESTION``: per site ``[n, L, width]``."""
+    parts: dict[Site, list[torch.Tensor]] = {site: [] for site in sites}
+    layers = range(bundle.shape.n_layers)
+    for captured, mask in reply_batches(bundle, replies, sites, batch_size):
+        weights = (mask / mask.sum(dim=1, keepdim=True).clamp(min=1)).float()[..., None]
         for site in sites:
             parts[site].append(torch.stack([(captured[(site, layer)].float().cpu() * weights).sum(dim=1) for layer in layers], dim=1))
     return {site: torch.cat(parts[site]) for site in sites}

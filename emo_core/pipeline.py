@@ -2,8 +2,9 @@
 
 Stages, in order: activations of the training emotion prompts (resumable shards) → emotion directions,
 cosines and cross-layer similarity → the paper's neuron and head scores → sublayer importance → cluster
-separation and the 2-D maps (PCA, UMAP) → expression vectors and their scores → the circuit (in the most
-important sublayers, the heads and neurons that write the expressed emotion most) → direction-steering
+separation and the 2-D maps (PCA, UMAP) → expression vectors and their scores → the second judge's corpus read by the
+model (``corpus.py``: each neuron's top sentences per emotion, and the layer-by-layer reading calibrated on it) → the
+circuit (in the most important sublayers, the heads and neurons that write the expressed emotion most) → direction-steering
 strengths tuned on training prompts with the judge → the internal reading, calibrated → the parts' mean
 outputs on neutral prompts → causal rankings (what switching each head and neuron off does to the emotion
 reading and to the neutral loss, by attribution patching) → circuit-steering strengths for the steering
@@ -32,6 +33,7 @@ from emo_core.attribution import CausalSettings, causal_effects, training_openin
 from emo_core.calibration import calibrate_reading
 from emo_core.circuit import ATTN, MLP, select_circuit
 from emo_core.components import head_importance, neuron_contributions
+from emo_core.corpus import CORPUS_BATCH, TOP_K, corpus_tensors
 from emo_core.directions import (
     between_emotion_cosines,
     complete_groups,
@@ -67,6 +69,9 @@ class BuildSettings:
     mean_prompts: int = 96
     causal: CausalSettings = CausalSettings()
     prepare: PrepareSettings = PrepareSettings()
+    corpus_batch: int = CORPUS_BATCH
+    corpus_per_label: int | None = None  # None: the whole corpus; fewer sentences per label for a quick build
+    corpus_top: int = TOP_K  # top sentences kept per neuron and emotion
 
 
 def prompt_table(prompts: list[PromptSpec], skeletons: list[Skeleton]) -> pd.DataFrame:
@@ -207,6 +212,15 @@ def build(
     expression = expression_vectors(bundle, progress=stage(progress, "expression"))
     tensors.update({f"expression.{site}": value for site, value in expression.items()})
     tensors["expression.head_scores"], tensors["expression.neuron_scores"] = expression_scores(bundle, expression)
+    corpus, corpus_table = corpus_tensors(
+        bundle,
+        expression["resid_post"],
+        per_label=settings.corpus_per_label,
+        batch_size=settings.corpus_batch,
+        k=settings.corpus_top,
+        progress=stage(progress, "corpus"),
+    )
+    tensors.update(corpus)
     circuits = circuit_table(importance, tensors["expression.head_scores"], tensors["expression.neuron_scores"])
     emotion_judge, second_judge = load_judge(judge), load_judge(SECOND_JUDGE)
 
@@ -246,6 +260,7 @@ def build(
         "nearest": nearest_emotions(cosines),
         "steering": steering,
         "prepared": prepared,
+        "corpus": corpus_table,
     }
     manifest = Manifest(
         model_id=bundle.name,

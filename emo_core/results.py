@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 
     from emo_core.models import ModelBundle
     from emo_core.prepared import PreparedKnockout
-    from emo_core.reading import EmotionReading
+    from emo_core.reading import EmotionReading, LayerReading
     from emo_core.steering import SteeringKit
 
 REPORT = "report.json"
+CORPUS_TENSORS = ("corpus.top_index", "corpus.top_value", "layer_reading.calibration", "layer_reading.auc")  # written by ``corpus.py``
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,46 @@ class Results:
 
         names = ("reading.layers", "reading.calibration", "expression.resid_post")
         return EmotionReading.from_tensors({name: self.tensor(name) for name in names})
+
+    def layer_reading(self) -> LayerReading:
+        """The emotion reading at every layer, calibrated on the second judge's corpus (raises ``CacheError`` naming the rebuild for
+        a cache that predates it)."""
+        from emo_core.reading import LayerReading  # computes with torch: imported by the pages that read a model
+
+        self._require_corpus()
+        names = ("layer_reading.calibration", "layer_reading.auc", "expression.resid_post")
+        return LayerReading.from_tensors({name: self.tensor(name) for name in names})
+
+    def neuron_top_sentences(self, layer: int, index: int) -> pd.DataFrame:
+        """The corpus sentences on which neuron ``index`` of ``layer`` fires most, per emotion: ``emotion``, ``rank`` (1 =
+        highest), ``text`` and ``activation`` (the neuron's largest activation over the sentence's tokens)."""
+        layer = self.check_layer(layer)
+        d_mlp = self.shape["d_mlp"]
+        if not 0 <= index < d_mlp:
+            raise ValueError(f"Neuron {index} is out of range; layer {layer} has neurons 0 to {d_mlp - 1}.")
+        self._require_corpus()
+        indices = self.array("corpus.top_index")[:, layer, index].astype(np.int64)  # [E, k]
+        values = self.array("corpus.top_value")[:, layer, index]
+        texts = self.table("corpus")["text"].to_numpy()
+        k = indices.shape[1]
+        return pd.DataFrame(
+            {
+                "emotion": np.repeat(EMOTIONS, k),
+                "rank": np.tile(np.arange(1, k + 1), len(EMOTIONS)),
+                "text": texts[indices.ravel()],
+                "activation": values.ravel(),
+            }
+        )
+
+    def _require_corpus(self) -> None:
+        """Raise ``CacheError`` naming the rebuild when the cache predates the corpus readings (``corpus.py``)."""
+        missing = [name for name in CORPUS_TENSORS if name not in self.cache.arrays]
+        missing += [] if "corpus" in self.cache.tables else ["the corpus table"]
+        if missing:
+            raise CacheError(
+                f"The cache at {self.folder} has no corpus readings ({', '.join(missing)}; it predates them); "
+                f"rebuild it with `{self.rebuild}`."
+            )
 
     def steering_kit(self, bundle: ModelBundle) -> SteeringKit:
         """Steering for ``bundle`` (the model these results belong to) from the saved vectors, circuits and tuned settings."""

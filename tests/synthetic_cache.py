@@ -15,6 +15,8 @@ from emo_core.scenarios import EMOTIONS, emotion_prompts, prompt_set_hash, train
 from emo_core.store import Manifest, write_cache
 
 SHAPE = {"n_layers": 4, "n_heads": 3, "head_dim": 2, "d_mlp": 8, "d_model": 6}
+CORPUS_PER_LABEL = 5  # sentences per label of the synthetic corpus
+CORPUS_TOP = 3  # top sentences per neuron and emotion
 
 
 def _prompts(n_skeletons: int) -> tuple[pd.DataFrame, str]:
@@ -66,6 +68,19 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
             tensors |= {effect_name(baseline, kind, mode): rand(n_emotions, n_layers, width) for baseline in CAUSAL_KINDS}
             tensors[harm_name(kind, mode)] = rand(n_layers, width) * 1e-3
     tensors[HARM_BASE] = torch.tensor([3.0])
+    # optional entries (a cache may predate them), drawn last so that the other tensors' values do not depend on them
+    corpus = pd.DataFrame(
+        {
+            "text": [f"A made-up {label} sentence, number {i}." for label in (*EMOTIONS, "neutral") for i in range(CORPUS_PER_LABEL)],
+            "label": [label for label in (*EMOTIONS, "neutral") for _ in range(CORPUS_PER_LABEL)],
+        }
+    )
+    own = torch.arange(n_emotions)[:, None] * CORPUS_PER_LABEL  # each emotion's first sentence
+    picks = torch.stack([torch.randperm(CORPUS_PER_LABEL, generator=gen)[:CORPUS_TOP] for _ in range(n_emotions * n_layers * d_mlp)])
+    tensors["corpus.top_index"] = (own[:, :, None, None] + picks.view(n_emotions, n_layers, d_mlp, CORPUS_TOP)).float()
+    tensors["corpus.top_value"] = rand(n_emotions, n_layers, d_mlp, CORPUS_TOP).abs().sort(dim=-1, descending=True).values
+    tensors["layer_reading.calibration"] = torch.stack([rand(n_layers, n_emotions) * 0.1, 1.0 + rand(n_layers, n_emotions).abs()])
+    tensors["layer_reading.auc"] = torch.rand(n_layers, n_emotions, generator=gen) * 0.5 + 0.5
     nearest = []
     for layer in range(n_layers):
         for e, emotion in enumerate(EMOTIONS):
@@ -110,6 +125,7 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
         "nearest": pd.DataFrame(nearest),
         "circuit": pd.DataFrame(circuit),
         "steering": pd.DataFrame(steering),
+        "corpus": corpus,
     }
     manifest = Manifest(
         model_id=model_id,

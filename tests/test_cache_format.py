@@ -56,6 +56,7 @@ def test_every_documented_tensor_is_in_the_shipped_cache_with_its_shape_and_noth
         "d_mlp": shape["d_mlp"],
         "N": len(shipped.table("prompts")),
         "R": len(shipped.array("reading.layers")),
+        "K": shipped.array("corpus.top_index").shape[-1],
     }
     documented: dict[str, tuple[int, ...]] = {}
     for pattern, cell in _rows("tensors.safetensors").items():

@@ -40,6 +40,7 @@ TINY_BUILD = BuildSettings(
     skeletons=4,
     tuning_prompts=1,
     prepare=PrepareSettings(prompts=3, max_new_tokens=6),
+    corpus_per_label=3,
 )
 
 
@@ -202,6 +203,9 @@ def test_build_writes_a_complete_readable_cache(built: Path, tiny_llama: ec.Mode
     assert results.tensor("means.mlp_post").shape == (n_layers, tiny_llama.shape.d_mlp)
     assert results.causal_effects("continued", "head", "zero").shape == (6, n_layers, tiny_llama.shape.n_heads)
     assert set(results.causal_ranking("fear", "neuron", "mean", "asked").columns) >= {"layer", "neuron", "own", "others", "harm", "score"}
+    assert len(results.table("corpus")) == 3 * 7 and results.tensor("corpus.top_index").shape == (6, n_layers, tiny_llama.shape.d_mlp, 3)
+    assert set(results.neuron_top_sentences(1, 2)["emotion"]) == set(EMOTIONS)
+    assert results.layer_reading().auc.shape == (n_layers, 6)
     assert not (built / "tiny-llama.work").exists()
 
 
