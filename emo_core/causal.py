@@ -87,3 +87,39 @@ def ranking_table(own: torch.Tensor, others: torch.Tensor, harm: torch.Tensor, s
     table["eligible"] = score.flatten().isfinite().numpy()
     ranked = table.sort_values(["eligible", "score", "own"], ascending=[False, False, False], kind="stable")
     return ranked.reset_index(drop=True)
+
+
+def part_profile(
+    own: torch.Tensor,
+    harm: torch.Tensor,
+    base_loss: float,
+    paper: torch.Tensor,
+    emotions: tuple[str, ...],
+    kind: Kind,
+    layer: int,
+    index: int,
+) -> pd.DataFrame:
+    """One part's row in every emotion's two rankings: ``emotion``, ``own`` (drop of that emotion's reading when it is switched
+    off), ``others`` (mean drop of the other emotions'), ``score``, ``rank`` (its place in the causal ranking, 1 = first;
+    0 when the harm bound leaves it out) and ``paper_rank`` (its place by the paper's score, ``paper`` ``[E, L, units]``).
+
+    ``own`` is ``[E, L, units]`` and ``harm`` ``[L, units]`` as in ``causal_scores``; ranks count over every layer.
+    """
+    scores = causal_scores(own, harm, base_loss)
+    others = others_mean(own)
+    rows = []
+    for e, emotion in enumerate(emotions):
+        score = float(scores[e, layer, index])
+        table = ranking_table(own[e], others[e], harm, scores[e], kind)  # the ranking's own order, ties included
+        place = int(np.flatnonzero((table["layer"].to_numpy() == layer) & (table[kind].to_numpy() == index))[0]) + 1
+        rows.append(
+            {
+                "emotion": emotion,
+                "own": float(own[e, layer, index]),
+                "others": float(others[e, layer, index]),
+                "score": score,
+                "rank": place if np.isfinite(score) else 0,
+                "paper_rank": int((paper[e] > paper[e, layer, index]).sum()) + 1,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -23,7 +23,8 @@ from tests.synthetic_cache import write_synthetic_cache
 from ui.data import RESULTS_DIR_ENV, results_root
 from ui.data import _bundle as model_cache
 from ui.pages import PAGES as REGISTERED
-from ui.run import BASELINE, KNOCKOUT_STRENGTH, MODE
+from ui.part_view import default_part
+from ui.run import BASELINE, KNOCKOUT_STRENGTH, MODE, PART
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = [page.script for page in REGISTERED]
@@ -127,19 +128,26 @@ def test_the_tour_starts_at_step_one_and_every_step_opens_its_page_without_a_war
     app = start({"emotion": "fear"})
     app.button(key="tour_start").click().run()
     assert_clean(app)
-    assert app.title[0].value == "Emotion Circuit Explorer" and "step 1 of 6" in app.markdown[0].value
+    assert app.title[0].value == "Emotion Circuit Explorer" and "step 1 of 7" in app.markdown[0].value
     assert "*Always reply in fear*" in app.markdown[0].value
-    expected = [("Emotion clusters", "step 2 of 6"), ("Emotion clusters", "step 3 of 6"), ("The fear circuit", "step 4 of 6")]
-    expected += [("The fear circuit", "step 5 of 6"), ("Switch parts off", "step 6 of 6")]
+    results = load_results(EMBEDDED_NAME, results_root())
+    strongest = default_part(results, "fear")
+    expected = [("Emotion clusters", "step 2 of 7"), ("Emotion clusters", "step 3 of 7"), ("The fear circuit", "step 4 of 7")]
+    expected += [
+        ("The fear circuit", "step 5 of 7"),
+        ("Switch parts off", "step 6 of 7"),
+        (f"{strongest.token}: {strongest.label}", "step 7 of 7"),
+    ]
     for title, step in expected:
         app.button(key="tour_next").click().run()
         assert not app.exception and all("could not be loaded" in e.value for e in app.error)  # the model is off in these tests
         assert not app.warning, [w.value for w in app.warning]  # was: "The results for 'None' are gone" on every page move
         assert app.title[0].value == title and step in app.markdown[0].value
         assert app.session_state["model"] == EMBEDDED_NAME and app.session_state["emotion"] == "fear"
-        if step == "step 2 of 6":
+        if step == "step 2 of 7":
             assert app.session_state["layer"] == 0
-    prepared = load_results(EMBEDDED_NAME, results_root()).prepared("fear")  # the tour ends on the prepared knockout
+    prepared = results.prepared("fear")  # the tour's knockout is the prepared one, and its last step shows its strongest part
+    assert strongest in prepared.parts and app.session_state[PART] == strongest.token and app.query_params["part"] == strongest.token
     assert app.session_state["selection"] == [c.token for c in prepared.parts] and "sel" in app.query_params
     assert app.session_state[MODE] == prepared.mode and app.session_state[BASELINE] == "steered"
     assert app.session_state[KNOCKOUT_STRENGTH] == prepared.baseline.strength

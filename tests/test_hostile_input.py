@@ -95,6 +95,7 @@ LINK_KEYS = [
     "decode",
     "seed",
     "tokens",
+    "part",
     "x",
 ]
 LINK = st.dictionaries(st.sampled_from(LINK_KEYS), LINK_VALUE, max_size=7)
@@ -143,7 +144,9 @@ def test_run_links_give_valid_settings_or_messages(params: dict[str, str]) -> No
     assert 0 <= found.get("run_seed", 0) <= MAX_SEED
     strength = found.get("steer_strength", 0.0)
     assert 0 <= strength <= MAX_STRENGTH
-    known = {"scenario", "text", "baseline", "method", "mode", "strength", "decode", "seed", "tokens"}
+    known = {"scenario", "text", "baseline", "method", "mode", "strength", "decode", "seed", "tokens", "part"}
+    if "part_token" in found:  # a part the link names is a well-formed token (its range is checked by the page)
+        assert parse_token(found["part_token"]).token == found["part_token"]
     assert len(problems) <= len(known & set(params))
     _echo_is_inert(problems)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -13,6 +14,7 @@ from tests.test_app import assert_clean, no_model, results_dir, start
 from ui import steering_report
 from ui.data import results_root
 from ui.pages import PAGES as REGISTERED
+from ui.part_view import default_part
 
 __all__ = ["no_model", "results_dir"]  # autouse fixtures shared with test_app
 
@@ -63,12 +65,49 @@ def test_clusters_page_widgets_and_layer_following() -> None:
     assert_clean(app)
 
 
+def test_the_part_page_shows_a_parts_effects_and_refuses_parts_the_model_lacks() -> None:
+    results = load_results(EMBEDDED_NAME, results_root())
+
+    def open_part(query: dict[str, str]) -> AppTest:
+        app = start(query)
+        app.switch_page("pages/views/part.py").run()
+        assert not app.exception and all("could not be loaded" in e.value for e in app.error)  # the model is off in these tests
+        return app
+
+    app = open_part({"emotion": "fear", "part": "L3H1"})
+    assert app.title[0].value == "L3H1: head 1 of layer 3" and app.query_params["part"] == "L3H1"
+    profile = app.dataframe[0].value
+    assert list(profile["emotion"]) == list(results.emotions)
+    own = results.causal_effects("steered", "head", "mean")[:, 3, 1]
+    assert np.allclose(profile["drop"], own.numpy())  # the table is the stored effect of this very head, every emotion
+    neuron = open_part({"emotion": "fear", "part": "L2N7"})
+    assert neuron.title[0].value == "L2N7: neuron 7 of layer 2"
+    for link in ("L99H1", "L3H99"):  # parts the model lacks: the page says so and shows the default
+        app = open_part({"emotion": "fear", "part": link})
+        assert any("does not exist" in w.value for w in app.warning), [w.value for w in app.warning]
+        assert app.title[0].value.startswith(default_part(results, "fear").token)
+        assert app.query_params["part"] == default_part(results, "fear").token
+    app = start({"emotion": "fear", "part": "head"})  # not a part at all: the link's first page says so
+    assert any("is not a head or neuron" in w.value for w in app.warning)
+    app = open_part({"emotion": "fear", "part": "L3H1"})
+    app.text_input(key="part_typed").input("L5N12").run()  # typing a part opens it
+    assert app.title[0].value == "L5N12: neuron 12 of layer 5" and app.query_params["part"] == "L5N12"
+    app.text_input(key="part_typed").input("L5N99999").run()  # one the model lacks: a message, the page stays
+    assert not app.exception and any("does not exist" in w.value for w in app.warning)
+
+
 def test_circuit_page_tables_charts_and_selection() -> None:
     app = open_page("pages/views/circuit.py", {"emotion": "sadness"})
     assert app.title[0].value == "The sadness circuit"
     assert 0 < len(app.dataframe[0].value) <= 20 and "head" in app.dataframe[0].value.columns
     results = load_results(EMBEDDED_NAME, results_root())
-    assert len(app.dataframe) == 2 and list(app.dataframe[1].value.columns)[:4] == ["rank", "layer", "head", "own drop"]
+    assert len(app.dataframe) == 2 and list(app.dataframe[1].value.columns)[:5] == ["part", "rank", "layer", "head", "own drop"]
+    for table in app.dataframe:  # every ranked row links its own part's page, with the view
+        rows = table.value
+        assert all(
+            link.startswith("part?") and f"part=L{layer}H{head}" in link and "emotion=sadness" in link
+            for link, layer, head in zip(rows["part"], rows["layer"], rows["head"], strict=True)
+        )
     steering = f"top {STEERING_HEADS} heads and {STEERING_NEURONS} neurons of the *matters when switched off* ranking"
     assert any(steering in block.value for block in app.caption)  # circuit steering pushes those, not the paper's circuit
     app.radio(key="circuit_rank_kind").set_value("neuron").run()

@@ -160,7 +160,8 @@ def spec_for(builder: Callable[..., alt.TopLevelMixin], *args: Hashable) -> dict
 
 
 def head_heatmap(heads: pd.DataFrame, title: str) -> alt.Chart:
-    """Layer x head importance, layer along the bottom like every other chart."""
+    """Layer x head importance, layer along the bottom like every other chart; the tooltip names each head (``L12H3``)."""
+    heads = heads.assign(token=[f"L{layer}H{head}" for layer, head in zip(heads["layer"], heads["head"], strict=True)])
     return plot_height(
         alt.Chart(heads, title=title)
         .mark_rect()
@@ -168,7 +169,11 @@ def head_heatmap(heads: pd.DataFrame, title: str) -> alt.Chart:
             x=LAYER_AXIS,
             y=alt.Y("head:O", title="head"),
             color=alt.Color("score:Q", scale=_signed_scale(heads["score"]), legend=alt.Legend(title="importance")),
-            tooltip=["layer:O", "head:O", alt.Tooltip("score:Q", title="importance", format=".4f")],
+            tooltip=[
+                alt.Tooltip("token:N", title="head"),
+                "layer:O",
+                alt.Tooltip("score:Q", title="importance", format=".4f"),
+            ],
         ),
         180,
     )

@@ -57,3 +57,9 @@ ADJECTIVES = {
 def adjective(emotion: str) -> str:
     """The word a sentence needs after "make the reply …" or "feel …": ``sad`` for ``sadness`` (the emotion itself when unknown)."""
     return ADJECTIVES.get(emotion, emotion)
+
+
+PART_PAGE = (
+    "This page shows one part at work: what switching it off does to each emotion, what it reads and writes word by word on "
+    "a scenario and its reply, and how strongly the model holds the emotion at each layer."
+)

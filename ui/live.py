@@ -27,7 +27,20 @@ from emo_core.scoring import SCORING_SETTINGS
 from emo_core.turns import Turns
 from ui import live_charts
 from ui.replies import highlighted, plain
-from ui.run import CLASSROOM, MIN_TOKENS, SAMPLE, SCENARIO, SEED, TEXT, TOKENS, check_text, default_scenario, scenario_by_key, scenarios
+from ui.run import (
+    CLASSROOM,
+    DEFAULTS,
+    MIN_TOKENS,
+    SAMPLE,
+    SCENARIO,
+    SEED,
+    TEXT,
+    TOKENS,
+    check_text,
+    default_scenario,
+    scenario_by_key,
+    scenarios,
+)
 
 SOURCE = "run_source"
 OURS, MINE = "One of ours", "My own words"
@@ -116,10 +129,21 @@ def decoding_controls() -> ec.GenerationSettings:
         help="Vary the wording. Off: always the most likely next word (greedy), so a run repeats exactly. On: random words, "
         "repeatable with the seed.",
     )
-    seed = seed_col.number_input("Seed", 0, MAX_SEED, key=SEED, disabled=not sample, persist_state="session")
-    tokens = length_col.slider("Reply length (tokens)", MIN_TOKENS, MAX_NEW_TOKENS, key=TOKENS, persist_state="session")
-    safe = bool(st.session_state.get(CLASSROOM, True))
-    return replace(SCORING_SETTINGS, max_new_tokens=int(tokens), do_sample=bool(sample), seed=int(seed), classroom_safe=safe)
+    seed_col.number_input("Seed", 0, MAX_SEED, key=SEED, disabled=not sample, persist_state="session")
+    length_col.slider("Reply length (tokens)", MIN_TOKENS, MAX_NEW_TOKENS, key=TOKENS, persist_state="session")
+    return session_decoding()
+
+
+def session_decoding() -> ec.GenerationSettings:
+    """The decoding the session's controls (``decoding_controls``, the sidebar) ask for, as a page without them uses it."""
+    state = st.session_state
+    return replace(
+        SCORING_SETTINGS,
+        max_new_tokens=int(state.get(TOKENS, DEFAULTS[TOKENS])),
+        do_sample=bool(state.get(SAMPLE, False)),
+        seed=int(state.get(SEED, 0)),
+        classroom_safe=bool(state.get(CLASSROOM, True)),
+    )
 
 
 def strength_control(results: Results, method: str, emotion: str, key: str, default: float, help_text: str) -> float:

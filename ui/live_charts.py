@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import altair as alt
 import pandas as pd
 
@@ -156,3 +158,54 @@ def map_with_arrow(points: pd.DataFrame, moved: pd.DataFrame, extent: tuple[tupl
         )
     )
     return plot_height(background + path + heads, 360)
+
+
+def scale_end(values: pd.Series) -> float:
+    """Where a heatmap's colour scale ends: the 95th percentile of ``|values|`` (a few extreme cells would wash out the rest;
+    they show at the end of the scale)."""
+    return float(values.abs().quantile(0.95)) or float(values.abs().max()) or 1.0
+
+
+def token_heatmap(
+    cells: pd.DataFrame, rows: str, row_order: list, labels: list[str], value: str, title: str, bound: float | None = None
+) -> alt.Chart:
+    """A row per ``rows`` value (in ``row_order``, top to bottom) by a column per reply token (``position``), coloured by
+    ``value`` on a scale centred on 0 that ends at ``bound`` (``scale_end`` of the values unless given, so charts side by side
+    can share one); the columns are labelled with ``labels`` (one per position, written under them).
+
+    Tokens repeat in a reply, so the columns are positions and only their labels are words."""
+    bound = bound or scale_end(cells[value])
+    words = json.dumps(labels)
+    return plot_height(
+        alt.Chart(cells, title=alt.TitleParams(title, fontSize=12, anchor="start"))
+        .mark_rect()
+        .encode(
+            x=alt.X(
+                "position:O",
+                title=None,
+                axis=alt.Axis(labelExpr=f"{words}[datum.value]", labelAngle=-60, labelOverlap=False, labelFontSize=10, labelLimit=90),
+            ),
+            y=alt.Y(f"{rows}:O", sort=row_order, title=rows, axis=alt.Axis(labelOverlap=len(row_order) > 10)),
+            color=alt.Color(
+                f"{value}:Q", scale=alt.Scale(scheme="blueorange", domain=[-bound, bound], clamp=True), legend=alt.Legend(title=value)
+            ),
+            tooltip=[alt.Tooltip("word:N"), alt.Tooltip(f"{rows}:O"), alt.Tooltip(f"{value}:Q", format=".2f")],
+        ),
+        max(120, (22 if len(row_order) <= 10 else 9) * len(row_order)),
+    )
+
+
+def emotion_bars(profile: pd.DataFrame, value: str, emotion: str, title: str) -> alt.Chart:
+    """One bar per emotion (``emotion`` and ``value`` columns), the chosen emotion in full colour."""
+    return plot_height(
+        alt.Chart(profile, title=alt.TitleParams(title, fontSize=12, anchor="start"))
+        .mark_bar()
+        .encode(
+            x=alt.X(f"{value}:Q", title=None),
+            y=alt.Y("emotion:N", sort=list(EMOTION_COLORS), title=None, axis=alt.Axis(labelOverlap=False)),
+            color=alt.Color("emotion:N", scale=emotion_scale(), legend=None),
+            opacity=alt.condition(alt.datum.emotion == emotion, alt.value(1.0), alt.value(0.4)),
+            tooltip=["emotion:N", alt.Tooltip(f"{value}:Q", format=".3f")],
+        ),
+        130,
+    )

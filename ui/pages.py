@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+GOTO = "_goto_page"  # the session key of a page to open on the next run (``tour.follow`` opens it)
+
 
 @dataclass(frozen=True)
 class PageSpec:
@@ -26,7 +28,8 @@ CLUSTERS = PageSpec("pages/views/clusters.py", "Clusters", ":material/scatter_pl
 CIRCUIT = PageSpec("pages/views/circuit.py", "Circuit", ":material/hub:", "circuit", uses_layer=False)
 KNOCKOUT = PageSpec("pages/views/knockout.py", "Knockout", ":material/power_settings_new:", "knockout", run="knockout")
 STEER = PageSpec("pages/views/steer.py", "Steer", ":material/tune:", "steer", uses_layer=False, run="steer")
-PAGES: tuple[PageSpec, ...] = (HOME, CLUSTERS, CIRCUIT, KNOCKOUT, STEER)
+PART = PageSpec("pages/views/part.py", "One part", ":material/zoom_in:", "part", uses_layer=False, run="part")
+PAGES: tuple[PageSpec, ...] = (HOME, CLUSTERS, CIRCUIT, KNOCKOUT, STEER, PART)
 
 
 def by_title(title: str) -> PageSpec:

@@ -1,6 +1,6 @@
 """The settings of a live run (scenario, baseline, method, strength, knockout mode, decoding) in the session and the URL.
 
-The Knockout and Steer pages write these next to the shared view (model, layer, emotion, selection), so the
+The Knockout, Steer and part pages write these next to the shared view (model, layer, emotion, selection), so the
 address bar reproduces a run: opening it restores every control, and *Generate* gives the same replies.
 Bad values in a link are replaced by defaults with a message, never an error.
 """
@@ -18,6 +18,7 @@ from emo_core import limits
 from emo_core.baselines import LIVE_KINDS, METHODS
 from emo_core.errors import LimitError
 from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH
+from emo_core.parts import parse_token
 from emo_core.scenarios import EMOTIONS, VALENCES, Skeleton, load_skeletons
 from ui.state import EMOTION, note_problems, quoted, whole_number
 
@@ -30,6 +31,7 @@ SCENARIO, TEXT, SAMPLE, SEED, TOKENS = "run_scenario", "run_text", "run_sample",
 BASELINE, KNOCKOUT_METHOD, MODE = "knockout_baseline", "knockout_method", "knockout_mode"
 STEER_METHOD, STRENGTH = "steer_method", "steer_strength"
 KNOCKOUT_STRENGTH, CLASSROOM, PREPARED = "knockout_strength", "classroom_safe", "knockout_prepared"
+PART = "part_token"  # the part page's head or neuron (``L20H3``)
 
 DEFAULTS: dict[str, object] = {
     SCENARIO: "",
@@ -44,6 +46,7 @@ DEFAULTS: dict[str, object] = {
     STRENGTH: None,
     KNOCKOUT_STRENGTH: None,
     CLASSROOM: True,
+    PART: "",
 }
 PARAMS = {
     SCENARIO: "scenario",
@@ -58,10 +61,12 @@ PARAMS = {
     STRENGTH: "strength",
     KNOCKOUT_STRENGTH: "strength",
     CLASSROOM: "classroom",
+    PART: "part",
 }
 PAGE_KEYS = {
     "knockout": (SCENARIO, TEXT, BASELINE, KNOCKOUT_METHOD, KNOCKOUT_STRENGTH, MODE, SAMPLE, SEED, TOKENS, CLASSROOM),
     "steer": (SCENARIO, TEXT, STEER_METHOD, STRENGTH, SAMPLE, SEED, TOKENS, CLASSROOM),
+    "part": (PART, SCENARIO, TEXT, BASELINE, KNOCKOUT_METHOD, KNOCKOUT_STRENGTH, SAMPLE, SEED, TOKENS, CLASSROOM),
 }
 
 
@@ -159,6 +164,11 @@ def read_run_link(params: Mapping[str, str]) -> tuple[dict[str, object], list[st
             found[CLASSROOM] = classroom == "on"
         else:
             problems.append(f"The link's classroom setting {quoted(classroom)} is neither on nor off; keeping classroom-safe on.")
+    if (part := params.get("part")) is not None:
+        try:
+            found[PART] = parse_token(part).token
+        except ValueError:
+            problems.append(f"The link's part {quoted(part)} is not a head or neuron (write L12H3 or L10N123); showing the default part.")
     if (prepared := params.get("prepared")) is not None:
         if prepared in EMOTIONS:
             found[PREPARED] = found[EMOTION] = prepared  # a prepared knockout belongs to its emotion
@@ -187,7 +197,7 @@ def seed_run_from_link(params: Mapping[str, str]) -> None:
 
 
 def run_query(page: str) -> dict[str, str]:
-    """The query parameters of ``page``'s run (``knockout`` or ``steer``), as the session holds them."""
+    """The query parameters of ``page``'s run (``knockout``, ``steer`` or ``part``), as the session holds them."""
     params: dict[str, str] = {}
     for key in PAGE_KEYS[page]:
         value = st.session_state.get(key, DEFAULTS[key])
@@ -195,7 +205,7 @@ def run_query(page: str) -> dict[str, str]:
             continue
         if key == TEXT and (st.session_state.get(SCENARIO) or not value):
             continue
-        if key in (STRENGTH, KNOCKOUT_STRENGTH) and value is None:
+        if key in (STRENGTH, KNOCKOUT_STRENGTH, PART) and value in (None, ""):
             continue
         params[PARAMS[key]] = _as_param(key, value)
     return params

@@ -13,13 +13,13 @@ from emo_core.results import Results
 from emo_core.store import CacheError
 from ui.knockout_parts import prepared_settings
 from ui.narrative import best_layer
-from ui.pages import CIRCUIT, CLUSTERS, HOME, KNOCKOUT, PageSpec
+from ui.pages import CIRCUIT, CLUSTERS, GOTO, HOME, KNOCKOUT, PART, PageSpec
 from ui.run import BASELINE, MODE
+from ui.run import PART as PART_KEY
 from ui.state import LAYER, SELECTION, apply
 
 STEP = "tour_step"
 TOUR_HEADS, TOUR_NEURONS = 8, 16  # the tour's knockout: the top heads and neurons of the causal ranking
-GOTO = "_tour_goto"
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,13 @@ def _knockout_preset(results: Results, emotion: str, more: dict[str, object]) ->
     except CacheError:
         preset = results.ranked_parts(emotion, "head", TOUR_HEADS) + results.ranked_parts(emotion, "neuron", TOUR_NEURONS)
         return {SELECTION: [component.token for component in preset], BASELINE: "steered", MODE: "mean", **more}
+
+
+def _part_preset(results: Results, emotion: str) -> dict[str, object]:
+    """The tour's part: the strongest of its knockout, shown on that knockout's baseline reply."""
+    from ui.part_view import default_part
+
+    return _knockout_preset(results, emotion, {PART_KEY: default_part(results, emotion).token})
 
 
 def _prepared_size(results: Results, emotion: str) -> str:
@@ -140,6 +147,14 @@ def steps(results: Results, emotion: str) -> list[Step]:
             f"close up* to read one case slowly.{_evaluated(results, emotion)}",
             KNOCKOUT,
             partial(_knockout_preset, results, emotion, {}),
+        ),
+        Step(
+            "What one part does",
+            f"This is the part of that knockout that matters most for {emotion}. The first table says how much switching it "
+            "off lowers each emotion, and the word-by-word views below show what it looks at and writes (a head) or what it "
+            f"fires on (a neuron) in a reply steered toward {emotion}; at the bottom, watch at which layer the emotion appears.",
+            PART,
+            partial(_part_preset, results, emotion),
         ),
     ]
 

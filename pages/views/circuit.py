@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import altair as alt
 import streamlit as st
 
 from emo_core.parts import KINDS, Component, circuit_components, count, describe, from_pairs, out_of_range, parse_tokens
 from emo_core.steering import STEERING_HEADS, STEERING_NEURONS
 from emo_core.store import CacheError
-from ui import charts, frames, glossary, narrative, steering_report, tour
+from ui import charts, frames, glossary, narrative, part_view, steering_report, tour
 from ui.data import page_results
 from ui.export import chart_downloads, table_download
 from ui.pages import CIRCUIT
@@ -15,10 +16,12 @@ from ui.state import SELECTION, current
 
 PICK, KIND, ADD_LAYER, ADD_INDEX = "circuit_pick", "circuit_add_kind", "circuit_add_layer", "circuit_add_index"
 ADD_PROBLEM = "circuit_add_problem"
-SCORE_FORMAT = {"score": st.column_config.NumberColumn(format="%.4f")}
+SCORE_FORMAT = {"score": st.column_config.NumberColumn(format="%.4f"), "part": part_view.LINK_COLUMN}
 CAUSAL_FORMAT = {name: st.column_config.NumberColumn(format="%.3f") for name in ("own drop", "others' drop", "harm", "score")}
+CAUSAL_FORMAT["part"] = part_view.LINK_COLUMN
 KIND_LABELS = {"head": "attention heads", "neuron": "neurons"}
 WRITES_PANEL, MATTERS_PANEL = "circuit_writes_panel", "circuit_matters_panel"
+HEAT = "circuit_head_heat"
 # The two ranked tables sit side by side while each keeps its columns' width (the causal table's seven, neuron numbers
 # included, need about 470 px); on a narrower page (a 1024 px projector) the second moves under the first instead of
 # hiding columns behind a sideways scroll.
@@ -58,7 +61,7 @@ writes_col, matters_col = tables.container(key=WRITES_PANEL), tables.container(k
 with writes_col:
     st.markdown(f"**Writes {view.emotion}** (the paper's score)")
     writes = top_heads if kind == "head" else top_neurons
-    st.dataframe(writes, hide_index=True, width="stretch", height=280, column_config=SCORE_FORMAT)
+    st.dataframe(part_view.linked(writes, kind), hide_index=True, width="stretch", height=280, column_config=SCORE_FORMAT)
     st.caption(
         "How much the part pushes the hidden state toward the emotion at the prompt's last word (for a head: how much the "
         "emotion's signal there drops without it), averaged over prompts asking for the emotion."
@@ -71,7 +74,7 @@ with matters_col:
     except CacheError as error:
         st.info(str(error))
     else:
-        st.dataframe(matters, hide_index=True, width="stretch", height=280, column_config=CAUSAL_FORMAT)
+        st.dataframe(part_view.linked(matters, kind), hide_index=True, width="stretch", height=280, column_config=CAUSAL_FORMAT)
         st.caption(
             f"Estimated fall of the model's internal {view.emotion} reading over a reply steered toward {view.emotion} when the "
             "part is switched off (mean ablation), of the other emotions' readings, and the rise of its loss on plain text; "
@@ -129,6 +132,7 @@ if chosen:
     st.dataframe(
         frames.selection_by_layer(chosen), hide_index=True, width="content", height=min(36 * (len({c.layer for c in chosen}) + 1), 250)
     )
+    part_view.part_buttons(chosen, "circuit_look")
 heads = from_pairs(((layer, head) for layer in range(shape["n_layers"]) for head in range(shape["n_heads"])), "head")
 neurons = from_pairs(zip(top_neurons["layer"], top_neurons["neuron"], strict=True), "neuron")
 options = list(dict.fromkeys([*selected, *(c.token for c in heads + neurons)]))
@@ -168,8 +172,14 @@ st.subheader("Where the circuit lives")
 heat = charts.head_heatmap(
     frames.grid_frame(results.head_scores(view.emotion), "head"), f"Importance of every attention head for {view.emotion}"
 )
-st.altair_chart(heat, width="stretch")
-st.caption("Orange: switching the head off weakens the emotion; blue: it strengthens it; white: no effect.")
+st.altair_chart(
+    heat.add_params(alt.selection_point(name="cell", fields=["layer", "head"], on="click")),
+    width="stretch",
+    key=HEAT,
+    on_select=lambda: part_view.follow_click(HEAT, ("layer", "head"), "head"),
+    selection_mode=["cell"],
+)
+st.caption("Orange: switching the head off weakens the emotion; blue: it strengthens it; white: no effect. Click a head to open its page.")
 chart_downloads(lambda: heat, "head_importance", view.emotion)
 
 neuron_col, sublayer_col = st.columns(2, gap="large")

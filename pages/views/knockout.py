@@ -10,20 +10,22 @@ import streamlit as st
 
 from emo_core.baselines import LIVE_KINDS, Baseline
 from emo_core.generation import generate
+from emo_core.interventions import touched_layers
 from emo_core.judge import LABELS
 from emo_core.knockout import chance_check, comparison_rows, effect_meter, reply_meter
+from emo_core.part_activity import trace
 from emo_core.parts import count, describe, knockout, parse_tokens
 from emo_core.replay import record
 from emo_core.scenarios import load_skeletons, neutral_prompts, spread
 from emo_core.scoring import ROWS_PER_BATCH, SCORING_SETTINGS, Row, batch_edits
 from emo_core.store import CacheError
-from ui import frames, glossary, knockout_grid, knockout_parts, live, live_charts, pace, reproduce, tour
+from ui import frames, glossary, knockout_grid, knockout_parts, live, live_charts, pace, part_view, reproduce, tour
 from ui.data import model_bundle, page_results
 from ui.pages import KNOCKOUT
 from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_METHODS, KNOCKOUT_STRENGTH, MODE, MODES, PREPARED
 from ui.state import current, note_problems, show_problems
 
-CHANCE, METER, RECORDING = "knockout_chance", "knockout_meter", "knockout_recording"
+CHANCE, METER, RECORDING, LAYERS = "knockout_chance", "knockout_meter", "knockout_recording", "knockout_layers"
 BASELINE_LABELS = {"steered": "steered toward it", "asked": "asked for it", "plain": "nothing (plain)"}
 MODE_LABELS = {"zero": "zero (silence them)", "mean": "mean (make them ordinary)"}
 CHANCE_SCENARIOS, CHANCE_DRAWS = 12, 20
@@ -110,6 +112,7 @@ bundle = model_bundle(view.model)
 kit = results.steering_kit(bundle) if bundle is not None else None
 pushed = base.pushes(kit, emotion) if kit is not None else frozenset()
 st.markdown(f"**Selected:** {describe(chosen)}." + (" Nothing is switched off yet: pick parts below." if not chosen else ""))
+part_view.part_buttons(chosen, "knockout_look")
 if prepared is not None:
     st.caption(
         f"*Prepared for {emotion}*: {prepared.size} of the causal ranking, {prepared.mode} ablation, on a reply "
@@ -227,6 +230,25 @@ if shown is not None:
         "The baseline reply is fed back word by word (teacher-forced) with your parts off, and with the random parts off, and the "
         "reading is averaged over its words: the same words, so only what the parts do to the model's inner state differs."
     )
+    try:
+        layered = results.layer_reading()
+    except CacheError as error:
+        st.info(str(error))
+    else:
+        layers_key = (run_key, "layers")
+        if st.session_state.get(LAYERS, (None,))[0] != layers_key:
+            with live.model_turn():
+                traced = [
+                    trace(bundle, row.prompt, reply.token_ids, row.interventions, attention=False, sites=("resid_post",))
+                    for row, reply in zip(close_up[:2], replies[:2], strict=True)
+                ]
+            st.session_state[LAYERS] = (layers_key, traced)
+        st.markdown(f"**The {emotion} reading, layer by layer**, in the baseline reply and in the reply with your parts off")
+        drawn = [part_view.layer_frame(text, layered, results.emotions, emotion) for text in st.session_state[LAYERS][1]]
+        bound = max(live_charts.scale_end(cells["reading"]) for cells, _ in drawn)  # one scale, so the two compare by eye
+        for (cells, words), name in zip(drawn, ("Baseline", "Your parts off"), strict=True):
+            st.altair_chart(part_view.layer_chart(cells, words, name, bound), width="stretch")
+        st.caption(part_view.layer_caption(layered, results.emotions, emotion, touched_layers(bundle.adapter, shared)))
 reproduce.expander(base, emotion, chosen, mode, settings, [user], reproduce.current_scenario_keys())
 
 st.subheader("Is it more than chance inside the model?")
