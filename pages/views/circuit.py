@@ -21,7 +21,7 @@ CAUSAL_FORMAT = {name: st.column_config.NumberColumn(format="%.3f") for name in 
 CAUSAL_FORMAT["part"] = part_view.LINK_COLUMN
 KIND_LABELS = {"head": "attention heads", "neuron": "neurons"}
 WRITES_PANEL, MATTERS_PANEL = "circuit_writes_panel", "circuit_matters_panel"
-HEAT = "circuit_head_heat"
+HEAT, DOTS = "circuit_head_heat", "circuit_neuron_dots"
 # The two ranked tables sit side by side while each keeps its columns' width (the causal table's seven, neuron numbers
 # included, need about 470 px); on a narrower page (a 1024 px projector) the second moves under the first instead of
 # hiding columns behind a sideways scroll.
@@ -185,8 +185,14 @@ chart_downloads(lambda: heat, "head_importance", view.emotion)
 neuron_col, sublayer_col = st.columns(2, gap="large")
 with neuron_col:
     dots = charts.neuron_chart(frames.top_per_layer(results.neuron_scores(view.emotion), 10), "The 10 strongest neurons of each layer")
-    st.altair_chart(dots, width="stretch")
-    st.caption("Each dot is one neuron; higher means it pushes harder toward the emotion.")
+    st.altair_chart(
+        dots.add_params(alt.selection_point(name="cell", fields=["layer", "neuron"], on="click")),
+        width="stretch",
+        key=DOTS,
+        on_select=lambda: part_view.follow_click(DOTS, ("layer", "neuron"), "neuron"),
+        selection_mode=["cell"],
+    )
+    st.caption("Each dot is one neuron; higher means it pushes harder toward the emotion. Click one to open its page.")
     chart_downloads(lambda: dots, "neurons_by_layer", view.emotion)
 with sublayer_col:
     bars = charts.sublayer_chart(frames.sublayer_frame(results.sublayer_importance(view.emotion)), "How much each layer part matters")
