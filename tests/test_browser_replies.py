@@ -79,7 +79,7 @@ def test_knockout_from_the_tour_two_clicked_heads_then_steering(server: str) -> 
         page.goto(f"{server}/?emotion=anger&tokens=24")
         page.get_by_role("button", name="Start the tour").click()
         for step in range(2, 7):
-            page.get_by_text(f"Tour, step {step - 1} of 6").wait_for(timeout=60_000)
+            page.get_by_text(f"Tour, step {step - 1} of 7").wait_for(timeout=60_000)
             settle(page)
             page.get_by_role("button", name="Next:").click()
         page.get_by_role("heading", name="Switch parts off").wait_for(timeout=120_000)
@@ -87,7 +87,9 @@ def test_knockout_from_the_tour_two_clicked_heads_then_steering(server: str) -> 
         settle(page)
         assert "sel=" in page.url and "baseline=steered" in page.url
         page.get_by_role("button", name="Clear").click()
+        page.get_by_text("Selected: nothing.").wait_for(timeout=60_000)  # the rerun that cleared it has drawn the page
         settle(page)
+        page.wait_for_timeout(1000)  # and the grid has mounted again
         positions = cell_positions(page, page.get_by_test_id("stVegaLiteChart").first, {"L23H1", "L20H3"})
         assert set(positions) == {"L23H1", "L20H3"}
         for token, selected in (("L23H1", "1 head in layer 23"), ("L20H3", "2 heads in layers 20–23")):

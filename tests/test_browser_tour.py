@@ -1,7 +1,8 @@
-"""The tour's last step in headless Chromium with the real built-in model: what a class is shown must show the effect.
+"""The tour's last steps in headless Chromium with the real built-in model: what a class is shown must show the effect.
 
-The tour ends on the Knockout page with the emotion's prepared knockout. Its twelve-scenario grid must count more replies
-that lost the emotion with those parts off than with random parts off, and its close-up reply must lose the emotion.
+The tour's knockout step opens the Knockout page with the emotion's prepared knockout. Its twelve-scenario grid must count
+more replies that lost the emotion with those parts off than with random parts off, and its close-up reply must lose the
+emotion; the layer-by-layer view shows both replies. The last step opens the page of that knockout's strongest part.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from emo_core.defaults import EMBEDDED_NAME
 from emo_core.results import load_results
 from tests.live_app import BROWSER_ARGS, CHROMIUM, settle
 from ui.data import results_root
+from ui.part_view import default_part
 from ui.tour import clearest
 
 pytestmark = pytest.mark.slow  # a server, a real browser and the real model
@@ -39,7 +41,7 @@ def test_the_tours_last_step_shows_the_knockout_beating_chance(server: str, tmp_
         page.get_by_role("button", name="Start the tour →").click(timeout=120_000)
         for step in range(2, 7):
             page.get_by_role("button", name=re.compile("^Next: ")).click(timeout=240_000)
-            page.get_by_text(re.compile(f"step {step} of 6")).first.wait_for(timeout=240_000)  # the next button, not this one again
+            page.get_by_text(re.compile(f"step {step} of 7")).first.wait_for(timeout=240_000)  # the next button, not this one again
             settle(page)
         page.get_by_role("button", name="Run on 12 scenarios").click(timeout=240_000)
         sentence = page.get_by_text(re.compile(r"\d+ of \d+ lost their " + EMOTION)).first
@@ -57,5 +59,15 @@ def test_the_tours_last_step_shows_the_knockout_beating_chance(server: str, tmp_
         page.screenshot(path=shots / "tour_close_up.png")
         before, after = CLOSE_UP.search(close_up.inner_text()).groups()
         assert before == EMOTION and after != EMOTION, close_up.inner_text()
+        page.get_by_text("Your parts off", exact=True).first.wait_for(timeout=120_000)  # the knocked-out reply's layer view
+        assert page.get_by_test_id("stException").count() == 0
+
+        strongest = default_part(load_results(EMBEDDED_NAME, results_root()), EMOTION)
+        page.get_by_role("button", name="Next: What one part does").click(timeout=240_000)
+        page.get_by_role("heading", name=f"{strongest.token}:").wait_for(timeout=240_000)
+        page.get_by_text("layer by layer").first.wait_for(timeout=240_000)
+        settle(page)
+        page.screenshot(path=shots / "tour_part.png")
+        assert "step 7 of 7" in page.get_by_text(re.compile("Tour, step")).first.inner_text()
         assert page.get_by_test_id("stException").count() == 0
         browser.close()
