@@ -36,18 +36,6 @@ BUDGET_S = 1.5
 DONE = "layer by layer"
 
 
-def open_part(browser: object, url: str, token: str) -> float:
-    """Seconds from opening ``token``'s page in a new session until its last view is drawn and the run is over."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    started = time.perf_counter()
-    page.goto(f"{url}/part?emotion=fear&tokens={TOKENS}&part={token}")
-    page.get_by_text(DONE).first.wait_for(timeout=300_000)
-    settle(page)
-    seconds = time.perf_counter() - started
-    page.close()
-    return seconds
-
-
 def open_page(browser: object, url: str, path: str, marker: str) -> float:
     """Seconds from opening ``path`` in a new session until ``marker`` shows and the run is over."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -58,6 +46,11 @@ def open_page(browser: object, url: str, path: str, marker: str) -> float:
     seconds = time.perf_counter() - started
     page.close()
     return seconds
+
+
+def open_part(browser: object, url: str, token: str) -> float:
+    """Seconds from opening ``token``'s page in a new session until its last view is drawn and the run is over."""
+    return open_page(browser, url, f"part?emotion=fear&tokens={TOKENS}&part={token}", DONE)
 
 
 def switch_parts(browser: object, url: str, tokens: list[str]) -> list[float]:

@@ -10,7 +10,7 @@ import torch
 from emo_core.baselines import CAUSAL_KINDS
 from emo_core.causal import HARM_BASE, effect_name, harm_name
 from emo_core.pipeline import prompt_table
-from emo_core.results import cache_folder
+from emo_core.results import Results, cache_folder, load_results
 from emo_core.scenarios import EMOTIONS, emotion_prompts, prompt_set_hash, training_skeletons
 from emo_core.store import Manifest, write_cache
 
@@ -139,3 +139,9 @@ def write_synthetic_cache(root: Path, model_id: str, n_skeletons: int = 4, seed:
     folder = cache_folder(model_id, root)
     write_cache(folder, manifest, tensors, tables)
     return folder
+
+
+def synthetic_results(root: Path, model_id: str = "synthetic-model") -> Results:
+    """A synthetic cache for ``model_id`` written under ``root`` and loaded as the app loads one."""
+    write_synthetic_cache(root, model_id)
+    return load_results(model_id, root)

@@ -9,9 +9,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from emo_core.parts import Component, circuit_components, describe, out_of_range, parse_token, parse_tokens
-from emo_core.results import Results, load_results
+from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS
-from tests.synthetic_cache import SHAPE, write_synthetic_cache
+from tests.synthetic_cache import SHAPE, synthetic_results
 from ui import builder, charts, frames, glossary, narrative
 from ui.export import chart_bytes, file_stem, table_bytes
 from ui.palette import EMOTION_COLORS
@@ -23,9 +23,7 @@ MODEL = "synthetic-model"
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
-    root = tmp_path_factory.mktemp("results")
-    write_synthetic_cache(Path(root), MODEL)
-    return load_results(MODEL, Path(root))
+    return synthetic_results(tmp_path_factory.mktemp("results"), MODEL)
 
 
 def test_palette_follows_the_library_emotion_order() -> None:

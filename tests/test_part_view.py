@@ -3,24 +3,18 @@ shows, the page opens on the strongest part of the prepared knockout, and the wo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from emo_core.causal import part_profile
-from emo_core.results import Results, load_results
-from tests.synthetic_cache import write_synthetic_cache
+from emo_core.results import Results
+from tests.synthetic_cache import synthetic_results
 from ui.part_view import default_part, layer_runs, tinted
-
-MODEL = "synthetic-part-model"
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
-    root = tmp_path_factory.mktemp("results")
-    write_synthetic_cache(Path(root), MODEL)
-    return load_results(MODEL, Path(root))
+    return synthetic_results(tmp_path_factory.mktemp("results"))
 
 
 @pytest.mark.parametrize("kind", ["head", "neuron"])

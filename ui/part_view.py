@@ -47,12 +47,19 @@ def open_part(token: str) -> None:
     st.session_state[GOTO] = PART.script
 
 
-def follow_click(key: str, fields: tuple[str, str], kind: str) -> None:
-    """Callback of a clickable chart of parts (selection ``cell`` over ``fields`` = layer and index): open the part clicked."""
+def _follow_click(key: str, kind: str) -> None:
+    """Callback of a ``clickable`` chart: open the part clicked."""
     points = st.session_state.get(key, {}).get("selection", {}).get("cell") or []
     if points:
-        layer, index = (int(points[0][field]) for field in fields)
-        open_part(Component(kind, layer, index).token)
+        open_part(Component(kind, int(points[0]["layer"]), int(points[0][kind])).token)
+
+
+def clickable(chart: alt.Chart, key: str, kind: str) -> None:
+    """Draw ``chart`` (one mark per part, with ``layer`` and a ``head`` or ``neuron`` field) so that a click opens the part's page."""
+    import altair as alt
+
+    picked = chart.add_params(alt.selection_point(name="cell", fields=["layer", kind], on="click"))
+    st.altair_chart(picked, width="stretch", key=key, on_select=lambda: _follow_click(key, kind), selection_mode=["cell"])
 
 
 def default_part(results: Results, emotion: str) -> Component:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import altair as alt
 import streamlit as st
 
 from emo_core.parts import KINDS, Component, circuit_components, count, describe, from_pairs, out_of_range, parse_tokens
@@ -172,26 +171,14 @@ st.subheader("Where the circuit lives")
 heat = charts.head_heatmap(
     frames.grid_frame(results.head_scores(view.emotion), "head"), f"Importance of every attention head for {view.emotion}"
 )
-st.altair_chart(
-    heat.add_params(alt.selection_point(name="cell", fields=["layer", "head"], on="click")),
-    width="stretch",
-    key=HEAT,
-    on_select=lambda: part_view.follow_click(HEAT, ("layer", "head"), "head"),
-    selection_mode=["cell"],
-)
+part_view.clickable(heat, HEAT, "head")
 st.caption("Orange: switching the head off weakens the emotion; blue: it strengthens it; white: no effect. Click a head to open its page.")
 chart_downloads(lambda: heat, "head_importance", view.emotion)
 
 neuron_col, sublayer_col = st.columns(2, gap="large")
 with neuron_col:
     dots = charts.neuron_chart(frames.top_per_layer(results.neuron_scores(view.emotion), 10), "The 10 strongest neurons of each layer")
-    st.altair_chart(
-        dots.add_params(alt.selection_point(name="cell", fields=["layer", "neuron"], on="click")),
-        width="stretch",
-        key=DOTS,
-        on_select=lambda: part_view.follow_click(DOTS, ("layer", "neuron"), "neuron"),
-        selection_mode=["cell"],
-    )
+    part_view.clickable(dots, DOTS, "neuron")
     st.caption("Each dot is one neuron; higher means it pushes harder toward the emotion. Click one to open its page.")
     chart_downloads(lambda: dots, "neurons_by_layer", view.emotion)
 with sublayer_col:
