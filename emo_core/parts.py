@@ -120,20 +120,23 @@ def top_indices(scores: torch.Tensor, k: int | None = None, per_layer: bool = Fa
     """The ``k`` highest entries of a ``[L, width]`` score grid, best first, as ``(values, layers, indices)``.
 
     Over the whole grid by default, or the ``k`` best of every layer (layer by layer) with ``per_layer``. ``-inf`` entries
-    (parts a ranking excludes) are never returned; ``k=None`` returns every other entry.
+    (parts a ranking excludes) are never returned; ``k=None`` returns every other entry. Equal scores keep the grid's
+    order (lower layer, then lower index, first), as the ranked tables list them, so a top k is the same set every time.
     """
     width = scores.shape[1]
     if per_layer:
         import torch
 
-        values, index = scores.topk(min(k or width, width), dim=1)
+        values, index = scores.sort(dim=1, descending=True, stable=True)
+        values, index = values[:, : min(k or width, width)], index[:, : min(k or width, width)]
         layers = torch.arange(scores.shape[0], device=index.device)[:, None].expand_as(index)
         values, layers, index = values.flatten(), layers.flatten(), index.flatten()
         keep = values.isfinite()
         return values[keep], layers[keep], index[keep]
     finite = int(scores.isfinite().sum())
-    values, flat = scores.flatten().topk(finite if k is None else min(k, finite))
-    return values, flat // width, flat % width
+    values, flat = scores.flatten().sort(descending=True, stable=True)
+    n = finite if k is None else min(k, finite)
+    return values[:n], flat[:n] // width, flat[:n] % width
 
 
 def top_parts(scores: torch.Tensor, kind: Kind, k: int | None = None) -> list[tuple[Component, float]]:
