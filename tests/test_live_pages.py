@@ -132,9 +132,23 @@ def test_the_effect_meter_replays_toggles_on_one_recording_and_follows_the_map_l
     app.slider(key=LAYER).set_value(5).run(timeout=120)
     assert_clean(app)
     moved = app.session_state["knockout_meter"][1]
-    assert app.session_state["knockout_recording"][1] is recorded and app.session_state["knockout_meter"][0][-1] == 5
+    assert app.session_state["knockout_recording"][1] is recorded and ("layer", 5) in app.session_state["knockout_meter"][0]
     assert torch.equal(moved.states[0, 0], recorded.last_token([5])[0]) and not torch.equal(moved.states, meter.states)
     assert any("map of layer 5" in block.value for block in app.subheader)
+
+
+def test_a_new_seed_draws_new_random_parts_and_a_new_meter() -> None:
+    """The meter's third number switches off a random set drawn from the decoding's seed: a new seed is a new set and a
+    new meter, not the old set's number kept under a key that missed the seed."""
+    app = start({**RUN, "sel": "L20H3,L21H4,L22N100", "decode": "sample", "seed": "1"})
+    app.switch_page(KNOCKOUT.script).run(timeout=180)
+    first = app.session_state["knockout_meter"][1]
+    app.number_input(key="run_seed").set_value(2).run(timeout=120)
+    assert_clean(app)
+    again = app.session_state["knockout_meter"][1]
+    assert again is not first and dict(app.session_state["knockout_meter"][0][1:])["settings"].seed == 2
+    assert not torch.equal(torch.as_tensor(again.control), torch.as_tensor(first.control))  # another random set's reading
+    assert torch.equal(torch.as_tensor(again.baseline), torch.as_tensor(first.baseline))  # the same baseline
 
 
 def test_circuit_steering_writes_the_reply_the_page_shows_at_the_tuned_strength() -> None:

@@ -21,11 +21,13 @@ from emo_core.scoring import ROWS_PER_BATCH, SCORING_SETTINGS, Row, batch_edits
 from emo_core.store import CacheError
 from ui import frames, glossary, knockout_grid, knockout_parts, live, live_charts, pace, part_view, reproduce, tour
 from ui.data import model_bundle, page_results
+from ui.knockout_keys import KnockoutInputs
 from ui.pages import KNOCKOUT
 from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_METHODS, KNOCKOUT_STRENGTH, MODE, MODES, PREPARED
 from ui.state import current, note_problems, show_problems
 
 CHANCE, METER, RECORDING, LAYERS = "knockout_chance", "knockout_meter", "knockout_recording", "knockout_layers"
+JUDGED = "knockout_chance_judged"
 BASELINE_LABELS = {"steered": "steered toward it", "asked": "asked for it", "plain": "nothing (plain)"}
 MODE_LABELS = {"zero": "zero (silence them)", "mean": "mean (make them ordinary)"}
 CHANCE_SCENARIOS, CHANCE_DRAWS = 12, 20
@@ -168,14 +170,14 @@ close_up = comparison_rows(bundle, kit, base, [user], emotion, chosen, mode, mea
 control = parse_tokens(dict(close_up[2].tags)["parts"].split())[0] if close_up else []  # the random set its third row drew
 close_up = close_up or [Row(prompt, emotion, tuple(shared))] * 3  # nothing chosen: three copies of the baseline
 knocked, controlled = knockout(chosen, mode, means), knockout(control, mode, means)
-recording_key = (view.model, prompt, emotion, base)
-meter_key = (*recording_key, tuple(c.token for c in chosen), mode)
-if st.session_state.get(METER, (None,))[0] != (*meter_key, view.layer):
+judged_check = bool(st.session_state.get(JUDGED, False))  # its toggle is drawn further down
+inputs = KnockoutInputs(view.model, prompt, emotion, base, tuple(c.token for c in chosen), mode, view.layer, settings, judged_check)
+if st.session_state.get(METER, (None,))[0] != inputs.key("meter"):
     with live.model_turn():
-        if st.session_state.get(RECORDING, (None,))[0] != recording_key:
-            st.session_state[RECORDING] = (recording_key, record(bundle, prompt, shared))
+        if st.session_state.get(RECORDING, (None,))[0] != inputs.key("recording"):
+            st.session_state[RECORDING] = (inputs.key("recording"), record(bundle, prompt, shared))
         recorded = st.session_state[RECORDING][1]
-        st.session_state[METER] = ((*meter_key, view.layer), effect_meter(bundle, reading, recorded, knocked, controlled, (view.layer,)))
+        st.session_state[METER] = (inputs.key("meter"), effect_meter(bundle, reading, recorded, knocked, controlled, (view.layer,)))
 meter = st.session_state[METER][1]
 index = results.emotion_index(emotion)
 before, after, chance = (float(value[index]) for value in (meter.baseline, meter.knocked_out, meter.control))
@@ -190,7 +192,7 @@ st.caption(
 )
 
 show_random = st.toggle("Show the random set's reply as a third column", key="knockout_show_random")
-run_key = (*meter_key, settings)
+run_key = inputs.key("replies")
 rows = batch_edits(close_up)
 titles = [f"**Baseline** ({BASELINE_LABELS[baseline]})", f"**With {describe(chosen)} off**"]
 if show_random:
@@ -256,10 +258,8 @@ st.markdown(
     f"One click switches your parts off on {CHANCE_SCENARIOS} scenarios the model was never tuned on, and does the same with "
     f"{CHANCE_DRAWS} random sets of parts from the same layers. If your parts matter, their effect stands apart from the random ones."
 )
-judged_check = st.toggle(
-    f"Also write and judge every reply ({(CHANCE_DRAWS + 2) * CHANCE_SCENARIOS} replies)", key="knockout_chance_judged"
-)
-chance_key = (*meter_key, judged_check)
+st.toggle(f"Also write and judge every reply ({(CHANCE_DRAWS + 2) * CHANCE_SCENARIOS} replies)", key=JUDGED)
+chance_key = inputs.key("chance")
 evaluation = spread(neutral_prompts(load_skeletons("eval")), CHANCE_SCENARIOS)
 prompts = [(base.prompt(bundle, p.user, emotion), shared) for p in evaluation]
 action = "chance_judged" if judged_check else "chance"
