@@ -21,7 +21,7 @@ from emo_core.scoring import ROWS_PER_BATCH, SCORING_SETTINGS, Row, batch_edits
 from emo_core.store import CacheError
 from ui import frames, glossary, knockout_grid, knockout_parts, live, live_charts, pace, part_view, reproduce, tour
 from ui.data import model_bundle, page_results
-from ui.knockout_keys import KnockoutInputs
+from ui.kept_keys import KnockoutInputs
 from ui.pages import KNOCKOUT
 from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_METHODS, KNOCKOUT_STRENGTH, MODE, MODES, PREPARED
 from ui.state import current, note_problems, show_problems

@@ -13,6 +13,7 @@ from emo_core.scenarios import load_skeletons, neutral_prompts, spread
 from emo_core.steering import STEERING_HEADS, STEERING_NEURONS
 from ui import glossary, live, live_charts, pace, reproduce, steer_sweep, steering_report, tour
 from ui.data import model_bundle, page_results
+from ui.kept_keys import SteerInputs
 from ui.pages import STEER
 from ui.run import STEER_METHOD, STEER_METHODS, STRENGTH
 from ui.state import current
@@ -71,7 +72,8 @@ turned_up = Baseline("asked") if method == "asked" else Baseline("steered", meth
 steered_prompt, edits = turned_up.prompt(bundle, user, emotion), turned_up.edits(kit, emotion)
 
 settings = live.decoding_controls()
-run_key = (view.model, user, emotion, method, strength, settings)
+inputs = SteerInputs(view.model, user, emotion, method, strength, settings)
+run_key = inputs.key("replies")
 steered_title = f"**{emotion.capitalize()} {METHOD_LABELS[method]}**" + (f" (strength {strength:g})" if strength is not None else "")
 rows = [on_rows(edit, (1,)) for edit in edits]
 shown = live.paired_replies(
@@ -114,9 +116,9 @@ if tuned is not None:
             sweep = steer_sweep.sweep(bundle, results, kit, emotion, method, tuned, sweep_prompts, bar, settings.classroom_safe)
         pace.record("sweep", time.perf_counter() - started, len(steer_sweep.FACTORS))
         bar.empty()
-        st.session_state["steer_sweep_result"] = ((view.model, user, emotion, method), sweep)
+        st.session_state["steer_sweep_result"] = (inputs.key("sweep"), sweep)
     stored = st.session_state.get("steer_sweep_result")
-    if stored is not None and stored[0] == (view.model, user, emotion, method):
+    if stored is not None and stored[0] == inputs.key("sweep"):
         sweep: pd.DataFrame = stored[1]
         st.altair_chart(live_charts.dose_response(steer_sweep.long_form(sweep, emotion), emotion, tuned), width="stretch")
         st.caption(steer_sweep.caption(sweep, tuned, len(sweep_prompts)))
