@@ -38,7 +38,7 @@ class ForcedReply:
     edits: tuple[Intervention, ...] = ()
 
 
-def for_reply_tokens(edit: Intervention) -> Intervention:
+def _for_reply_tokens(edit: Intervention) -> Intervention:
     """An edit as it acts on a block of reply tokens: "last position" steering steers every generated token."""
     if isinstance(edit, ResidualAddition | ComponentEdit) and edit.positions == "last":
         return replace(edit, positions="all")
@@ -62,12 +62,22 @@ def _forced_calls(
     for i, row in enumerate(rows):
         read[i, prompt_len - 1 : prompt_len + max(len(row.tokens), 1) - 1] = 1.0  # the states that produced the reply
     read = read / read.sum(dim=1, keepdim=True)
+    return generation_calls(bundle, batch, followed, edits), read
+
+
+def generation_calls(
+    bundle: ModelBundle, batch: dict[str, torch.Tensor], followed: Sequence[Sequence[int]], edits: Sequence[Intervention]
+) -> list[tuple[list[Intervention], dict]]:
+    """Model calls, as ``(edits, inputs)``, that run the encoded prompts ``batch`` as generation's prefill and then each row's
+    ``followed`` tokens (right-padded) as its decode steps over one KV cache: the prompt call applies ``edits`` as they are,
+    the reply call applies "last position" steering to every token, as decoding does. No reply call without tokens."""
+    width = max((len(ids) for ids in followed), default=0)
     calls = [(list(edits), dict(batch, use_cache=width > 0))]
     if width > 0:
         ids, mask = padded(followed, bundle.tokenizer.pad_token_id, left=False)
         reply = continuation(batch["attention_mask"], ids, mask)
-        calls.append(([for_reply_tokens(edit) for edit in edits], dict(reply, use_cache=True)))
-    return calls, read
+        calls.append(([_for_reply_tokens(edit) for edit in edits], dict(reply, use_cache=True)))
+    return calls
 
 
 def forced_pass(
@@ -128,7 +138,7 @@ def forced_replay(
 ) -> torch.Tensor:
     """``[rows, len(layers), d_model]``: what ``forced_pass`` reads of the recorded row with ``changes`` on top (each with its
     own ``rows``), re-running only the layers they can reach. With no changes, the recorded row's own reading."""
-    per_call = [list(changes), [for_reply_tokens(change) for change in changes]][: len(recording.calls)]
+    per_call = [list(changes), [_for_reply_tokens(change) for change in changes]][: len(recording.calls)]
     states = replay_calls(bundle, recording, per_call, rows, layers)
     return torch.cat([states[0][:, -1:], *states[1:]], dim=1).mean(dim=1)  # the last prompt token and the fed reply tokens
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from emo_core.arch import Site
-from emo_core.forced import for_reply_tokens
-from emo_core.generation import as_text, continuation, encode
+from emo_core.forced import generation_calls
+from emo_core.generation import as_text, encode
 from emo_core.interventions import Intervention, capture, intervene
 from emo_core.models import ModelBundle
 from emo_core.parts import Component
@@ -98,12 +98,9 @@ def trace(
     """
     batch = encode(bundle, [prompt])
     prompt_len = batch["input_ids"].shape[1]
-    reply = torch.tensor([list(reply_ids)], dtype=torch.long)
-    calls = [(list(edits), dict(batch))]
-    if reply.shape[1]:
-        calls.append(([for_reply_tokens(edit) for edit in edits], continuation(batch["attention_mask"], reply, torch.ones_like(reply))))
+    calls = generation_calls(bundle, batch, [list(reply_ids)], edits)
     shape = bundle.shape
-    total = prompt_len + reply.shape[1]
+    total = prompt_len + len(reply_ids)
     weights = torch.zeros(shape.n_layers, shape.n_heads, total, total) if attention else None
     cache, start = None, 0
     parts: list[dict] = []
@@ -111,7 +108,7 @@ def trace(
         for call_edits, inputs in calls:
             # Captures enter after the edits, as generation's observed states do: they see what the next part receives.
             with intervene(bundle, *call_edits), capture(bundle, list(sites)) as seen:
-                out = bundle.model(**inputs, cache=cache, use_cache=True, output_attentions=attention, logits_to_keep=1)
+                out = bundle.model(**inputs, cache=cache, output_attentions=attention, logits_to_keep=1)
             parts.append(seen)
             cache = out.cache
             width = inputs["input_ids"].shape[1]
@@ -119,7 +116,7 @@ def trace(
                 for layer, layer_weights in enumerate(out.attentions):
                     weights[layer, :, start : start + width, : start + width] = layer_weights[0].float().cpu()
             start += width
-    ids = [*batch["input_ids"][0].tolist(), *reply[0].tolist()]
+    ids = [*batch["input_ids"][0].tolist(), *reply_ids]
     empty = torch.zeros(shape.n_layers, total, 0)
 
     def stacked(site: Site) -> torch.Tensor:
