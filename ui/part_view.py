@@ -74,20 +74,24 @@ def default_part(results: Results, emotion: str) -> Component:
     return max(parts, key=lambda part: float(scores[part.kind][part.layer, part.index]))
 
 
+def checked(token: str, shape: dict[str, int]) -> tuple[Component | None, str | None]:
+    """The part ``token`` names if the model has it, else ``None`` and why not (a link's or a typed part alike)."""
+    try:
+        component = parse_token(token)
+    except ValueError as error:
+        return None, str(error)
+    problem = out_of_range(component, shape["n_layers"], shape["n_heads"], shape["d_mlp"])
+    return (component, None) if problem is None else (None, problem)
+
+
 def chosen(results: Results, emotion: str) -> tuple[Component, str | None]:
     """The part the session asks for, if the model has it, else ``default_part``; and why the asked one was not used."""
     token = st.session_state.get(PART_KEY) or ""
-    if token:
-        try:
-            component = parse_token(token)
-        except ValueError as error:
-            return default_part(results, emotion), str(error)
-        shape = results.shape
-        problem = out_of_range(component, shape["n_layers"], shape["n_heads"], shape["d_mlp"])
-        if problem is None:
-            return component, None
-        return default_part(results, emotion), f"{problem} Showing {default_part(results, emotion).token} instead."
-    return default_part(results, emotion), None
+    component, problem = checked(token, results.shape) if token else (None, None)
+    if component is not None:
+        return component, None
+    fallback = default_part(results, emotion)
+    return fallback, f"{problem} Showing {fallback.token} instead." if problem else None
 
 
 def _word(token: str) -> str:

@@ -15,14 +15,13 @@ from emo_core.generation import GenerationSettings, Reply, generate
 from emo_core.interventions import Intervention, touched_layers
 from emo_core.models import ModelBundle
 from emo_core.part_activity import TextTrace, head_pattern, head_writes, neuron_activation, neuron_leaning, trace
-from emo_core.parts import out_of_range, parse_token
 from emo_core.reading import unit_directions
 from emo_core.store import CacheError
 from ui import glossary, live, live_charts, part_view, tour
 from ui.data import model_bundle, page_results
 from ui.pages import GOTO, KNOCKOUT, PART
 from ui.replies import plain
-from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_STRENGTH, MODE, run_query
+from ui.run import BASELINE, KNOCKOUT_METHOD, KNOCKOUT_STRENGTH, run_query
 from ui.run import PART as PART_KEY
 from ui.state import SELECTION, apply, current, note_problems, show_problems, write_link
 
@@ -46,23 +45,17 @@ def traced(
 
 def knock_out_here(token: str) -> None:
     """Callback: select only this part and open the Knockout page with it."""
-    apply({SELECTION: [token], MODE: st.session_state.get(MODE, "mean")})
+    apply({SELECTION: [token]})
     st.session_state[GOTO] = KNOCKOUT.script
 
 
 def open_typed(shape: dict[str, int]) -> None:
     """Callback: open the part typed in the box if the model has it; otherwise keep the page and say why."""
     typed = st.session_state[TYPED].strip()
-    if not typed:
-        return
-    try:
-        component = parse_token(typed)
-    except ValueError as error:
-        st.session_state[TYPED_PROBLEM] = str(error)
-        return
-    st.session_state[TYPED_PROBLEM] = out_of_range(component, shape["n_layers"], shape["n_heads"], shape["d_mlp"])
-    if st.session_state[TYPED_PROBLEM] is None:
-        st.session_state[PART_KEY] = component.token
+    if typed:
+        component, st.session_state[TYPED_PROBLEM] = part_view.checked(typed, shape)
+        if component is not None:
+            st.session_state[PART_KEY] = component.token
 
 
 results = page_results()
