@@ -157,14 +157,19 @@ def layer_frame(text: TextTrace, layered: LayerReading, emotions: Sequence[str],
     e = list(emotions).index(emotion)
     positions = list(range(*text.reply))
     words = axis_labels([text.tokens[p] for p in positions])
-    cells = pd.DataFrame(
+    return token_cells(words, levels[positions, :, e], list(range(levels.shape[1])), "layer", "reading"), words
+
+
+def token_cells(words: Sequence[str], values: np.ndarray, rows: Sequence, row: str, value: str) -> pd.DataFrame:
+    """A ``[words, rows]`` grid of ``values`` in long form for ``live_charts.token_heatmap``: ``position`` (the word's
+    index), ``word``, ``row`` (named by the row's ``rows`` entry) and ``value``."""
+    return pd.DataFrame(
         [
-            {"position": i, "word": words[i], "layer": layer, "reading": float(levels[p, layer, e])}
-            for i, p in enumerate(positions)
-            for layer in range(levels.shape[1])
+            {"position": i, "word": word, row: name, value: float(values[i, j])}
+            for i, word in enumerate(words)
+            for j, name in enumerate(rows)
         ]
     )
-    return cells, words
 
 
 def layer_chart(cells: pd.DataFrame, words: list[str], title: str, bound: float | None = None) -> alt.Chart:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from emo_core.baselines import Baseline
@@ -158,13 +157,7 @@ if not reply_positions:
 
 if part.kind == "head":
     writes = head_writes(bundle, text, part, units).numpy()  # [T, E]
-    cells = pd.DataFrame(
-        [
-            {"position": i, "word": reply_words[i], "emotion": e, "writes": float(writes[p, k])}
-            for i, p in enumerate(reply_positions)
-            for k, e in enumerate(results.emotions)
-        ]
-    )
+    cells = part_view.token_cells(reply_words, writes[reply_positions], results.emotions, "emotion", "writes")
     st.markdown("**What it writes, word by word.** Orange: the head pushes toward the emotion (rather than the others) at that word.")
     st.altair_chart(
         live_charts.token_heatmap(
