@@ -266,6 +266,94 @@ def _shared_prefill(bundle: ModelBundle, batch: dict[str, torch.Tensor]) -> Dyna
     return prefix_cache(bundle, ids[first, :-1], mask[first, :-1], torch.tensor(owner))
 
 
+class Picker:
+    """Each step's next token of every row of one request: its logits processors over its own prompt and reply so far, a
+    seeded generator per row (row ``i`` samples as a batch-1 run would), the classroom guard, and pad once a row has
+    ended. ``generate`` and the shared live batch (``batching.py``) both pick through it, so a row picks alike in either."""
+
+    def __init__(self, bundle: ModelBundle, input_ids: torch.Tensor, settings: GenerationSettings) -> None:
+        self.settings = settings
+        self.prompt_len = input_ids.shape[1]
+        eos_ids = _eos_ids(bundle)
+        self.pad_id = bundle.tokenizer.pad_token_id
+        self.processors = _logits_processors(settings, self.prompt_len, eos_ids)
+        self.generators = [torch.Generator(device="cpu").manual_seed(settings.seed) for _ in range(len(input_ids))]
+        self.finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+        self.eos_tensor = torch.tensor(eos_ids, device=input_ids.device)
+        self.guard = word_guard(bundle) if settings.classroom_safe else None
+        self.sequence = input_ids
+        self.step = 0
+
+    @property
+    def done(self) -> bool:
+        """Every row has ended, or the reply length is reached."""
+        return bool(self.finished.all()) or self.step >= self.settings.max_new_tokens
+
+    def pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """The rows' next tokens ``[rows]`` from the last position's ``logits`` ``[rows, vocab]``; advances one step."""
+        settings = self.settings
+        with torch.inference_mode():
+            scores = self.processors(self.sequence, logits.float())
+            if settings.do_sample:
+                probs = scores.softmax(dim=-1).cpu()
+                tokens = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators, strict=True)])
+                tokens = tokens.to(self.sequence.device)
+            else:
+                tokens = scores.argmax(dim=-1)
+            if self.guard is not None:
+                last_step = self.step == settings.max_new_tokens - 1
+                replies = self.sequence[:, self.prompt_len :]
+                tokens = _guarded(self.guard, tokens, scores, replies, self.finished, last_step, settings, self.generators)
+        tokens = torch.where(self.finished, torch.full_like(tokens, self.pad_id), tokens)
+        self.finished |= torch.isin(tokens, self.eos_tensor)
+        self.sequence = torch.cat([self.sequence, tokens[:, None]], dim=1)
+        self.step += 1
+        return tokens
+
+
+def first_inputs(
+    bundle: ModelBundle, batch: dict[str, torch.Tensor], plan: EditPlan | None
+) -> tuple[torch.Tensor, torch.Tensor, DynamicCache | None]:
+    """The first forward call's ``input_ids``, ``position_ids`` and KV cache: the whole prompts, or only their last
+    token over a cache of the shared prompts (``_shared_prefill``) when every edit acts on the last position."""
+    input_ids, position_ids = batch["input_ids"], batch["position_ids"]
+    if plan is None or plan.last_only:
+        cache = _shared_prefill(bundle, batch)
+        if cache is not None:
+            return input_ids[:, -1:], position_ids[:, -1:], cache
+    return input_ids, position_ids, None
+
+
+def forward_step(
+    bundle: ModelBundle,
+    inputs: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    cache: DynamicCache | None,
+    plan: EditPlan | None,
+    observe: Sequence[int] = (),
+) -> tuple[torch.Tensor, DynamicCache, torch.Tensor | None]:
+    """One decoding forward call with ``plan``'s edits hooked only during it: the last position's logits ``[batch,
+    vocab]``, the grown cache and, with ``observe`` (layers), the ``resid_post`` states there ``[batch, k, d_model]``."""
+    layouts = layout_choice(bundle.model)  # measured once per process and model shape
+    with (
+        torch.inference_mode(),
+        small_batch_linear(layouts),
+        applied(bundle, plan) if plan is not None else nullcontext(),
+        capture(bundle, ["resid_post"], layers=observe) if observe else nullcontext() as captured,
+    ):
+        out = bundle.model(
+            input_ids=inputs,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    states = torch.stack([captured[("resid_post", layer)][:, -1] for layer in observe], dim=1) if observe else None
+    return out.logits[:, -1, :], out.cache, states
+
+
 def _decode(
     bundle: ModelBundle,
     batch: dict[str, torch.Tensor],
@@ -274,59 +362,15 @@ def _decode(
     observe: Sequence[int] = (),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Yield each step's tokens ``[batch]`` and, with ``observe`` (layers), the ``resid_post`` states that produced them."""
-    input_ids, attention_mask, position_ids = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
-    prompt_len = input_ids.shape[1]
-    eos_ids = _eos_ids(bundle)
-    pad_id = bundle.tokenizer.pad_token_id
-    processors = _logits_processors(settings, prompt_len, eos_ids)
-    generators = [torch.Generator(device="cpu").manual_seed(settings.seed) for _ in range(len(input_ids))]
-    finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
-    eos_tensor = torch.tensor(eos_ids, device=input_ids.device)
-    layouts = layout_choice(bundle.model)  # measured once per process and model shape
-    guard = word_guard(bundle) if settings.classroom_safe else None
+    attention_mask = batch["attention_mask"]
+    picker = Picker(bundle, batch["input_ids"], settings)
     plan = EditPlan(bundle.adapter, interventions) if interventions else None  # its batch tensors are built once, not per step
-    sequence = input_ids
-    step_input, cache = input_ids, None
-    if plan is None or plan.last_only:
-        cache = _shared_prefill(bundle, batch)
-        if cache is not None:
-            step_input, position_ids = input_ids[:, -1:], position_ids[:, -1:]
-    for step in range(settings.max_new_tokens):
+    step_input, position_ids, cache = first_inputs(bundle, batch, plan)
+    while not picker.done:
         # Hooks live only inside this forward call; with no interventions there is nothing to attach.
-        with (
-            torch.inference_mode(),
-            small_batch_linear(layouts),
-            applied(bundle, plan) if plan is not None else nullcontext(),
-            capture(bundle, ["resid_post"], layers=observe) if observe else nullcontext() as captured,
-        ):
-            out = bundle.model(
-                input_ids=step_input,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        cache = out.cache
-        with torch.inference_mode():
-            scores = processors(sequence, out.logits[:, -1, :].float())
-            if settings.do_sample:
-                probs = scores.softmax(dim=-1).cpu()
-                tokens = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)]).to(
-                    sequence.device
-                )
-            else:
-                tokens = scores.argmax(dim=-1)
-            if guard is not None:
-                last_step = step == settings.max_new_tokens - 1
-                tokens = _guarded(guard, tokens, scores, sequence[:, prompt_len:], finished, last_step, settings, generators)
-        tokens = torch.where(finished, torch.full_like(tokens, pad_id), tokens)
-        states = torch.stack([captured[("resid_post", layer)][:, -1] for layer in observe], dim=1) if observe else None
+        logits, cache, states = forward_step(bundle, step_input, attention_mask, position_ids, cache, plan, observe)
+        tokens = picker.pick(logits)
         yield tokens, states
-        finished |= torch.isin(tokens, eos_tensor)
-        if bool(finished.all()):
-            return
-        sequence = torch.cat([sequence, tokens[:, None]], dim=1)
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         position_ids = position_ids[:, -1:] + 1
         step_input = tokens[:, None]
@@ -356,7 +400,8 @@ def _grow(
         yield
 
 
-def _replies(bundle: ModelBundle, rows: list[list[int]], states: list[list[torch.Tensor]], prompt_len: int) -> list[Reply]:
+def replies_of(bundle: ModelBundle, rows: list[list[int]], states: list[list[torch.Tensor]], prompt_len: int) -> list[Reply]:
+    """The replies of rows' token ids so far (end of sequence excluded) and the states that produced them."""
     return [
         Reply(bundle.tokenizer.decode(ids, skip_special_tokens=True).strip(), tuple(ids), prompt_len, torch.stack(kept) if kept else None)
         for ids, kept in zip(rows, states, strict=True)
@@ -380,7 +425,7 @@ def generate(
     states: list[list[torch.Tensor]] = [[] for _ in prompts]
     for _ in _grow(bundle, batch, settings, interventions, observe, rows, states):
         pass
-    return _replies(bundle, rows, states, batch["input_ids"].shape[1])
+    return replies_of(bundle, rows, states, batch["input_ids"].shape[1])
 
 
 def stream_replies(
@@ -396,7 +441,7 @@ def stream_replies(
     rows: list[list[int]] = [[] for _ in prompts]
     states: list[list[torch.Tensor]] = [[] for _ in prompts]
     for _ in _grow(bundle, batch, settings, interventions, observe, rows, states):
-        yield _replies(bundle, rows, states, batch["input_ids"].shape[1])
+        yield replies_of(bundle, rows, states, batch["input_ids"].shape[1])
 
 
 def stream_text(

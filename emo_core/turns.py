@@ -24,16 +24,22 @@ class Turns:
         self._count = threading.Lock()  # guards ``waiting``
         self.waiting = 0
 
-    def acquire(self, on_wait: Callable[[], object] | None = None) -> None:
-        """Take the turn, waiting (after calling ``on_wait``, e.g. to say so) while another caller has it.
+    @property
+    def busy(self) -> bool:
+        """Whether a caller has the turn now."""
+        return self._running.locked()
+
+    def acquire(self, on_wait: Callable[[], object] | None = None, bounded: bool = True) -> None:
+        """Take the turn, waiting (after calling ``on_wait``, e.g. to say so) while another caller has it. The shared
+        live batch (``batching.py``), which speaks for many sessions at once, waits with ``bounded=False``.
 
         Raises:
-            LimitError: ``max_waiting`` callers are waiting already; nothing was taken.
+            LimitError: ``max_waiting`` callers are waiting already (``bounded`` only); nothing was taken.
         """
         if self._running.acquire(blocking=False):
             return
         with self._count:
-            if self.waiting >= self.max_waiting:
+            if bounded and self.waiting >= self.max_waiting:
                 raise LimitError(
                     f"The shared model is busy and {self.waiting} other requests are already waiting for it; try again in a minute."
                 )
