@@ -19,7 +19,6 @@ import streamlit as st
 
 import emo_core as ec
 from emo_core.baselines import Baseline
-from emo_core.generation import stream_replies
 from emo_core.interventions import AblationMode
 from emo_core.knockout import Tally, comparison_rows, tally
 from emo_core.parts import Component, NeutralMeans, count, describe
@@ -148,8 +147,8 @@ def section(
     if clicked:
         started = time.perf_counter()
         texts = [""] * len(rows)
-        with live.cancellable(RUN, stop_slot, "Stop"), live.model_turn():
-            for step, replies in enumerate(stream_replies(bundle, prompts, settings, edits)):
+        with live.cancellable(RUN, stop_slot, "Stop"):
+            for step, replies in enumerate(live.shared_replies(bundle, prompts, settings, edits)):
                 texts = [reply.text for reply in replies]
                 st.session_state[PARTIAL] = texts
                 if step % REDRAW_EVERY == 0:

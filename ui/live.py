@@ -1,12 +1,15 @@
-"""Live runs on the one shared model: the run's controls, taking turns on the model, streaming replies into columns, read-outs.
+"""Live runs on the one shared model: the run's controls, sharing the model, streaming replies into columns, read-outs.
 
 Every browser session shares one loaded model. Interventions never leak between sessions (their hooks act
-only in the thread that runs them, and only during its own forward calls), but two generations at once
-would each run at half speed, so sessions take turns, and a session that has to wait is told so.
+only in the thread that runs them, and only during its own forward calls, each limited to its own batch rows).
+Live generations of all sessions are decoded together in one shared batch (``emo_core.batching``): a session that
+presses *Generate* while others generate joins them at the next step. Other work on the model (the chance checks,
+teacher forcing) takes turns with that batch, and a session that has to wait is told so.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -16,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 import emo_core as ec
-from emo_core.generation import stream_replies
+from emo_core.batching import SharedBatch
 from emo_core.interventions import Intervention
 from emo_core.judge import LABELS, EmotionJudge, load_judge
 from emo_core.limits import MAX_NEW_TOKENS, MAX_SEED, MAX_STRENGTH, MAX_TEXT
@@ -51,6 +54,47 @@ Slot = st.delta_generator.DeltaGenerator
 @st.cache_resource(show_spinner=False)
 def _model_turns() -> Turns:
     return Turns()
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_batches() -> dict[int, SharedBatch]:
+    return {}
+
+
+_BATCHES = threading.Lock()
+
+
+def shared_batch(bundle: ec.ModelBundle) -> SharedBatch:
+    """The process's one shared batch of live generations on ``bundle`` (it keeps the bundle, so its id stays its own)."""
+    with _BATCHES:
+        batches = _shared_batches()
+        if id(bundle) not in batches:
+            batches[id(bundle)] = SharedBatch(bundle, _model_turns())
+        return batches[id(bundle)]
+
+
+def shared_replies(
+    bundle: ec.ModelBundle,
+    prompts: Sequence[str],
+    settings: ec.GenerationSettings,
+    edits: Sequence[Intervention] = (),
+    observe: Sequence[int] = (),
+) -> Iterator[list[ec.Reply]]:
+    """Every row's reply so far, decoded in the shared batch with the other sessions' generations (see the module); says
+    so while it waits for room, and stops the page with a message when too many wait."""
+    notes: list[Slot] = []
+    wait_note = "The shared model is busy; your reply starts as soon as there is room…"
+    try:
+        stream = shared_batch(bundle).stream(
+            prompts, settings, edits, observe, on_wait=lambda: notes.append(st.info(wait_note, icon=":material/hourglass_top:"))
+        )
+        for replies in stream:
+            while notes:
+                notes.pop().empty()
+            yield replies
+    except ec.EmoCoreError as error:
+        st.warning(str(error), icon=":material/group:")
+        st.stop()
 
 
 @contextmanager
@@ -310,9 +354,8 @@ def paired_replies(
     slots = [column.empty() for column in columns]
     stopped = stopped_replies(key)
     if clicked:
-        with model_turn():
-            stream = stream_replies(bundle, prompts, settings, edits, observe=reading.layers)
-            replies = stream_into_columns(slots, stop_slot, stream, key)
+        stream = shared_replies(bundle, prompts, settings, edits, observe=reading.layers)
+        replies = stream_into_columns(slots, stop_slot, stream, key)
         st.session_state[key] = (run_key, replies, read_out(replies, reading))
     elif stopped is not None:
         for slot, reply in zip(slots, stopped, strict=False):

@@ -41,12 +41,12 @@ for index, step in enumerate(steps):
             if st.button("Let the model reply", icon=":material/chat:", key="home_reply"):
                 bundle = model_bundle(view.model)
                 if bundle is not None:
-                    from ui.live import model_turn  # loaded by model_bundle's wait; the page itself opens without it
+                    from ui.live import shared_replies  # loaded by model_bundle's wait; the page itself opens without it
 
                     row = prompts.iloc[pick]
                     prompt = Baseline("asked").prompt(bundle, f"{row['scenario']}\n{row['event']}", view.emotion)
-                    with model_turn():  # takes its turn on the shared model like the live pages, in the same bounded line
-                        stream_into(st.empty(), ec.stream_text(bundle, prompt, ec.GenerationSettings(max_new_tokens=48)))
+                    replies = shared_replies(bundle, [prompt], ec.GenerationSettings(max_new_tokens=48))
+                    stream_into(st.empty(), (reply.text for (reply,) in replies))
                     st.caption(
                         "Small models often ignore the instruction in their words, yet their inner notes still change: "
                         "that is what the next steps show."
