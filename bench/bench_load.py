@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -38,7 +38,7 @@ from tests.live_app import BROWSER_ARGS, CHROMIUM, VIEWPORT, server_env, start_s
 WAITING = ("The shared model is busy", "Another user is generating on the shared model")  # no room in the batch; other work
 REFUSED = "already waiting"  # the line is full: the session was turned away
 WAVE_BOUND = 2.5  # a wave of 8 at most this many times one session alone (issue 24)
-DONE = "probability went from"  # the sentence under the two replies, written once both are read out
+DONE = "the grid above counts"  # the verdict under the two replies, written once both are read out
 READY_TIMEOUT_MS = 180_000  # opening a page: the first one loads the model and the judge
 WAVE_TIMEOUT_S = 600.0  # a whole wave of sessions, queued one behind the other
 MEMORY_MARGIN = 1.10  # a later wave may end at most 10% above the first (allocator noise), never keep growing
@@ -126,6 +126,7 @@ def library_replies(runs: list[dict[str, str]]) -> list[tuple[tuple[str, str], f
     from emo_core.interventions import on_rows
     from emo_core.parts import knockout, matched_random, parse_tokens
     from emo_core.results import load_results
+    from emo_core.scoring import SCORING_SETTINGS
     from ui.run import default_scenario, scenario_by_key
 
     bundle = ec.load_model()
@@ -144,8 +145,12 @@ def library_replies(runs: list[dict[str, str]]) -> list[tuple[tuple[str, str], f
             *knockout(chosen, mode, results.neutral_means, rows=(1,)),
             *knockout(control, mode, results.neutral_means, rows=(2,)),
         ]
-        settings = ec.GenerationSettings(
-            max_new_tokens=int(run["tokens"]), do_sample=run["decode"] == "sample", seed=int(run.get("seed", 0)), repetition_penalty=1.05
+        settings = replace(  # the live pages' decoding (``ui.live.session_decoding``), classroom-safe on as by default
+            SCORING_SETTINGS,
+            max_new_tokens=int(run["tokens"]),
+            do_sample=run["decode"] == "sample",
+            seed=int(run.get("seed", 0)),
+            classroom_safe=True,
         )
         start = time.perf_counter()
         prompt = base.prompt(bundle, user, emotion)

@@ -117,6 +117,7 @@ class SharedBatch:
         self._queued: list[_Request] = []
         self._running: list[_Request] = []
         self._driver: threading.Thread | None = None
+        self._has_turn = False  # whether the batch's thread holds the model's turn now
         self.merges = True  # False once the model's cache turns out not to be mergeable: then one request at a time
         self.largest = 0  # the most rows decoded at once so far (for the load bench)
 
@@ -147,12 +148,11 @@ class SharedBatch:
                     f"The shared model is busy and {len(self._queued)} other requests are already waiting for it; try again in a minute."
                 )
             self._queued.append(request)
-            if self._driver is None:  # no batch runs: this request starts one, unless other work has the model
-                must_wait = self.turns.busy
+            # It waits when other work has the model, or when it does not fit beside the rows running or about to join.
+            must_wait = (self.turns.busy and not self._has_turn) or not self._fits(request, [*self._running, *self._queued[:-1]])
+            if self._driver is None:  # no batch runs: this request starts one
                 self._driver = threading.Thread(target=self._drive, name="shared-batch")
                 self._driver.start()
-            else:  # it joins the running batch at its next step, if there is room and the batch has the model
-                must_wait = not self._running or not self._fits(request, self._running)
         if must_wait and on_wait is not None:
             on_wait()
         seen = 0
@@ -189,6 +189,7 @@ class SharedBatch:
         """The batch's thread: holds the model's turn while any request runs or waits, admits requests at step
         boundaries, steps every running row once per loop, and hands each request its tokens."""
         self.turns.acquire(bounded=False)
+        self._has_turn = True
         try:
             cache: DynamicCache | None = None
             mask = positions = inputs = torch.empty(0)
@@ -256,6 +257,7 @@ class SharedBatch:
                 self._running, self._queued, self._driver = [], [], None
                 self._lock.notify_all()
         finally:
+            self._has_turn = False
             self.turns.release()
 
     def _prefill(self, request: _Request) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor] | None:
