@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from emo_core.errors import LimitError
 
-MAX_WAITING = 16  # callers that may wait behind the one running: twice a load test's 8 sessions, a minute or two of replies
+MAX_WAITING = 32  # callers that may wait behind the one running: a class of 30, each with a short pass (a meter, a trace) after its reply
 
 
 class Turns:

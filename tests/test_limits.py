@@ -113,7 +113,7 @@ def test_the_waiting_line_is_bounded_and_clears() -> None:
     assert sorted(order) == [0, 1] and turns.waiting == 0
     turns.acquire()  # the line is empty again: the next request runs at once
     turns.release()
-    assert MAX_WAITING >= 8  # a load test holds 8 sessions at once: one runs, seven wait
+    assert MAX_WAITING >= 30  # a class of 30 sessions, each with a short pass on the model alone after its reply
 
 
 def test_a_full_line_is_a_message_on_the_page_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
