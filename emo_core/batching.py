@@ -13,7 +13,7 @@ model alone (the chance checks, teacher forcing) waits for it, and the batch wai
 A row decoded in a batch picks its tokens exactly as alone (``generation.Picker``); what can differ is the arithmetic of
 a larger batch (other kernels, a longer padded cache), which on the built-in model changed no token in the checks of
 ``bench/bench_load.py`` and ``tests/test_batching.py``. Where the model's cache cannot be merged (sliding-window
-layers), requests run one at a time.
+layers, as the model's config says), requests run one at a time.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from emo_core.errors import LimitError
-from emo_core.generation import GenerationSettings, Picker, Reply, encode, first_inputs, forward_step, replies_of
+from emo_core.generation import GenerationSettings, Picker, Reply, encode, first_inputs, forward_step, grow_rows, replies_of
 from emo_core.interventions import EditPlan, Intervention, on_rows
 from emo_core.models import ModelBundle
 from emo_core.turns import Turns
@@ -46,21 +46,23 @@ class _Request:
     settings: GenerationSettings
     interventions: tuple[Intervention, ...]
     observe: tuple[int, ...]
-    tokens: list[list[int]] = field(default_factory=list)
-    states: list[list[torch.Tensor]] = field(default_factory=list)
     steps: int = 0
     finished: bool = False
     cancelled: bool = False
     error: BaseException | None = None
     picker: Picker | None = None
-    ended: list[bool] = field(default_factory=list)
+    tokens: list[list[int]] = field(init=False)
+    states: list[list[torch.Tensor]] = field(init=False)
+    ended: list[bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = [[] for _ in range(self.rows)]
+        self.states = [[] for _ in range(self.rows)]
+        self.ended = [False] * self.rows
 
     @property
     def rows(self) -> int:
         return len(self.batch["input_ids"])
-
-    def cache_bytes(self, per_token: int) -> int:
-        return self.rows * (self.batch["input_ids"].shape[1] + self.settings.max_new_tokens) * per_token
 
 
 def _mergeable(cache: DynamicCache) -> bool:
@@ -118,7 +120,7 @@ class SharedBatch:
         self._running: list[_Request] = []
         self._driver: threading.Thread | None = None
         self._has_turn = False  # whether the batch's thread holds the model's turn now
-        self.merges = True  # False once the model's cache turns out not to be mergeable: then one request at a time
+        self.merges = _mergeable(DynamicCache(config=bundle.model.config))  # else one request at a time
         self.largest = 0  # the most rows decoded at once so far (for the load bench)
 
     def stream(
@@ -137,9 +139,6 @@ class SharedBatch:
             LimitError: ``max_queued`` requests wait already; nothing was queued.
         """
         request = _Request(encode(self.bundle, prompts), settings, tuple(interventions), tuple(observe))
-        request.tokens = [[] for _ in prompts]
-        request.states = [[] for _ in prompts]
-        request.ended = [False] * len(prompts)
         if request.rows > self.max_rows:
             raise LimitError(f"A generation of {request.rows} rows is more than the shared batch's {self.max_rows}.")
         with self._lock:
@@ -216,20 +215,19 @@ class SharedBatch:
                         positions, inputs = torch.cat([positions, r_positions]), torch.cat([inputs, r_inputs])
                     with self._lock:
                         self._running.append(request)
-                    if not _mergeable(cache):
-                        self.merges = False
                 if joining:
                     plan = self._plan()
                 if cache is not None and self._running:
                     self.largest = max(self.largest, len(inputs))
-                    logits, cache, states = forward_step(self.bundle, inputs, mask, positions, cache, plan, self._observed())
+                    observed = self._observed()
+                    logits, cache, states = forward_step(self.bundle, inputs, mask, positions, cache, plan, observed)
                     mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
                     positions = positions + 1
                     start, picked = 0, []
                     for request in self._running:
                         rows = slice(start, start + request.rows)
                         tokens = request.picker.pick(logits[rows])
-                        self._hand(request, tokens, None if states is None else states[rows], self._observed())
+                        self._hand(request, tokens, None if states is None else states[rows], observed)
                         picked.append(tokens)
                         start += request.rows
                     inputs = torch.cat(picked)[:, None]
@@ -280,19 +278,11 @@ class SharedBatch:
     def _hand(self, request: _Request, tokens: torch.Tensor, states: torch.Tensor | None, layers: Sequence[int]) -> None:
         """Give ``request`` its rows' new tokens and the states (observed at ``layers``) that produced them, as
         ``generation`` grows a reply."""
-        eos_ids = set(request.picker.eos_tensor.tolist())
         kept = None
         if states is not None and request.observe:
             kept = states[:, [list(layers).index(layer) for layer in request.observe]]
         with self._lock:
-            for i, token in enumerate(tokens.tolist()):
-                if request.ended[i]:
-                    continue
-                request.ended[i] = token in eos_ids
-                if kept is not None and (not request.ended[i] or not request.tokens[i]):
-                    request.states[i].append(kept[i])
-                if not request.ended[i]:
-                    request.tokens[i].append(token)
+            grow_rows(tokens, kept, request.picker.eos_ids, request.ended, request.tokens, request.states)
             request.steps += 1
             request.finished = request.picker.done
             self._lock.notify_all()

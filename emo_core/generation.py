@@ -279,6 +279,7 @@ class Picker:
         self.processors = _logits_processors(settings, self.prompt_len, eos_ids)
         self.generators = [torch.Generator(device="cpu").manual_seed(settings.seed) for _ in range(len(input_ids))]
         self.finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+        self.eos_ids = frozenset(eos_ids)
         self.eos_tensor = torch.tensor(eos_ids, device=input_ids.device)
         self.guard = word_guard(bundle) if settings.classroom_safe else None
         self.sequence = input_ids
@@ -387,17 +388,30 @@ def _grow(
 ) -> Iterator[None]:
     """Decode, growing each row's token ids (end of sequence excluded) and the states that produced them in place, step by step."""
     done = [False] * len(rows)
-    eos_ids = set(_eos_ids(bundle))
+    eos_ids = frozenset(_eos_ids(bundle))
     for tokens, step_states in _decode(bundle, batch, settings, interventions, observe):
-        for i, token in enumerate(tokens.tolist()):
-            if done[i]:
-                continue
-            done[i] = token in eos_ids
-            if step_states is not None and (not done[i] or not rows[i]):  # an empty reply keeps the state that ended it
-                states[i].append(step_states[i])
-            if not done[i]:
-                rows[i].append(token)
+        grow_rows(tokens, step_states, eos_ids, done, rows, states)
         yield
+
+
+def grow_rows(
+    tokens: torch.Tensor,
+    step_states: torch.Tensor | None,
+    eos_ids: frozenset[int],
+    done: list[bool],
+    rows: list[list[int]],
+    states: list[list[torch.Tensor]],
+) -> None:
+    """Add one step's ``tokens`` (and the ``step_states`` that produced them) to every row not ``done``, in place; a row's
+    end of sequence marks it done and is not kept, and an empty reply keeps the state that ended it."""
+    for i, token in enumerate(tokens.tolist()):
+        if done[i]:
+            continue
+        done[i] = token in eos_ids
+        if step_states is not None and (not done[i] or not rows[i]):
+            states[i].append(step_states[i])
+        if not done[i]:
+            rows[i].append(token)
 
 
 def replies_of(bundle: ModelBundle, rows: list[list[int]], states: list[list[torch.Tensor]], prompt_len: int) -> list[Reply]:

@@ -172,3 +172,26 @@ def test_a_full_line_is_a_message_on_the_page_not_an_error(tiny: ec.ModelBundle,
     app = AppTest.from_function(page).run()
     assert not app.exception and not [m for m in app.markdown if m.value == "generated"]
     assert any("already waiting" in w.value for w in app.warning)
+
+
+def test_generations_that_arrive_together_equal_their_runs_alone(tiny: ec.ModelBundle) -> None:
+    """Requests queued before the batch's first step join in one round (or, where the cache has sliding-window layers and
+    cannot be merged, run one after another)."""
+    shared = SharedBatch(tiny)
+    requests = _requests(tiny)
+    results: dict[int, list[ec.Reply]] = {}
+    gate = threading.Barrier(len(requests))
+
+    def run(i: int) -> None:
+        gate.wait()
+        for replies in shared.stream(*requests[i]):
+            results[i] = replies
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for i, request in enumerate(requests):
+        _same(results[i], _alone(tiny, request))
+    assert shared.merges == (tiny.name not in ("tiny-mistral", "tiny-gemma2"))  # their configs give sliding-window layers
