@@ -115,7 +115,9 @@ def test_a_full_batch_makes_a_request_wait_for_room_and_says_so(tiny: ec.ModelBu
         for replies in shared.stream(prompts, settings, edits, observe, on_wait=lambda: told.append(str(i))):
             results[i] = replies
 
-    first = shared.stream(*requests[0])
+    prompts, settings, edits, observe = requests[0]
+    long = replace(settings, max_new_tokens=128, min_new_tokens=128)  # still running when the second request arrives
+    first = shared.stream(prompts, long, edits, observe)
     results[0] = next(first)
     thread = threading.Thread(target=run, args=(2,))  # three rows: no room beside the first request's two
     thread.start()
