@@ -128,23 +128,26 @@ def _reference() -> ModelBundle:
 
 def surprisal(replies: Sequence[str], scenarios: Sequence[str]) -> np.ndarray:
     """Mean negative log-likelihood per token (nats) of each reply as the built-in model's answer to its scenario
-    (the emotion-free chat prompt); an empty reply scores ``inf``. Only the reply's positions go through the output
-    layer, so a batch never holds the vocabulary's logits for its prompts."""
+    (the emotion-free chat prompt); an empty reply scores ``inf``. Texts of like length share a batch, so little of a
+    batch is padding, and only the reply's positions go through the output layer, so a batch never holds the
+    vocabulary's logits for its prompts."""
     bundle = _reference()
     tokenizer, decoder, head = bundle.tokenizer, bundle.model.get_decoder(), bundle.model.get_output_embeddings()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prompts = [tokenizer(chat_prompt(bundle, s, NEUTRAL_SYSTEM), add_special_tokens=False).input_ids for s in scenarios]
+    answers = [tokenizer(r, add_special_tokens=False).input_ids for r in replies]
+    order = sorted(range(len(replies)), key=lambda i: len(prompts[i]) + len(answers[i]))
     result = np.full(len(replies), np.inf)
-    for start in range(0, len(replies), SURPRISAL_BATCH):
-        chunk = scenarios[start : start + SURPRISAL_BATCH]
-        prompts = [tokenizer(chat_prompt(bundle, s, NEUTRAL_SYSTEM), add_special_tokens=False).input_ids for s in chunk]
-        answers = [tokenizer(r, add_special_tokens=False).input_ids for r in replies[start : start + SURPRISAL_BATCH]]
-        ids, mask = padded([p + a for p, a in zip(prompts, answers, strict=True)], pad, left=False)
+    for start in range(0, len(order), SURPRISAL_BATCH):
+        chunk = order[start : start + SURPRISAL_BATCH]
+        ids, mask = padded([prompts[i] + answers[i] for i in chunk], pad, left=False)
         with torch.inference_mode():
             hidden = decoder(input_ids=ids.to(bundle.device), attention_mask=mask.to(bundle.device)).last_hidden_state
-            for row, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+            for row, i in enumerate(chunk):
+                p, a = len(prompts[i]), answers[i]
                 if a:
-                    logprobs = torch.log_softmax(head(hidden[row, len(p) - 1 : len(p) + len(a) - 1]).float(), dim=-1)
-                    result[start + row] = float(-logprobs.gather(1, torch.tensor(a, device=logprobs.device)[:, None]).mean())
+                    logprobs = torch.log_softmax(head(hidden[row, p - 1 : p + len(a) - 1]).float(), dim=-1)
+                    result[i] = float(-logprobs.gather(1, torch.tensor(a, device=logprobs.device)[:, None]).mean())
     return result
 
 

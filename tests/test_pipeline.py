@@ -281,6 +281,10 @@ def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBund
         return generate_rows(bundle, rows, *args, **kwargs)
 
     monkeypatch.setattr(knockout_curves, "generate_rows", spy)
+    # The fluency check's precision and recall come from the built-in model over 384 labelled replies (test_fluency.py
+    # measures them); here only that the report carries what the check measured.
+    measured = {"precision": 0.5, "recall": 0.25, "fluent": 3, "broken": 4, "recall_by_kind": {"loop": 0.25}}
+    monkeypatch.setattr("emo_core.fluency.measure", lambda: measured)
     curves = CurveSettings(prompts=1, draws=1, target_draws=2, ks=(1, 2), harm_prompts=1, judged_prompts=2, judged=(("neuron", 2),))
     report = evaluate(bundle=tiny_llama, root=built, settings=EvalSettings(skeletons=1, bootstrap=50, curves=curves))
     baselines = [dict(row.tags).get("baseline") for row in generated]
@@ -289,6 +293,7 @@ def test_evaluate_writes_the_report_fields(built: Path, tiny_llama: ec.ModelBund
     on_disk = json.loads((built / "tiny-llama" / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
     assert 0 <= report["judge"]["heldout_accuracy"] <= 1
+    assert report["fluency_check"] == measured
     for method in ("asked", "direction", "circuit"):
         summary = report["steering"][method]
         assert set(summary["per_emotion"]) == set(EMOTIONS)
