@@ -56,10 +56,10 @@ def test_the_guard_changes_nothing_where_no_listed_word_comes_near(tiny_llama: e
 
 
 @pytest.mark.slow  # the real model
-@pytest.mark.parametrize("method", ["circuit", "direction"])
-def test_disgust_steered_at_the_highest_strengths_writes_no_listed_word(embedded: ec.ModelBundle, method: str) -> None:
-    """Steering toward disgust wrote slurs; classroom-safe decoding never writes one, at the tuned strength (the classroom cap)
-    nor at three times it (the end of the Steer slider outside the classroom)."""
+def test_disgust_steered_at_the_highest_strengths_writes_no_listed_word(embedded: ec.ModelBundle) -> None:
+    """Steering toward disgust wrote slurs; classroom-safe decoding never writes one, with either method, at the tuned
+    strength (the classroom cap) nor at three times it (the end of the Steer slider outside the classroom). All 32 replies
+    are written in one batch."""
     from emo_core.baselines import Baseline, baseline_rows
     from emo_core.results import load_results
     from emo_core.scenarios import load_skeletons, neutral_prompts, spread
@@ -67,10 +67,11 @@ def test_disgust_steered_at_the_highest_strengths_writes_no_listed_word(embedded
 
     results = load_results(embedded.name)
     kit = results.steering_kit(embedded)
-    tuned = kit.settings(method, "disgust")["strength"]
     prompts = spread(neutral_prompts(load_skeletons("eval")), 8)
     settings = GenerationSettings(**{**vars(SCORING_SETTINGS), "max_new_tokens": 48, "classroom_safe": True})
-    for strength in (tuned, 3 * tuned):
-        rows = baseline_rows(Baseline("steered", method, strength), kit, prompts, ["disgust"])
-        replies = generate_rows(embedded, rows, settings)
-        assert all(blocked_in(reply.text) == [] for reply in replies), [reply.text for reply in replies if blocked_in(reply.text)]
+    runs = [(method, scale * kit.settings(method, "disgust")["strength"]) for method in ("circuit", "direction") for scale in (1, 3)]
+    rows = [row for method, strength in runs for row in baseline_rows(Baseline("steered", method, strength), kit, prompts, ["disgust"])]
+    replies = generate_rows(embedded, rows, settings)
+    assert len(replies) == len(runs) * len(prompts)
+    written = [(runs[i // len(prompts)], reply.text) for i, reply in enumerate(replies) if blocked_in(reply.text)]
+    assert written == [], written
