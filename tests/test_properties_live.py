@@ -11,11 +11,12 @@ import torch
 import emo_core as ec
 from emo_core.baselines import Baseline
 from emo_core.defaults import EMBEDDED_NAME
-from emo_core.generation import GenerationSettings, generate
+from emo_core.generation import GenerationSettings
 from emo_core.knockout import reply_meter
 from emo_core.parts import knockout, matched_random
 from emo_core.results import Results, load_results
 from emo_core.scenarios import EMOTIONS, neutral_prompts, training_skeletons
+from emo_core.scoring import Row, generate_rows
 
 pytestmark = pytest.mark.slow
 
@@ -31,18 +32,20 @@ def shipped() -> Results:
 @pytest.fixture(scope="module")
 def levels(embedded: ec.ModelBundle, shipped: Results) -> dict[str, torch.Tensor]:
     """Per emotion, ``[3]`` readings of that emotion over a steered reply to one training scenario (teacher-forced): as
-    written, with the emotion's top-ranked neuron switched off (mean ablation), and with a matched random neuron off."""
+    written, with the emotion's top-ranked neuron switched off (mean ablation), and with a matched random neuron off. The six
+    steered replies are written in one batch, each row with its own emotion's steering."""
     kit, reading, means = shipped.steering_kit(embedded), shipped.reading(), shipped.neutral_means
     scenario = neutral_prompts(training_skeletons(1))[2]  # the first training skeleton, bad outcome; never an evaluation one
+    rows = [Row(STEERED.prompt(embedded, scenario.user, emotion), emotion, tuple(STEERED.edits(kit, emotion))) for emotion in EMOTIONS]
+    replies = generate_rows(embedded, rows, REPLY)
     found = {}
-    for e, emotion in enumerate(EMOTIONS):
-        parts = shipped.ranked_parts(emotion, "neuron", 1)
-        shared = STEERED.edits(kit, emotion)
-        prompt = STEERED.prompt(embedded, scenario.user, emotion)
-        (reply,) = generate(embedded, [prompt], REPLY, shared)
+    for e, (emotion, row, reply) in enumerate(zip(EMOTIONS, rows, replies, strict=True)):
         assert len(reply.token_ids) > 1, (emotion, reply.text)
+        parts = shipped.ranked_parts(emotion, "neuron", 1)
         control = knockout(matched_random(parts, shipped.shape, random.Random(e)), "mean", means)
-        found[emotion] = reply_meter(embedded, reading, prompt, reply.token_ids, shared, knockout(parts, "mean", means), control)[:, e]
+        found[emotion] = reply_meter(
+            embedded, reading, row.prompt, reply.token_ids, list(row.interventions), knockout(parts, "mean", means), control
+        )[:, e]
     return found
 
 
