@@ -160,9 +160,13 @@ def test_circuit_page_fits_a_projector(server: str, page: object, shots: Path) -
     open_at(page, f"{server}/circuit?emotion=surprise", "Where the circuit lives")
     page.get_by_role("button", name="Select the surprise circuit").click()
     link_shows(page, "sel=")
-    for expander in ("Edit the selection one by one", "Add any head or neuron"):
+    # One expander at a time, each open before the next click: opening the first moves the second down the page.
+    for expander, inside in (
+        ("Edit the selection one by one", "Selected heads and neurons"),
+        ("Add any head or neuron", "Head or neuron number"),
+    ):
         page.get_by_text(expander).click()
-    page.get_by_text("Head or neuron number").wait_for()
+        page.get_by_text(inside).wait_for()
     page.get_by_text("Each cell compares the emotion's direction").wait_for()  # the page's last caption
     evaluated = page.get_by_text("python -m emo_core evaluate").count() == 0  # else no knockout curves yet
     charts_drawn(page, 5 if evaluated else 4)
