@@ -153,13 +153,16 @@ def test_tuning_generates_each_setting_on_the_spread_training_prompts_with_its_o
         assert all(torch.equal(edit.vectors[layer], expected.vectors[layer]) for layer in layers)
 
 
-def test_the_calibrated_reading_reads_zero_on_its_plain_replies_and_one_on_each_emotions_steered_ones(tiny_kit: SteeringKit) -> None:
+def test_the_calibrated_reading_reads_zero_on_its_plain_replies_and_one_on_each_emotions_steered_ones(
+    tiny_kit: SteeringKit, capsys: pytest.CaptureFixture
+) -> None:
     table = pd.DataFrame(
         [{"method": "direction", "emotion": e, "layers": "0,1,2", "strength": 3.0, "accuracy": 1.0, "degenerate": 0.0} for e in EMOTIONS]
     )
     kit = tiny_kit.with_tuning(table)
     prompts = spread(neutral_prompts(training_skeletons(2)), 3)
     reading = calibrate_reading(kit, prompts)
+    assert "reading:" in capsys.readouterr().err  # without a progress callback, a terminal bar named for the stage
     assert (reading.one > reading.zero + 0.1).all(), (reading.zero, reading.one)  # steering at the read layer raises every reading
     assert reading.layers == ec.reading.reading_layers(kit.bundle.shape.n_layers)
     plain = Baseline("plain")
@@ -173,3 +176,12 @@ def test_the_calibrated_reading_reads_zero_on_its_plain_replies_and_one_on_each_
     for e in range(len(EMOTIONS)):
         assert levels[(e + 1) * n : (e + 2) * n, e].mean().item() == pytest.approx(1.0, abs=1e-6)
     assert not torch.allclose(levels[n:], levels[n:].new_ones(()))  # single replies scatter around the calibrated means
+
+
+def test_calibration_reports_its_progress_to_the_callback_instead_of_a_bar(tiny_kit: SteeringKit, capsys: pytest.CaptureFixture) -> None:
+    table = pd.DataFrame([{"method": "direction", "emotion": e, "layers": "0", "strength": 1.0} for e in EMOTIONS])
+    prompts = spread(neutral_prompts(training_skeletons(1)), 2)
+    calls: list[tuple[int, int]] = []
+    calibrate_reading(tiny_kit.with_tuning(table), prompts, progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1] == (len(prompts) * (1 + len(EMOTIONS)),) * 2
+    assert "reading:" not in capsys.readouterr().err
