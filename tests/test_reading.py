@@ -78,3 +78,44 @@ def test_neutral_means_average_every_real_token(tiny_llama: ec.ModelBundle) -> N
         parts.append(captured[("mlp_post", 1)][0])
     expected = torch.cat(parts).mean(dim=0)
     torch.testing.assert_close(means["mlp_post"][1], expected, atol=1e-9, rtol=1e-7)
+
+
+def test_the_reading_stores_its_layers_as_the_caches_float32_and_reads_the_same_back() -> None:
+    units = unit_directions(torch.randn(6, 5, 8), (2, 4))
+    reading = EmotionReading((2, 4), units, torch.arange(6.0), torch.arange(6.0) + 2)
+    stored = reading.to_tensors()
+    assert stored["reading.layers"].dtype == torch.float32 and stored["reading.layers"].tolist() == [2.0, 4.0]
+    assert stored["reading.calibration"].tolist() == [list(range(6)), [x + 2.0 for x in range(6)]]
+
+
+def test_the_layer_reading_puts_each_layers_zero_and_one_where_its_calibration_says() -> None:
+    """Per layer and emotion, a state whose contrast equals that layer's ``zero`` reads 0 and any other reads its contrast's
+    distance from ``zero`` in units of ``one - zero``; the reading stored in a cache reads the same."""
+    torch.manual_seed(0)
+    vectors = torch.randn(6, 4, 8)
+    units = unit_directions(vectors, tuple(range(4)))
+    states = torch.randn(3, 4, 8)
+    contrast = ec.reading.layer_contrasts(states, units)  # [3, L, E]
+    zero, one = contrast[0], contrast[0] + torch.linspace(0.5, 3.0, 24).reshape(4, 6)
+    reading = ec.reading.LayerReading(units, zero, one, torch.full((4, 6), 0.7))
+    read = reading(states)
+    assert read.shape == (3, 4, 6)
+    torch.testing.assert_close(read[0], torch.zeros(4, 6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(read[1:], (contrast[1:] - zero) / (one - zero), atol=1e-5, rtol=1e-5)
+    stored = reading.to_tensors()
+    assert sorted(stored) == ["layer_reading.auc", "layer_reading.calibration"]
+    back = ec.reading.LayerReading.from_tensors({**stored, "expression.resid_post": vectors * 3})
+    torch.testing.assert_close(back.units, units)
+    torch.testing.assert_close(back.zero, zero)
+    torch.testing.assert_close(back.one, one)
+    torch.testing.assert_close(back.auc, reading.auc)
+    torch.testing.assert_close(back(states), read)
+    assert (back.auc.dtype, back.zero.dtype) == (torch.float32, torch.float32)
+
+
+def test_a_reading_whose_one_is_not_above_its_zero_stays_finite() -> None:
+    units = unit_directions(torch.randn(6, 2, 8), (0, 1))
+    flat = EmotionReading((0, 1), units, torch.ones(6), torch.ones(6))
+    assert flat(torch.randn(4, 2, 8)).isfinite().all()
+    layered = ec.reading.LayerReading(units, torch.ones(2, 6), torch.ones(2, 6), torch.zeros(2, 6))
+    assert layered(torch.randn(4, 2, 8)).isfinite().all()
