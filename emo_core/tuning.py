@@ -70,6 +70,6 @@ def tune_steering(
         accuracy=("hit", "mean"), degenerate=("degenerate", "mean")
     )
     accuracy["fluent"] = accuracy["degenerate"] <= MAX_DEGENERATE
-    ranked = accuracy.sort_values(["fluent", "accuracy", "strength"], ascending=[False, False, True], kind="stable")
+    ranked = accuracy.sort_values(["fluent", "accuracy", "strength"], ascending=[False, False, True])  # several keys: a stable lexsort
     best = ranked.groupby(["method", "emotion"], as_index=False).first()
     return best[["method", "emotion", "layers", "strength", "accuracy", "degenerate"]]

@@ -131,15 +131,24 @@ def test_tuning_generates_each_setting_on_the_spread_training_prompts_with_its_o
     tiny_kit: SteeringKit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[Row] = []
+    calls: list[tuple[object, dict]] = []
 
     def fake_generate(bundle: ec.ModelBundle, rows: Sequence[Row], *args: object, **kwargs: object) -> list[Reply]:
         seen.extend(rows)
+        calls.append((bundle, kwargs))
         return [Reply(FLUENT.format(row.emotion), (1,), 1) for row in rows]
 
     monkeypatch.setattr(tuning, "generate_rows", fake_generate)
     skeletons = training_skeletons(3)
-    tune_steering(tiny_kit, LabelJudge(), skeletons, methods=("direction",), strengths={"direction": (1.0, 2.0)}, n_prompts=4)
-    users = [p.user for p in spread(neutral_prompts(skeletons), 4)]
+    progress = print  # any callable: tuning hands it on to the generation, which reports to it
+    tune_steering(
+        tiny_kit, LabelJudge(), skeletons, methods=("direction",), strengths={"direction": (1.0, 2.0)}, n_prompts=4, progress=progress
+    )
+    assert calls == [(tiny_kit.bundle, {"progress": progress, "desc": "tuning"})]
+    chosen = spread(neutral_prompts(skeletons), 4)
+    prompts = {ec.chat_prompt(tiny_kit.bundle, p.user, p.system) for p in chosen}
+    assert {row.prompt for row in seen} == prompts  # each prompt with its own (emotion-free) system message
+    users = [p.user for p in chosen]
     windows = layer_windows(tiny_kit.bundle.shape.n_layers)
     assert len(seen) == 2 * len(windows) * len(EMOTIONS) * len(users)
     for row in seen:
@@ -185,3 +194,51 @@ def test_calibration_reports_its_progress_to_the_callback_instead_of_a_bar(tiny_
     calibrate_reading(tiny_kit.with_tuning(table), prompts, progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1] == (len(prompts) * (1 + len(EMOTIONS)),) * 2
     assert "reading:" not in capsys.readouterr().err
+
+
+def _fixed_generate(plan: dict[tuple[str, str], tuple[int, int]], n: int):
+    """A stand-in for ``generate_rows``: per (strength, emotion), ``(broken, on target)`` of its ``n`` replies."""
+
+    def generate(bundle: ec.ModelBundle, rows: Sequence[Row], *args: object, **kwargs: object) -> list[Reply]:
+        texts, seen = [], {}
+        for row in rows:
+            key = (dict(row.tags)["strength"], row.emotion)
+            index = seen[key] = seen.get(key, -1) + 1
+            broken, hits = plan.get(key, (0, 0))
+            texts.append(BROKEN if index < broken else FLUENT.format(row.emotion if index < broken + hits else "neutral"))
+        return [Reply(text, (1,), 1) for text in texts]
+
+    return generate
+
+
+def test_a_setting_with_exactly_the_allowed_share_of_broken_replies_is_fluent(
+    tiny_kit: SteeringKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 20  # one broken reply in 20 is exactly MAX_DEGENERATE
+    assert 1 / n == MAX_DEGENERATE
+    plan = {("2.0", e): (0, 5) for e in EMOTIONS} | {("3.0", e): (1, 15) for e in EMOTIONS} | {("4.0", e): (2, 18) for e in EMOTIONS}
+    monkeypatch.setattr(tuning, "generate_rows", _fixed_generate(plan, n))
+    table = tune_steering(tiny_kit, LabelJudge(), training_skeletons(10), methods=("circuit",), n_prompts=n)
+    assert table["strength"].tolist() == [3.0] * len(EMOTIONS)  # 4.0 is more accurate but breaks 10%
+    assert table["accuracy"].tolist() == [0.75] * len(EMOTIONS) and table["degenerate"].tolist() == [0.05] * len(EMOTIONS)
+
+
+def test_with_a_second_judge_a_setting_counts_only_the_replies_both_judges_read_as_its_emotion(
+    tiny_kit: SteeringKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = {("2.0", e): (0, 2) for e in EMOTIONS} | {("3.0", e): (0, 4) for e in EMOTIONS}
+    monkeypatch.setattr(tuning, "generate_rows", _fixed_generate(plan, N_PROMPTS))
+
+    class Doubter(LabelJudge):
+        """Agrees with the first judge except on anger, which it reads as fear."""
+
+        def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+            return super().predict_proba([text.replace(" anger ", " fear ") for text in texts])
+
+    skeletons = training_skeletons(N_PROMPTS)
+    one = tune_steering(tiny_kit, LabelJudge(), skeletons, methods=("circuit",), n_prompts=N_PROMPTS)
+    two = tune_steering(tiny_kit, LabelJudge(), skeletons, methods=("circuit",), n_prompts=N_PROMPTS, second=Doubter())
+    assert one["accuracy"].tolist() == [1.0] * len(EMOTIONS) and one["strength"].tolist() == [3.0] * len(EMOTIONS)
+    angry = two["emotion"] == "anger"
+    assert two[angry][["accuracy", "strength"]].values.tolist() == [[0.0, 2.0]]  # no hit anywhere: the weakest strength
+    assert two[~angry]["accuracy"].tolist() == [1.0] * (len(EMOTIONS) - 1)
