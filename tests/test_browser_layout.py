@@ -151,6 +151,7 @@ def test_steer_page_fits_a_projector(server: str, page: object, shots: Path) -> 
         problems += page.evaluate(CUT_TEXT)
     generate(page)
     charts_drawn(page, 4)
+    assert page.get_by_text("The judge's happiness probability went from").count() == 1  # the steered reply, judged
     shoot(page, shots / "layout_1024_steer.png")
     problems = list(dict.fromkeys(problems + cut_off(page)))
     assert problems == [], problems

@@ -72,7 +72,7 @@ def shown_replies(page: object, done: str = "The baseline reads as", screenshot:
     return [reply_text(text) for text in columns[:2]]
 
 
-def test_knockout_from_the_tour_two_clicked_heads_then_steering(server: str) -> None:
+def test_knockout_from_the_tour_with_two_clicked_heads(server: str) -> None:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
@@ -103,11 +103,6 @@ def test_knockout_from_the_tour_two_clicked_heads_then_steering(server: str) -> 
         assert all(len(reply) > 10 for reply in replies)  # two heads may leave the prepared, firmer baseline's words as they were
         assert page.get_by_text("With 2 heads in layers 20–23 off").count() == 1  # the run used the clicked heads
         assert page.get_by_text("One reply is an anecdote: the grid above counts 12.").count() == 1
-
-        page.goto(f"{server}/steer?emotion=sadness&tokens=24&strength=3")  # two strengths: tests/test_live_pages.py
-        page.get_by_role("button", name="Generate").click()
-        plain_reply, steered = shown_replies(page, "The judge's sadness probability went from", "steer_strength_3.png")
-        assert len(steered) > 10 and steered != plain_reply
         browser.close()
 
 
