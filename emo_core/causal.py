@@ -85,7 +85,7 @@ def ranking_table(own: torch.Tensor, others: torch.Tensor, harm: torch.Tensor, s
         }
     )
     table["eligible"] = score.flatten().isfinite().numpy()
-    ranked = table.sort_values(["eligible", "score", "own"], ascending=[False, False, False], kind="stable")
+    ranked = table.sort_values(["eligible", "score", "own"], ascending=[False, False, False])  # several keys: a stable lexsort
     return ranked.reset_index(drop=True)
 
 
