@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import streamlit as st
 import torch
+from streamlit.testing.v1 import AppTest
 
 from emo_core.parts import MAX_PARTS, Component, circuit_components, matched_random
 from emo_core.results import Results
@@ -181,3 +183,84 @@ def test_the_neuron_of_a_rank_is_added_once_or_refused_past_the_last_rank(result
     st.session_state[kp.NEURON_RANK] = everything + 1
     kp._add_ranked(results, "fear")
     assert st.session_state[kp.PROBLEM] == f"Only {everything} neurons are ranked for fear." and len(tokens()) == 2
+
+
+def _choosing_page(root: str) -> None:
+    """The Knockout page's part pickers alone, over the synthetic cache in ``root``."""
+    from pathlib import Path
+
+    import streamlit as st
+
+    from emo_core.results import load_results
+    from ui import knockout_parts
+    from ui.state import SELECTION
+
+    results = load_results("synthetic-model", Path(root))
+    st.session_state.setdefault(SELECTION, [])
+    knockout_parts.presets(results, "fear", frozenset(results.ranked_parts("fear", "head", 1)))
+    knockout_parts.neuron_adders(results, "fear")
+    st.markdown("selected: " + " ".join(st.session_state[SELECTION]))
+
+
+def _shown(app: AppTest) -> list[str]:
+    return app.markdown[-1].value.removeprefix("selected:").split()
+
+
+def test_the_preset_buttons_and_neuron_boxes_set_the_selection_as_their_labels_say(results: Results, tmp_path: Path) -> None:
+    synthetic_results(tmp_path)
+    app = AppTest.from_function(_choosing_page, args=(str(tmp_path),), default_timeout=30).run()
+    assert not app.exception
+    labels = [button.label for button in app.button]
+    circuit = circuit_components(results.circuit("fear"))
+    assert labels == [
+        "Prepared for fear",
+        f"The fear circuit ({len(circuit)})",
+        "Top 4 heads",
+        "Top 4 neurons",
+        "Random parts, same layers",
+        "Clear",
+        "Add",
+        "Add it",
+    ]
+    app.button(key="knockout_preset_circuit").click().run()
+    assert _shown(app) == [c.token for c in circuit]
+    app.button(key="knockout_preset_random").click().run()  # matched to the selection: the circuit
+    assert _shown(app) == [c.token for c in matched_random(circuit, SHAPE, random.Random(1))]
+    app.number_input(key=kp.K).set_value(2).run()
+    assert "Top 2 heads" in [button.label for button in app.button]
+    pushed = frozenset(results.ranked_parts("fear", "head", 1))
+    app.button(key="knockout_preset_heads").click().run()
+    assert _shown(app) == [c.token for c in results.ranked_parts("fear", "head", 2, pushed)]
+    app.button(key="knockout_preset_neurons").click().run()
+    assert _shown(app) == [c.token for c in results.ranked_parts("fear", "neuron", 2, pushed)]
+    app.button(key="knockout_preset_clear").click().run()
+    assert _shown(app) == []
+    app.button(key="knockout_preset_prepared").click().run()
+    assert _shown(app) == [c.token for c in results.prepared("fear").parts]
+    app.button(key="knockout_preset_clear").click().run()
+
+    app.number_input(key=kp.NEURON_LAYER).set_value(3).run()
+    app.number_input(key=kp.NEURON_INDEX).set_value(SHAPE["d_mlp"] - 1).run()
+    app.button(key="knockout_add_neuron").click().run()
+    assert _shown(app) == [f"L3N{SHAPE['d_mlp'] - 1}"]
+    app.number_input(key=kp.NEURON_RANK).set_value(2).run()
+    app.button(key="knockout_add_ranked").click().run()
+    assert _shown(app) == [f"L3N{SHAPE['d_mlp'] - 1}", results.ranked_parts("fear", "neuron", 2)[1].token]
+    assert not app.warning and not app.exception
+    bounds = {box.label: (box.min, box.max) for box in app.number_input}
+    assert bounds == {
+        "k": (1, 64),
+        "Layer": (0, SHAPE["n_layers"] - 1),
+        "Neuron": (0, SHAPE["d_mlp"] - 1),
+        "Or the neuron ranked": (1, 1000),
+    }
+
+
+def test_a_refused_neuron_is_a_warning_under_the_boxes(tmp_path: Path) -> None:
+    synthetic_results(tmp_path)
+    app = AppTest.from_function(_choosing_page, args=(str(tmp_path),), default_timeout=30).run()
+    app.number_input(key=kp.NEURON_RANK).set_value(1000).run()
+    app.button(key="knockout_add_ranked").click().run()
+    assert [w.value for w in app.warning] == [f"Only {SHAPE['n_layers'] * SHAPE['d_mlp']} neurons are ranked for fear."]
+    app.run()
+    assert not app.warning  # shown once
