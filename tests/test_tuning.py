@@ -169,7 +169,7 @@ def test_the_calibrated_reading_reads_zero_on_its_plain_replies_and_one_on_each_
         [{"method": "direction", "emotion": e, "layers": "0,1,2", "strength": 3.0, "accuracy": 1.0, "degenerate": 0.0} for e in EMOTIONS]
     )
     kit = tiny_kit.with_tuning(table)
-    prompts = spread(neutral_prompts(training_skeletons(2)), 3)
+    prompts = spread(neutral_prompts(training_skeletons(1)), 2)
     reading = calibrate_reading(kit, prompts)
     assert "reading:" in capsys.readouterr().err  # without a progress callback, a terminal bar named for the stage
     assert (reading.one > reading.zero + 0.1).all(), (reading.zero, reading.one)  # steering at the read layer raises every reading
@@ -189,7 +189,7 @@ def test_the_calibrated_reading_reads_zero_on_its_plain_replies_and_one_on_each_
 
 def test_calibration_reports_its_progress_to_the_callback_instead_of_a_bar(tiny_kit: SteeringKit, capsys: pytest.CaptureFixture) -> None:
     table = pd.DataFrame([{"method": "direction", "emotion": e, "layers": "0", "strength": 1.0} for e in EMOTIONS])
-    prompts = spread(neutral_prompts(training_skeletons(1)), 2)
+    prompts = spread(neutral_prompts(training_skeletons(1)), 1)
     calls: list[tuple[int, int]] = []
     calibrate_reading(tiny_kit.with_tuning(table), prompts, progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1] == (len(prompts) * (1 + len(EMOTIONS)),) * 2
