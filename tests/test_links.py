@@ -296,3 +296,32 @@ def test_a_run_writes_only_the_settings_its_page_has() -> None:
     assert run.run_query("part")["part"] == "L1H1"
     st.session_state.update({SCENARIO: "a:negative", PART: ""})
     assert "text" not in run.run_query("knockout") and "part" not in run.run_query("part")
+
+
+def test_five_bad_tokens_are_all_named_and_a_sixth_is_counted() -> None:
+    five = read_link({"sel": "a,b,c,d,e"}, ["m"])[1]
+    assert five == ["Ignored 'a', 'b', 'c', 'd', 'e' in the link's selection (write L12H3 or L10N123)."]
+    assert read_link({"sel": "a,b,c,d,e,f"}, ["m"])[1] == [
+        "Ignored 'a', 'b', 'c', 'd', 'e' and 1 more in the link's selection (write L12H3 or L10N123)."
+    ]
+
+
+def test_a_view_without_a_selection_and_no_queued_problems() -> None:
+    st.session_state.update({MODEL: "m", EMOTION: "joy"})
+    assert state.current() == View("m", 0, "joy", ())
+    state.show_problems()  # nothing queued: nothing to show, no error
+
+
+def test_link_problems_show_as_warnings_with_the_broken_link_icon() -> None:
+    def page() -> None:
+        from ui import state
+
+        state.note_problems(["The link's layer 'x' is not a layer number; showing the default layer."])
+        state.show_problems()
+
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_function(page).run()
+    assert [(w.value, w.icon) for w in app.warning] == [
+        ("The link's layer 'x' is not a layer number; showing the default layer.", ":material/link_off:")
+    ]

@@ -233,3 +233,21 @@ def test_resolve_looks_up_rankings_and_keeps_order_without_repeats() -> None:
     assert resolve(specs, ranked) == [Component(H, 1, 1), Component(N, 9, 0), Component(N, 9, 1), Component(N, 2, 2), Component(H, 0, 0)]
     assert asked == [Ranked("causal", N, 2), Ranked("circuit")]
     assert resolve([], ranked) == []
+
+
+def test_edges_of_the_cli_specs_and_the_knockout_builder() -> None:
+    assert parse_spec("causal-neurons:1") == Ranked("causal", N, 1)
+    with pytest.raises(ValueError) as refused:
+        parse_spec("x" * 60)
+    assert str(refused.value) == f"Cannot read the parts '{'x' * 40}'; use {SPEC_FORMS}."
+    (edit,) = knockout([Component(H, 0, 1)])
+    assert edit.mode == "zero" and edit.means is None  # zero ablation unless asked
+    with pytest.raises(ValueError) as refused:
+        knockout([Component(H, 0, 1)], "mean")
+    assert str(refused.value) == "Mean ablation needs the parts' mean outputs over emotion-free prompts (the cache's means)."
+
+
+def test_per_layer_ties_keep_the_lower_index_first() -> None:
+    tied = torch.tensor([[1.0, 2.0, 2.0, 2.0, 0.5] * 4])  # 20 heads, ties everywhere (a sort that is not stable reorders them)
+    values, layers, index = top_indices(tied, 6, per_layer=True)
+    assert index.tolist() == [1, 2, 3, 6, 7, 8] and layers.tolist() == [0] * 6 and values.tolist() == [2.0] * 6

@@ -119,3 +119,23 @@ def test_a_reading_whose_one_is_not_above_its_zero_stays_finite() -> None:
     assert flat(torch.randn(4, 2, 8)).isfinite().all()
     layered = ec.reading.LayerReading(units, torch.ones(2, 6), torch.ones(2, 6), torch.zeros(2, 6))
     assert layered(torch.randn(4, 2, 8)).isfinite().all()
+
+
+def test_reading_layers_of_small_models_fall_back_to_the_last_layer() -> None:
+    assert reading_layers(1) == (0,) and reading_layers(2) == (1,) and reading_layers(6) == (5,)
+    assert reading_layers(12) == (10,) and reading_layers(24) == (20, 21, 22)
+
+
+def test_unit_directions_are_unit_length_per_emotion_and_layer_whatever_their_length() -> None:
+    vectors = torch.randn(6, 5, 8) * torch.linspace(0.01, 0.5, 5)[None, :, None]  # shorter than 1
+    units = unit_directions(vectors, (0, 2, 4))
+    torch.testing.assert_close(units.norm(dim=-1), torch.ones(6, 3))
+    torch.testing.assert_close(units, vectors[:, [0, 2, 4]] / vectors[:, [0, 2, 4]].norm(dim=-1, keepdim=True))
+
+
+def test_a_calibration_span_under_one_still_scales_the_reading() -> None:
+    units = unit_directions(torch.randn(6, 1, 8), (0,))
+    states = torch.randn(3, 1, 8)
+    contrast = emotion_contrast(states, units)
+    reading = EmotionReading((0,), units, torch.zeros(6), torch.full((6,), 0.25))
+    torch.testing.assert_close(reading(states), contrast / 0.25)
