@@ -245,6 +245,7 @@ def test_a_typed_scenario_too_long_is_refused_with_the_limit() -> None:
 
 def test_the_scenarios_are_every_skeleton_with_every_outcome_and_the_default_is_a_bad_evaluation_one() -> None:
     skeletons = [*load_skeletons("train"), *load_skeletons("eval")]
+    run.scenarios.cache_clear()  # built now, not taken from an earlier test's call
     items = run.scenarios()
     assert [item.key for item in items] == [f"{s.skeleton_id}:{valence}" for s in skeletons for valence in VALENCES]
     first = skeletons[0]
