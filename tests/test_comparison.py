@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from scipy.stats import fisher_exact
 
 import emo_core as ec
@@ -94,7 +95,10 @@ def _scores(rows: list[tuple[str, str, str, bool]]) -> pd.DataFrame:
 def test_the_tally_counts_losses_only_where_the_baseline_carried_the_emotion(seed: int) -> None:
     rng = random.Random(seed)
     labels = ["sadness", "sadness", "anger", "neutral"]
-    rows, expected = [], {"carried": 0, "removed": 0, "random_removed": 0, "degenerate": 0, "random_degenerate": 0}
+    rows, expected = (
+        [],
+        {"carried": 0, "removed": 0, "random_removed": 0, "degenerate": 0, "random_degenerate": 0, "baseline_degenerate": 0},
+    )
     n = rng.randint(1, 12)
     for s in range(n):
         base, knocked, drawn = (rng.choice(labels) for _ in range(3))
@@ -106,11 +110,15 @@ def test_the_tally_counts_losses_only_where_the_baseline_carried_the_emotion(see
         expected["random_removed"] += carried and drawn != "sadness"
         expected["degenerate"] += broken[1]
         expected["random_degenerate"] += broken[2]
+        expected["baseline_degenerate"] += broken[0]
     counted = tally(_scores(rows))
     assert counted.scenarios == n
     assert {key: getattr(counted, key) for key in expected} == expected
     assert 0 <= counted.random_share <= 1 and 0 <= counted.removed_share <= 1
     assert 0 <= counted.p_value <= 1
+    without_random = tally(_scores([row for row in rows if row[0] != "random"]))
+    assert (without_random.random_removed, without_random.random_degenerate) == (0, 0)
+    assert without_random.baseline_degenerate == expected["baseline_degenerate"]
 
 
 def test_the_p_value_is_fishers_one_sided_and_falls_as_the_gap_grows() -> None:
@@ -188,3 +196,32 @@ def test_circuit_steering_pushes_its_circuit_and_nothing_else_does(results: Resu
         assert other.pushes(kit, "anger") == frozenset()
     ranked = results.ranked_parts("anger", "neuron", 5, pushed)
     assert len(ranked) == 5 and not set(ranked) & pushed
+
+
+def test_steered_rows_carry_the_kits_steering_before_the_knockout_and_the_defaults_are_mean_ablation_and_seed_0(
+    tiny_llama: ec.ModelBundle, results: Results
+) -> None:
+    kit = results.steering_kit(tiny_llama)
+    parts = [Component("head", 1, 0), Component("neuron", 2, 1)]
+    steered = Baseline("steered", "direction")
+    shared = steered.edits(kit, "fear")
+    assert shared
+    rows = comparison_rows(tiny_llama, kit, steered, USERS, "fear", parts, means=results.neutral_means)
+    for row in rows:
+        assert row.emotion == "fear"
+        head = row.interventions[: len(shared)]
+        assert [type(edit) for edit in head] == [type(edit) for edit in shared]
+        for mine, theirs in zip(head, shared, strict=True):
+            assert sorted(mine.vectors) == sorted(theirs.vectors) and all(
+                torch.equal(mine.vectors[k], theirs.vectors[k]) for k in mine.vectors
+            )
+        assert all(edit.mode == "mean" for edit in row.interventions[len(shared) :])
+    assert [row.tags for row in rows] == [
+        row.tags for row in comparison_rows(tiny_llama, kit, steered, USERS, "fear", parts, seed=0, means=results.neutral_means)
+    ]
+    plain = comparison_rows(tiny_llama, kit, Baseline("plain"), USERS, "fear", parts, "zero")
+    assert all(len(row.interventions) == len(_switched_off_edits(row)) for row in plain)  # no steering on a plain baseline
+
+
+def _switched_off_edits(row: object) -> list:
+    return [edit for edit in row.interventions if isinstance(edit, (HeadAblation, NeuronAblation))]

@@ -12,11 +12,13 @@ import torch
 import emo_core as ec
 from emo_core.baselines import Baseline
 from emo_core.forced import ForcedReply, forced_pass
+from emo_core.interventions import NeuronAblation
 from emo_core.knockout import chance_check, effect_meter, reply_meter
 from emo_core.parts import Component, knockout, matched_random, parse_tokens, top_parts
 from emo_core.placement import place_on_map
 from emo_core.replay import record
 from emo_core.results import Results, load_results
+from emo_core.scoring import Row, generate_rows
 from tests.conftest import last_token_states, tiny_model
 from tests.synthetic_cache import write_synthetic_cache
 
@@ -143,3 +145,50 @@ def test_place_on_map_puts_a_mapped_point_where_it_is() -> None:
     np.testing.assert_allclose(placed, positions[[7, 20]], atol=1e-3)
     middle = place_on_map(coordinates[:1] * 0 + 1e6, coordinates, positions)
     assert np.all(np.isfinite(middle))
+
+
+class LengthJudge:
+    """Reads more anger in some texts than others: a probability that depends on the text, so drops are not all zero."""
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        probs = np.full((len(texts), 7), 0.05)
+        probs[:, 0] = [0.1 + (len(text) % 7) / 10 for text in texts]
+        return probs
+
+
+def test_the_judged_chance_check_compares_each_knockouts_judged_reply_with_the_baseline_and_reports_progress(
+    tiny_llama: ec.ModelBundle, results: Results, prompt: str
+) -> None:
+    reading = results.reading()
+    shared = [NeuronAblation(((0, 3),), "zero")]  # a baseline edit every reply of the prompt keeps
+    other = Baseline("plain").prompt(tiny_llama, "My flight was delayed\nThey gave us vouchers.")
+    prompts = [(prompt, shared), (other, [])]
+    settings = ec.GenerationSettings(max_new_tokens=6)
+    calls: list[tuple[int, int]] = []
+    check = chance_check(
+        tiny_llama,
+        reading,
+        results,
+        prompts,
+        "anger",
+        SELECTION,
+        "mean",
+        n_draws=2,
+        seed=4,
+        judge=LengthJudge(),
+        settings=settings,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    rng = random.Random(4)
+    sets = [SELECTION, *(matched_random(SELECTION, results.shape, rng) for _ in range(2))]
+    means = results.neutral_means
+    rows = [Row(text, "anger", (*edits, *knockout(parts, "mean", means))) for text, edits in prompts for parts in [[], *sets]]
+    texts = [reply.text for reply in generate_rows(tiny_llama, rows, settings)]
+    p = LengthJudge().predict_proba(texts)[:, 0].reshape(2, 4)
+    drops = (p[:, :1] - p[:, 1:]).mean(axis=0)
+    assert check.judge_drop == pytest.approx(drops[0]) and check.random_judge_drops == pytest.approx(tuple(drops[1:]))
+    assert len(set(np.round(drops, 6))) > 1  # the judge tells the replies apart
+    assert calls[:2] == [(1, 4), (2, 4)] and calls[-1] == (4, 4) and all(total == 4 for _, total in calls)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+    zero = chance_check(tiny_llama, reading, results, prompts, "anger", SELECTION, n_draws=2, seed=4)
+    assert zero.reading_drop != pytest.approx(check.reading_drop)  # mean ablation is not the default zero ablation
