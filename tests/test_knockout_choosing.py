@@ -197,7 +197,7 @@ def _choosing_page(root: str) -> None:
 
     results = load_results("synthetic-model", Path(root))
     st.session_state.setdefault(SELECTION, [])
-    knockout_parts.presets(results, "fear", frozenset(results.ranked_parts("fear", "head", 1)))
+    knockout_parts.presets(results, "fear", frozenset(results.ranked_parts("fear", "head", 1) + results.ranked_parts("fear", "neuron", 1)))
     knockout_parts.neuron_adders(results, "fear")
     st.markdown("selected: " + " ".join(st.session_state[SELECTION]))
 
@@ -222,13 +222,15 @@ def test_the_preset_buttons_and_neuron_boxes_set_the_selection_as_their_labels_s
         "Add",
         "Add it",
     ]
+    app.run()
+    assert "Top 4 heads" in [button.label for button in app.button]  # k starts at 4, on the first run and after
     app.button(key="knockout_preset_circuit").click().run()
     assert _shown(app) == [c.token for c in circuit]
     app.button(key="knockout_preset_random").click().run()  # matched to the selection: the circuit
     assert _shown(app) == [c.token for c in matched_random(circuit, SHAPE, random.Random(1))]
     app.number_input(key=kp.K).set_value(2).run()
     assert "Top 2 heads" in [button.label for button in app.button]
-    pushed = frozenset(results.ranked_parts("fear", "head", 1))
+    pushed = frozenset(results.ranked_parts("fear", "head", 1) + results.ranked_parts("fear", "neuron", 1))  # what the page excludes
     app.button(key="knockout_preset_heads").click().run()
     assert _shown(app) == [c.token for c in results.ranked_parts("fear", "head", 2, pushed)]
     app.button(key="knockout_preset_neurons").click().run()
