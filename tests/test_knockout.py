@@ -190,5 +190,13 @@ def test_the_judged_chance_check_compares_each_knockouts_judged_reply_with_the_b
     assert len(set(np.round(drops, 6))) > 1  # the judge tells the replies apart
     assert calls[:2] == [(1, 4), (2, 4)] and calls[-1] == (4, 4) and all(total == 4 for _, total in calls)
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+    assert check.emotion == "anger" and check.n_prompts == 2
+    mean_off = knockout(SELECTION, "mean", means)
+    direct = [
+        float(reading(last_token_states(tiny_llama, [text], edits, reading.layers))[0, 0])
+        - float(reading(last_token_states(tiny_llama, [text], [*edits, *mean_off], reading.layers))[0, 0])
+        for text, edits in prompts
+    ]
+    assert check.reading_drop == pytest.approx(np.mean(direct), abs=1e-4)  # each prompt read with its own baseline edits
     zero = chance_check(tiny_llama, reading, results, prompts, "anger", SELECTION, n_draws=2, seed=4)
     assert zero.reading_drop != pytest.approx(check.reading_drop)  # mean ablation is not the default zero ablation
