@@ -14,7 +14,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from emo_core.parts import MAX_PARTS, Component, circuit_components, matched_random
-from emo_core.results import Results
+from emo_core.results import Results, load_results
 from emo_core.store import CacheError
 from tests.synthetic_cache import SHAPE, synthetic_results
 from ui import knockout_parts as kp
@@ -25,8 +25,16 @@ H, N = "head", "neuron"
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Results:
-    return synthetic_results(tmp_path_factory.mktemp("cache"))
+def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic cache for the module: the callbacks read it as ``Results``, the AppTest pages load it themselves."""
+    root = tmp_path_factory.mktemp("cache")
+    synthetic_results(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def results(cache_root: Path) -> Results:
+    return load_results("synthetic-model", cache_root)
 
 
 @pytest.fixture(autouse=True)
@@ -206,9 +214,8 @@ def _shown(app: AppTest) -> list[str]:
     return app.markdown[-1].value.removeprefix("selected:").split()
 
 
-def test_the_preset_buttons_and_neuron_boxes_set_the_selection_as_their_labels_say(results: Results, tmp_path: Path) -> None:
-    synthetic_results(tmp_path)
-    app = AppTest.from_function(_choosing_page, args=(str(tmp_path),), default_timeout=30).run()
+def test_the_preset_buttons_and_neuron_boxes_set_the_selection_as_their_labels_say(results: Results, cache_root: Path) -> None:
+    app = AppTest.from_function(_choosing_page, args=(str(cache_root),), default_timeout=30).run()
     assert not app.exception
     labels = [button.label for button in app.button]
     circuit = circuit_components(results.circuit("fear"))
@@ -258,9 +265,8 @@ def test_the_preset_buttons_and_neuron_boxes_set_the_selection_as_their_labels_s
     }
 
 
-def test_a_refused_neuron_is_a_warning_under_the_boxes(tmp_path: Path) -> None:
-    synthetic_results(tmp_path)
-    app = AppTest.from_function(_choosing_page, args=(str(tmp_path),), default_timeout=30).run()
+def test_a_refused_neuron_is_a_warning_under_the_boxes(cache_root: Path) -> None:
+    app = AppTest.from_function(_choosing_page, args=(str(cache_root),), default_timeout=30).run()
     app.number_input(key=kp.NEURON_RANK).set_value(1000).run()
     app.button(key="knockout_add_ranked").click().run()
     assert [w.value for w in app.warning] == [f"Only {SHAPE['n_layers'] * SHAPE['d_mlp']} neurons are ranked for fear."]
