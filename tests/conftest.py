@@ -20,6 +20,9 @@ from transformers import (
 )
 
 import emo_core as ec
+from emo_core.interventions import HeadAblation, NeuronAblation
+from emo_core.parts import Component
+from emo_core.results import Results, load_results
 
 os.environ.setdefault("EMO_PRELOAD_MODEL", "0")  # no app started by a test loads the model in the background
 os.environ.setdefault("NUMBA_DISABLE_JIT", "1")  # UMAP on a tiny build: 2 s as plain Python, 30 s of numba compiling per process
@@ -53,6 +56,22 @@ def embedded() -> ec.ModelBundle:
     return ec.load_model("default")
 
 
+@pytest.fixture(scope="session")
+def tiny_llama(embedded: ec.ModelBundle) -> ec.ModelBundle:
+    """A tiny random Llama in float32 with the embedded tokenizer (the knockout and comparison tests run on it)."""
+    return ec.bundle_from(tiny_model("llama").float(), embedded.tokenizer, name="tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tiny_llama: ec.ModelBundle, tmp_path_factory: pytest.TempPathFactory) -> Results:
+    """A synthetic cache shaped like ``tiny_llama``, loaded as the app loads one."""
+    from tests.synthetic_cache import write_synthetic_cache
+
+    root = tmp_path_factory.mktemp("tiny_cache")
+    write_synthetic_cache(root, "tiny-llama", shape={**vars(tiny_llama.shape)})
+    return load_results("tiny-llama", root)
+
+
 # Eager attention (Gemma2's only kind) turns fully padded rows into NaN in float64, so Gemma2 runs in float32.
 FAMILY_DTYPES = {"gemma2": torch.float32}
 
@@ -61,6 +80,17 @@ def tiny_model(family: str) -> torch.nn.Module:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(FAMILY_CONFIGS[family])
     return model.to(FAMILY_DTYPES.get(family, torch.float64)).eval()
+
+
+def switched_off(row: object) -> set[Component]:
+    """The heads and neurons a row's ablations switch off (its other edits, such as steering, left aside)."""
+    off = set()
+    for edit in row.interventions:
+        if isinstance(edit, HeadAblation):
+            off |= {Component("head", layer, index) for layer, index in edit.heads}
+        if isinstance(edit, NeuronAblation):
+            off |= {Component("neuron", layer, index) for layer, index in edit.neurons}
+    return off
 
 
 def exact(bundle: ec.ModelBundle) -> float:

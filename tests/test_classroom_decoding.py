@@ -8,12 +8,6 @@ import torch
 import emo_core as ec
 from emo_core.classroom import blocked_in
 from emo_core.generation import GenerationSettings
-from tests.conftest import tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(embedded: ec.ModelBundle) -> ec.ModelBundle:
-    return ec.bundle_from(tiny_model("llama").float(), embedded.tokenizer, name="tiny-llama")
 
 
 def _pushed_toward(bundle: ec.ModelBundle, word: str) -> torch.utils.hooks.RemovableHandle:

@@ -4,7 +4,6 @@ cache: properties that hold for any parts, scenarios and seeds."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,39 +16,16 @@ from emo_core.interventions import HeadAblation, NeuronAblation
 from emo_core.knockout import VARIANTS, Tally, comparison_rows, tally
 from emo_core.parts import Component, matched_random, parse_tokens
 from emo_core.prepared import PrepareSettings, candidate_parts, choose
-from emo_core.results import Results, load_results
-from tests.conftest import tiny_model
-from tests.synthetic_cache import write_synthetic_cache
+from emo_core.results import Results
+from tests.conftest import switched_off
 
 USERS = ["I lost my keys.\nA neighbour found them.", "The bus was late.\nIt never came.", "I baked bread.\nIt rose."]
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(embedded: ec.ModelBundle) -> ec.ModelBundle:
-    return ec.bundle_from(tiny_model("llama").float(), embedded.tokenizer, name="tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def results(tiny_llama: ec.ModelBundle, tmp_path_factory: pytest.TempPathFactory) -> Results:
-    root: Path = tmp_path_factory.mktemp("comparison_cache")
-    write_synthetic_cache(root, "tiny-llama", shape={**vars(tiny_llama.shape)})
-    return load_results("tiny-llama", root)
 
 
 def _parts(rng: random.Random, shape: dict[str, int], n: int) -> list[Component]:
     pool = [Component("head", layer, i) for layer in range(shape["n_layers"]) for i in range(shape["n_heads"])]
     pool += [Component("neuron", layer, i) for layer in range(shape["n_layers"]) for i in range(shape["d_mlp"])]
     return rng.sample(pool, n)
-
-
-def _switched_off(row: object) -> set[Component]:
-    off = set()
-    for edit in row.interventions:
-        if isinstance(edit, HeadAblation):
-            off |= {Component("head", layer, index) for layer, index in edit.heads}
-        if isinstance(edit, NeuronAblation):
-            off |= {Component("neuron", layer, index) for layer, index in edit.neurons}
-    return off
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -65,8 +41,8 @@ def test_comparison_rows_give_each_scenario_its_baseline_knockout_and_a_fresh_ma
         assert [dict(row.tags)["variant"] for row in trio] == list(VARIANTS)
         assert {dict(row.tags)["scenario"] for row in trio} == {str(s)}
         assert len({row.prompt for row in trio}) == 1 and user in trio[0].prompt
-        assert _switched_off(trio[0]) == set() and _switched_off(trio[1]) == set(parts)
-        control = _switched_off(trio[2])
+        assert switched_off(trio[0]) == set() and switched_off(trio[1]) == set(parts)
+        control = switched_off(trio[2])
         assert control == set(matched_random(parts, shape, draws))  # the stream's next draw, one per scenario, in order
         assert not control & set(parts)
         for kind in ("head", "neuron"):
@@ -129,9 +105,9 @@ def test_the_p_value_is_fishers_one_sided_and_falls_as_the_gap_grows() -> None:
     assert Tally(12, 0, 0, 0, 0, 0).p_value == 1.0  # nothing carried, nothing to test
 
 
-def test_candidate_parts_take_the_top_of_each_kind_outside_the_excluded(results: Results) -> None:
+def test_candidate_parts_take_the_top_of_each_kind_outside_the_excluded(tiny_results: Results) -> None:
     def ranking(emotion: str, kind: str) -> list[Component]:
-        return results.ranked_parts(emotion, kind, 1000)
+        return tiny_results.ranked_parts(emotion, kind, 1000)
 
     top = candidate_parts(ranking, "fear", 2, 3, frozenset())
     assert top == ranking("fear", "head")[:2] + ranking("fear", "neuron")[:3]
@@ -144,13 +120,13 @@ def test_candidate_parts_take_the_top_of_each_kind_outside_the_excluded(results:
     )
 
 
-def test_prepared_knockouts_are_read_back_with_their_baseline(results: Results, tiny_llama: ec.ModelBundle) -> None:
-    prepared = results.prepared("sadness")
+def test_prepared_knockouts_are_read_back_with_their_baseline(tiny_results: Results, tiny_llama: ec.ModelBundle) -> None:
+    prepared = tiny_results.prepared("sadness")
     assert prepared.parts == tuple(parse_tokens(["L1H0", "L2N3", "L2N5"])[0]) and prepared.size == "1 head and 2 neurons"
     assert prepared.baseline == Baseline("steered", "direction", 1.0) and prepared.mode == "mean"
-    kit = results.steering_kit(tiny_llama)
-    assert results.fluent_strength("direction", "sadness") >= kit.settings("direction", "sadness")["strength"]
-    assert results.fluent_strength("circuit", "sadness") == kit.settings("circuit", "sadness")["strength"]
+    kit = tiny_results.steering_kit(tiny_llama)
+    assert tiny_results.fluent_strength("direction", "sadness") >= kit.settings("direction", "sadness")["strength"]
+    assert tiny_results.fluent_strength("circuit", "sadness") == kit.settings("circuit", "sadness")["strength"]
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -185,8 +161,8 @@ def test_choose_picks_the_best_eligible_candidate_per_emotion(seed: int) -> None
         assert group["chosen"].sum() == 1 and group.loc[group["chosen"], "score"].item() == pool["score"].max()
 
 
-def test_circuit_steering_pushes_its_circuit_and_nothing_else_does(results: Results, tiny_llama: ec.ModelBundle) -> None:
-    kit = results.steering_kit(tiny_llama)
+def test_circuit_steering_pushes_its_circuit_and_nothing_else_does(tiny_results: Results, tiny_llama: ec.ModelBundle) -> None:
+    kit = tiny_results.steering_kit(tiny_llama)
     pushed = Baseline("steered", "circuit").pushes(kit, "anger")
     circuit = kit.circuits["anger"]
     assert pushed == {Component("head", layer, i) for layer, i, _ in circuit.heads} | {
@@ -194,19 +170,19 @@ def test_circuit_steering_pushes_its_circuit_and_nothing_else_does(results: Resu
     }
     for other in (Baseline("steered", "direction"), Baseline("asked"), Baseline("plain")):
         assert other.pushes(kit, "anger") == frozenset()
-    ranked = results.ranked_parts("anger", "neuron", 5, pushed)
+    ranked = tiny_results.ranked_parts("anger", "neuron", 5, pushed)
     assert len(ranked) == 5 and not set(ranked) & pushed
 
 
 def test_steered_rows_carry_the_kits_steering_before_the_knockout_and_the_defaults_are_mean_ablation_and_seed_0(
-    tiny_llama: ec.ModelBundle, results: Results
+    tiny_llama: ec.ModelBundle, tiny_results: Results
 ) -> None:
-    kit = results.steering_kit(tiny_llama)
+    kit = tiny_results.steering_kit(tiny_llama)
     parts = [Component("head", 1, 0), Component("neuron", 2, 1)]
     steered = Baseline("steered", "direction")
     shared = steered.edits(kit, "fear")
     assert shared
-    rows = comparison_rows(tiny_llama, kit, steered, USERS, "fear", parts, means=results.neutral_means)
+    rows = comparison_rows(tiny_llama, kit, steered, USERS, "fear", parts, means=tiny_results.neutral_means)
     for row in rows:
         assert row.emotion == "fear"
         head = row.interventions[: len(shared)]
@@ -217,7 +193,7 @@ def test_steered_rows_carry_the_kits_steering_before_the_knockout_and_the_defaul
             )
         assert all(edit.mode == "mean" for edit in row.interventions[len(shared) :])
     assert [row.tags for row in rows] == [
-        row.tags for row in comparison_rows(tiny_llama, kit, steered, USERS, "fear", parts, seed=0, means=results.neutral_means)
+        row.tags for row in comparison_rows(tiny_llama, kit, steered, USERS, "fear", parts, seed=0, means=tiny_results.neutral_means)
     ]
     plain = comparison_rows(tiny_llama, kit, Baseline("plain"), USERS, "fear", parts, "zero")
     assert all(isinstance(edit, HeadAblation | NeuronAblation) for row in plain for edit in row.interventions)  # no steering

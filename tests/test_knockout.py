@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,25 +16,11 @@ from emo_core.knockout import chance_check, effect_meter, reply_meter
 from emo_core.parts import Component, knockout, matched_random, parse_tokens, top_parts
 from emo_core.placement import place_on_map
 from emo_core.replay import record
-from emo_core.results import Results, load_results
+from emo_core.results import Results
 from emo_core.scoring import Row, generate_rows
-from tests.conftest import last_token_states, tiny_model
-from tests.synthetic_cache import write_synthetic_cache
+from tests.conftest import last_token_states
 
 SELECTION = parse_tokens(["L1H0,L1H2,L2N3,L2N7,L0N1"])[0]
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(embedded: ec.ModelBundle) -> ec.ModelBundle:
-    return ec.bundle_from(tiny_model("llama").float(), embedded.tokenizer, name="tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def results(tiny_llama: ec.ModelBundle, tmp_path_factory: pytest.TempPathFactory) -> Results:
-    shape = {**vars(tiny_llama.shape)}
-    root: Path = tmp_path_factory.mktemp("knockout_cache")
-    write_synthetic_cache(root, "tiny-llama", shape=shape)
-    return load_results("tiny-llama", root)
 
 
 @pytest.fixture
@@ -43,12 +28,12 @@ def prompt(tiny_llama: ec.ModelBundle) -> str:
     return Baseline("plain").prompt(tiny_llama, "I lost my wallet\nSomeone handed it in.")
 
 
-def test_matched_random_has_the_same_count_per_layer_and_kind_and_avoids_the_selection(results: Results) -> None:
-    drawn = matched_random(SELECTION, results.shape, random.Random(3))
+def test_matched_random_has_the_same_count_per_layer_and_kind_and_avoids_the_selection(tiny_results: Results) -> None:
+    drawn = matched_random(SELECTION, tiny_results.shape, random.Random(3))
     count = lambda parts: sorted((c.kind, c.layer) for c in parts)  # noqa: E731
     assert count(drawn) == count(SELECTION) and not set(drawn) & set(SELECTION)
-    assert drawn == matched_random(SELECTION, results.shape, random.Random(3))
-    assert drawn != matched_random(SELECTION, results.shape, random.Random(4))
+    assert drawn == matched_random(SELECTION, tiny_results.shape, random.Random(3))
+    assert drawn != matched_random(SELECTION, tiny_results.shape, random.Random(4))
 
 
 def test_top_parts_are_the_highest_scores() -> None:
@@ -56,8 +41,8 @@ def test_top_parts_are_the_highest_scores() -> None:
     assert [c for c, _ in top_parts(scores, "head", 3)] == [Component("head", 0, 1), Component("head", 1, 0), Component("head", 1, 2)]
 
 
-def test_baselines(tiny_llama: ec.ModelBundle, results: Results) -> None:
-    kit = results.steering_kit(tiny_llama)
+def test_baselines(tiny_llama: ec.ModelBundle, tiny_results: Results) -> None:
+    kit = tiny_results.steering_kit(tiny_llama)
     assert "Always reply in fear" in Baseline("asked").prompt(tiny_llama, "x", "fear")
     assert "Always reply" not in Baseline("steered").prompt(tiny_llama, "x", "fear")
     assert Baseline("plain").edits(kit, "fear") == [] and Baseline("asked").edits(kit, "fear") == []
@@ -66,23 +51,23 @@ def test_baselines(tiny_llama: ec.ModelBundle, results: Results) -> None:
     assert Baseline("steered", "direction", strength=2.5).edits(kit, "fear")[0].alpha == 2.5
 
 
-def test_mean_ablation_sets_parts_to_the_cached_means(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
-    edits = knockout([Component("neuron", 2, 3), Component("head", 1, 2)], "mean", results.neutral_means)
+def test_mean_ablation_sets_parts_to_the_cached_means(tiny_llama: ec.ModelBundle, tiny_results: Results, prompt: str) -> None:
+    edits = knockout([Component("neuron", 2, 3), Component("head", 1, 2)], "mean", tiny_results.neutral_means)
     batch = ec.generation.encode(tiny_llama, [prompt])
     with torch.inference_mode(), ec.intervene(tiny_llama, *edits), ec.capture(tiny_llama, ["mlp_post", "attn_z"], layers=[1, 2]) as seen:
         tiny_llama.model(**batch)
-    assert torch.allclose(seen[("mlp_post", 2)][0, :, 3], results.tensor("means.mlp_post")[2, 3].expand(batch["input_ids"].shape[1]))
+    assert torch.allclose(seen[("mlp_post", 2)][0, :, 3], tiny_results.tensor("means.mlp_post")[2, 3].expand(batch["input_ids"].shape[1]))
     d = tiny_llama.shape.head_dim
-    head_mean = results.tensor("means.attn_z")[1, 2 * d : 3 * d]
+    head_mean = tiny_results.tensor("means.attn_z")[1, 2 * d : 3 * d]
     assert torch.allclose(seen[("attn_z", 1)][0, :, 2 * d : 3 * d], head_mean.expand(batch["input_ids"].shape[1], d))
 
 
-def test_effect_meter_rows_equal_separate_passes(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
-    reading = results.reading()
-    kit = results.steering_kit(tiny_llama)
+def test_effect_meter_rows_equal_separate_passes(tiny_llama: ec.ModelBundle, tiny_results: Results, prompt: str) -> None:
+    reading = tiny_results.reading()
+    kit = tiny_results.steering_kit(tiny_llama)
     shared = Baseline("steered").edits(kit, "anger")
     knocked = knockout(SELECTION, "zero")
-    control = knockout(matched_random(SELECTION, results.shape, random.Random(0)), "zero")
+    control = knockout(matched_random(SELECTION, tiny_results.shape, random.Random(0)), "zero")
     meter = effect_meter(tiny_llama, reading, record(tiny_llama, prompt, shared), knocked, control, extra_layers=(0,))
     for value, edits in ((meter.baseline, shared), (meter.knocked_out, shared + knocked), (meter.control, shared + control)):
         alone = last_token_states(tiny_llama, [prompt], edits, reading.layers)
@@ -91,13 +76,15 @@ def test_effect_meter_rows_equal_separate_passes(tiny_llama: ec.ModelBundle, res
     assert not torch.allclose(meter.baseline, meter.knocked_out)
 
 
-def test_the_reply_meter_reads_each_row_as_its_own_teacher_forced_pass(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
+def test_the_reply_meter_reads_each_row_as_its_own_teacher_forced_pass(
+    tiny_llama: ec.ModelBundle, tiny_results: Results, prompt: str
+) -> None:
     """Row by row it is the forced pass of the baseline's reply with that row's parts off; with no parts, all three agree."""
-    reading = results.reading()
-    shared = Baseline("steered").edits(results.steering_kit(tiny_llama), "anger")
+    reading = tiny_results.reading()
+    shared = Baseline("steered").edits(tiny_results.steering_kit(tiny_llama), "anger")
     reply = ec.generate(tiny_llama, [prompt], ec.GenerationSettings(max_new_tokens=6), shared)[0]
     knocked = knockout(SELECTION, "zero")
-    control = knockout(matched_random(SELECTION, results.shape, random.Random(0)), "zero")
+    control = knockout(matched_random(SELECTION, tiny_results.shape, random.Random(0)), "zero")
     levels = reply_meter(tiny_llama, reading, prompt, reply.token_ids, shared, knocked, control)
     for row, extra in enumerate(((), knocked, control)):
         states, _, _ = forced_pass(tiny_llama, [ForcedReply(prompt, tuple(reply.token_ids), tuple(extra))], reading.layers, shared)
@@ -115,8 +102,10 @@ class FixedJudge:
         return np.tile(np.linspace(0.1, 0.2, 7), (len(texts), 1))
 
 
-def test_chance_check_compares_the_selection_with_matched_random_sets(tiny_llama: ec.ModelBundle, results: Results, prompt: str) -> None:
-    reading = results.reading()
+def test_chance_check_compares_the_selection_with_matched_random_sets(
+    tiny_llama: ec.ModelBundle, tiny_results: Results, prompt: str
+) -> None:
+    reading = tiny_results.reading()
     other = Baseline("plain").prompt(tiny_llama, "My flight was delayed\nThey gave us vouchers.")
     prompts = [(prompt, []), (other, [])]
 
@@ -128,13 +117,13 @@ def test_chance_check_compares_the_selection_with_matched_random_sets(tiny_llama
             values.append(float(base - knocked))
         return float(np.mean(values))
 
-    check = chance_check(tiny_llama, reading, results, prompts, "anger", SELECTION, n_draws=3, seed=5)
+    check = chance_check(tiny_llama, reading, tiny_results, prompts, "anger", SELECTION, n_draws=3, seed=5)
     assert len(check.random_reading_drops) == 3 and check.n_prompts == 2
     assert check.reading_drop == pytest.approx(drop(SELECTION), abs=1e-4)
-    first_random = matched_random(SELECTION, results.shape, random.Random(5))
+    first_random = matched_random(SELECTION, tiny_results.shape, random.Random(5))
     assert check.random_reading_drops[0] == pytest.approx(drop(first_random), abs=1e-4)
     settings = ec.GenerationSettings(max_new_tokens=3)
-    judged = chance_check(tiny_llama, reading, results, prompts, "anger", SELECTION, n_draws=2, judge=FixedJudge(), settings=settings)
+    judged = chance_check(tiny_llama, reading, tiny_results, prompts, "anger", SELECTION, n_draws=2, judge=FixedJudge(), settings=settings)
     assert judged.judge_drop == pytest.approx(0.0) and judged.random_judge_drops == (0.0, 0.0)
 
 
@@ -157,9 +146,9 @@ class LengthJudge:
 
 
 def test_the_judged_chance_check_compares_each_knockouts_judged_reply_with_the_baseline_and_reports_progress(
-    tiny_llama: ec.ModelBundle, results: Results, prompt: str
+    tiny_llama: ec.ModelBundle, tiny_results: Results, prompt: str
 ) -> None:
-    reading = results.reading()
+    reading = tiny_results.reading()
     shared = [NeuronAblation(((0, 3),), "zero")]  # a baseline edit every reply of the prompt keeps
     other = Baseline("plain").prompt(tiny_llama, "My flight was delayed\nThey gave us vouchers.")
     prompts = [(prompt, shared), (other, [])]
@@ -168,7 +157,7 @@ def test_the_judged_chance_check_compares_each_knockouts_judged_reply_with_the_b
     check = chance_check(
         tiny_llama,
         reading,
-        results,
+        tiny_results,
         prompts,
         "anger",
         SELECTION,
@@ -180,8 +169,8 @@ def test_the_judged_chance_check_compares_each_knockouts_judged_reply_with_the_b
         progress=lambda done, total: calls.append((done, total)),
     )
     rng = random.Random(4)
-    sets = [SELECTION, *(matched_random(SELECTION, results.shape, rng) for _ in range(2))]
-    means = results.neutral_means
+    sets = [SELECTION, *(matched_random(SELECTION, tiny_results.shape, rng) for _ in range(2))]
+    means = tiny_results.neutral_means
     rows = [Row(text, "anger", (*edits, *knockout(parts, "mean", means))) for text, edits in prompts for parts in [[], *sets]]
     texts = [reply.text for reply in generate_rows(tiny_llama, rows, settings)]
     p = LengthJudge().predict_proba(texts)[:, 0].reshape(2, 4)
@@ -198,5 +187,5 @@ def test_the_judged_chance_check_compares_each_knockouts_judged_reply_with_the_b
         for text, edits in prompts
     ]
     assert check.reading_drop == pytest.approx(np.mean(direct), abs=1e-4)  # each prompt read with its own baseline edits
-    zero = chance_check(tiny_llama, reading, results, prompts, "anger", SELECTION, n_draws=2, seed=4)
+    zero = chance_check(tiny_llama, reading, tiny_results, prompts, "anger", SELECTION, n_draws=2, seed=4)
     assert zero.reading_drop != pytest.approx(check.reading_drop)  # mean ablation is not the default zero ablation

@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import replace
 
+import numpy as np
+import pandas as pd
+import pytest
 import torch
 
 import emo_core as ec
+from emo_core import knockout_curves
+from emo_core.attribution import lm_loss, training_openings
+from emo_core.baselines import Baseline, baseline_rows
+from emo_core.causal import OTHERS_WEIGHT
 from emo_core.forced import ForcedReply, forced_pass
+from emo_core.generation import Reply
 from emo_core.interventions import HeadAblation, NeuronAblation
-from emo_core.knockout_curves import _batches, _Plan, _readings
+from emo_core.judge import read_labelled
+from emo_core.knockout_curves import (
+    OPENINGS_PATH,
+    RANKINGS,
+    CurveSettings,
+    _batches,
+    _Plan,
+    _readings,
+    baseline_replies,
+    evaluation_openings,
+    harm_report,
+    ranked_parts,
+    reading_curves,
+)
+from emo_core.parts import Component, knockout, matched_random, top_parts
 from emo_core.reading import EmotionReading
-from tests.conftest import exact
+from emo_core.results import Results
+from emo_core.scenarios import EMOTIONS, neutral_prompts, spread, training_skeletons
+from emo_core.scoring import SCORING_SETTINGS, Row
+from emo_core.stats import difference_interval
+from tests.conftest import exact, switched_off
 
 
 def test_batches_cover_every_row_once_and_split_where_the_lowest_layer_jumps() -> None:
@@ -41,3 +68,270 @@ def test_readings_replayed_per_baseline_row_equal_full_passes_and_parts_above_th
     torch.testing.assert_close(base, reading(forced_pass(tiny, base_rows, reading.layers)[0]), **close)
     assert torch.equal(values[2], base[0])  # a neuron in layer 2 cannot move a reading of layers 0 and 1
     assert not torch.allclose(values[0], base[0])
+
+
+# --- the curves themselves, on a tiny model and a synthetic cache, against direct teacher-forced passes ---------------
+
+
+PROMPTS = neutral_prompts(training_skeletons(4))
+
+
+def _tokens(row: Row) -> tuple[int, ...]:
+    """A made-up reply for a row, different for every prompt, emotion and set of edits (the curves read whatever was said)."""
+    key = zlib.crc32(f"{row.prompt}|{row.emotion}|{row.interventions!r}".encode())
+    return tuple(100 + (key >> shift) % 5000 for shift in range(0, 3 + key % 3))
+
+
+class FakeGenerate:
+    """Stands in for ``generate_rows``: records each call and answers every row with ``_tokens``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[Row], str]] = []
+
+    def __call__(self, bundle, rows, settings=SCORING_SETTINGS, progress=None, desc="replies", **_):
+        assert settings == SCORING_SETTINGS
+        self.calls.append((list(rows), desc))
+        if progress is not None:
+            progress(len(rows), len(rows))
+        return [Reply(f"reply {i}", _tokens(row), 5) for i, row in enumerate(rows)]
+
+
+class RecordDraws:
+    """Wraps ``matched_random``: every random set drawn, with the top set it matches, in the order drawn."""
+
+    def __init__(self) -> None:
+        self.draws: dict[tuple, list[list[Component]]] = {}
+
+    def __call__(self, components, shape, rng):
+        drawn = matched_random(components, shape, rng)
+        self.draws.setdefault(tuple(components), []).append(drawn)
+        return drawn
+
+
+def _reading_of(bundle: ec.ModelBundle, reading: EmotionReading, rows: list[ForcedReply]) -> torch.Tensor:
+    return reading(forced_pass(bundle, rows, reading.layers)[0])
+
+
+def _with(row: ForcedReply, parts: list[Component], means) -> ForcedReply:
+    return replace(row, edits=(*row.edits, *knockout(parts, "mean", means)))
+
+
+def _top(tiny_results: Results, ranking: str, kind: str, emotion: str, k: int) -> list[Component]:
+    """The top-k parts, read from the cache directly (not through ``ranked_parts``)."""
+    e = EMOTIONS.index(emotion)
+    if ranking == "causal":
+        scores = tiny_results.causal_scores("steered", kind, "mean")[e]
+    else:
+        scores = tiny_results.tensor("head_scores" if kind == "head" else "neuron_scores")[e]
+    return [c for c, _ in top_parts(scores, kind, k)]
+
+
+def test_ranked_parts_are_each_emotions_own_top_parts(tiny_results: Results) -> None:
+    for emotion in EMOTIONS:
+        for ranking in RANKINGS:
+            for kind in ("head", "neuron"):
+                assert ranked_parts(tiny_results, ranking, "steered", kind, emotion, "mean", 3) == _top(
+                    tiny_results, ranking, kind, emotion, 3
+                )
+    assert ranked_parts(tiny_results, "causal", "asked", "neuron", "fear", "zero", 4) == [
+        c for c, _ in top_parts(tiny_results.causal_scores("asked", "neuron", "zero")[EMOTIONS.index("fear")], "neuron", 4)
+    ]
+
+
+def test_evaluation_openings_come_from_the_evaluation_file_by_label_and_never_from_training() -> None:
+    openings = evaluation_openings()
+    texts, labels = read_labelled(OPENINGS_PATH)
+    training = {text for texts_ in training_openings(per_emotion=100).values() for text in texts_}
+    for emotion in EMOTIONS:
+        own = [text for text, label in zip(texts, labels, strict=True) if label == emotion]
+        assert openings[emotion] and set(openings[emotion]) <= set(own) and len(openings[emotion]) == min(100, len(own))
+        assert not set(openings[emotion]) & training
+
+
+def test_baseline_replies_reuse_what_the_run_has_and_generate_only_the_rest(tiny_llama, tiny_results, monkeypatch) -> None:
+    fake = FakeGenerate()
+    monkeypatch.setattr(knockout_curves, "generate_rows", fake)
+    rows = baseline_rows(Baseline("asked"), tiny_results.steering_kit(tiny_llama), PROMPTS[:2], emotions=("happiness", "fear"))
+    had = Reply("known", (7, 8), 3)
+    replies = baseline_replies(tiny_llama, rows, {"asked": {(rows[1].prompt, "happiness"): had}}, "asked")
+    assert replies[1] is had and [r.token_ids for i, r in enumerate(replies) if i != 1] == [_tokens(rows[i]) for i in (0, 2, 3)]
+    assert fake.calls == [([rows[0], rows[2], rows[3]], "asked baselines")]
+    fake.calls.clear()
+    assert [r.token_ids for r in baseline_replies(tiny_llama, rows, {"steered": {(rows[1].prompt, "happiness"): had}}, "asked")] == [
+        _tokens(row) for row in rows
+    ]
+    baseline_replies(tiny_llama, rows[1:2], {"asked": {(rows[1].prompt, "happiness"): had}}, "asked")
+    assert len(fake.calls) == 1  # nothing missing: nothing generated
+
+
+def test_reading_curves_equal_direct_passes_for_every_emotion_ranking_kind_and_k(tiny_llama, tiny_results, monkeypatch) -> None:
+    monkeypatch.setattr(knockout_curves, "generate_rows", FakeGenerate())
+    record = RecordDraws()
+    monkeypatch.setattr(knockout_curves, "matched_random", record)
+    settings = CurveSettings(prompts=2, draws=3, target_draws=5, target_ks={"head": 2, "neuron": 3}, ks=(1, 2), bootstrap=50, batch_size=3)
+    kit, reading, means = tiny_results.steering_kit(tiny_llama), tiny_results.reading(), tiny_results.neutral_means
+    curves = reading_curves(tiny_llama, tiny_results, kit, reading, PROMPTS, "steered", settings)
+    rows = baseline_rows(Baseline("steered"), kit, spread(PROMPTS, 2))
+    base_rows = [ForcedReply(row.prompt, _tokens(row), row.interventions) for row in rows]
+    base = _reading_of(tiny_llama, reading, base_rows)
+    n = 2
+    assert curves["n_prompts"] == n
+    for e, emotion in enumerate(EMOTIONS):
+        assert curves["baseline_reading"][emotion] == pytest.approx(float(base[e * n : e * n + n, e].mean()), abs=1e-5)
+    close = {"abs": 1e-4}
+    queues = {top: list(draws) for top, draws in record.draws.items()}
+    draws_of = {}  # a top set shared by two curve points gives its draws to them in the order the curves are drawn
+    for emotion in EMOTIONS:
+        for ranking in RANKINGS:
+            for kind, target_k in (("head", 2), ("neuron", 3)):
+                for k in sorted({1, 2, target_k} if ranking == "causal" else {1, 2}):
+                    count = settings.target_draws if ranking == "causal" and k == target_k else settings.draws
+                    queue = queues[tuple(_top(tiny_results, ranking, kind, emotion, k))]
+                    draws_of[(emotion, ranking, kind, k)], queue[:] = queue[:count], queue[count:]
+    assert not any(queues.values())
+    for ranking in RANKINGS:
+        for kind, target_k in (("head", 2), ("neuron", 3)):
+            assert set(curves[ranking][kind]) == ({"1", "2", str(target_k)} if ranking == "causal" else {"1", "2"})
+            for k_text, by_emotion in curves[ranking][kind].items():
+                k = int(k_text)
+                for e, emotion in enumerate(EMOTIONS):
+                    entry = by_emotion[emotion]
+                    top = _top(tiny_results, ranking, kind, emotion, k)
+                    assert entry["units"] == [[c.layer, c.index] for c in top]
+                    own = list(range(e * n, e * n + n))
+                    knocked = _reading_of(tiny_llama, reading, [_with(base_rows[i], top, means) for i in own])
+                    drops = base[own] - knocked  # [n, E]
+                    assert entry["n_top"] == n and entry["top_drop"] == pytest.approx(float(drops[:, e].mean()), **close)
+                    others = [f for f in range(len(EMOTIONS)) if f != e]
+                    assert entry["others_same"] == pytest.approx(float(drops[:, others].mean()), **close)
+                    target = ranking == "causal" and k == target_k
+                    draws = draws_of[(emotion, ranking, kind, k)]
+                    assert len(draws) == (settings.target_draws if target else settings.draws) == entry["n_random"]
+                    random_rows = [_with(base_rows[own[d % n]], drawn, means) for d, drawn in enumerate(draws)]
+                    random_drops = base[[own[d % n] for d in range(len(draws))], e] - _reading_of(tiny_llama, reading, random_rows)[:, e]
+                    assert entry["random_drop"] == pytest.approx(float(random_drops.mean()), **close)
+                    assert entry["ratio"] == (entry["top_drop"] / entry["random_drop"] if entry["random_drop"] > 0 else None)
+                    assert ("others_own" in entry) == target
+                    if target:
+                        cross = [f * n + p for f in others for p in range(n)]
+                        knocked_own = _reading_of(tiny_llama, reading, [_with(base_rows[i], top, means) for i in cross])
+                        own_drops = [float(base[i, i // n] - knocked_own[j, i // n]) for j, i in enumerate(cross)]
+                        assert entry["others_own"] == pytest.approx(float(np.mean(own_drops)), **close)
+                        specific = entry["top_drop"] > 0 and entry["top_drop"] >= OTHERS_WEIGHT * max(entry["others_own"], 0)
+                        assert entry["specific"] == specific
+                        lo, hi = entry["others_own_ci95"]
+                        assert lo <= entry["others_own"] <= hi
+
+
+def test_every_random_draw_is_a_matched_set_of_its_own(tiny_llama, tiny_results, monkeypatch) -> None:
+    monkeypatch.setattr(knockout_curves, "generate_rows", FakeGenerate())
+    record = RecordDraws()
+    monkeypatch.setattr(knockout_curves, "matched_random", record)
+    settings = CurveSettings(prompts=1, draws=4, target_draws=4, ks=(2,), rankings=("causal",), bootstrap=20)
+    reading_curves(tiny_llama, tiny_results, tiny_results.steering_kit(tiny_llama), tiny_results.reading(), PROMPTS, "steered", settings)
+    count = lambda parts: sorted((c.kind, c.layer) for c in parts)  # noqa: E731
+    for top, draws in record.draws.items():
+        assert all(count(drawn) == count(top) and not set(drawn) & set(top) for drawn in draws)
+        assert len({tuple(drawn) for drawn in draws}) > 1  # a fresh draw each time, not one set reused
+
+
+def test_harm_report_is_each_sets_loss_against_the_plain_loss_computed_once_per_distinct_set(tiny_llama, tiny_results, monkeypatch) -> None:
+    calls = []
+
+    def counted(bundle, texts, edits=()):
+        calls.append(tuple(edits))
+        return lm_loss(bundle, texts, edits)
+
+    monkeypatch.setattr(knockout_curves, "lm_loss", counted)
+    a, b, c = Component("head", 1, 0), Component("neuron", 2, 5), Component("neuron", 0, 1)
+    prompts = PROMPTS[:3]
+    report = harm_report(tiny_llama, tiny_results, prompts, {"x": [a, b], "y": [b, a], "z": [c]}, "zero")
+    texts = [Baseline("plain").prompt(tiny_llama, p.user) for p in prompts]
+    total, count = lm_loss(tiny_llama, texts)
+    assert report["base_loss"] == pytest.approx(total / count)
+    for name, parts in (("x", [a, b]), ("z", [c])):
+        loss = lm_loss(tiny_llama, texts, knockout(parts, "zero"))[0] / count
+        assert report[name]["loss"] == pytest.approx(loss) and report[name]["relative_rise"] == pytest.approx(loss / (total / count) - 1)
+    assert report["y"] == report["x"] and len(calls) == 3  # the plain loss, then each distinct set once
+    assert report["x"]["loss"] != report["z"]["loss"]
+
+
+def _p_target(row: Row) -> float:
+    return (zlib.crc32(f"{row.prompt}|{row.interventions!r}".encode()) % 1000) / 1000
+
+
+def _degenerate(row: Row) -> bool:
+    return zlib.crc32(repr(row.interventions).encode()) % 3 == 0
+
+
+def fake_scores(judge, rows, replies, second=None) -> pd.DataFrame:
+    assert len(rows) == len(replies)
+    return pd.DataFrame({"p_target": [_p_target(row) for row in rows], "degenerate": [_degenerate(row) for row in rows]})
+
+
+def test_judged_knockouts_pair_each_prompts_top_and_random_reply_with_its_own_baseline(tiny_llama, tiny_results, monkeypatch) -> None:
+    fake = FakeGenerate()
+    monkeypatch.setattr(knockout_curves, "generate_rows", fake)
+    monkeypatch.setattr(knockout_curves, "score_replies", fake_scores)
+    record = RecordDraws()
+    monkeypatch.setattr(knockout_curves, "matched_random", record)
+    settings = CurveSettings(judged_prompts=3, judged=(("neuron", 2), ("head", 1)), bootstrap=50)
+    kit, means = tiny_results.steering_kit(tiny_llama), tiny_results.neutral_means
+    out = knockout_curves.judged_knockouts(tiny_llama, tiny_results, kit, judge=None, prompts=PROMPTS, settings=settings)
+    base_rows = baseline_rows(Baseline("steered"), kit, spread(PROMPTS, 3))
+    n = 3
+    assert out["baseline"] == "steered" and out["n_prompts"] == n
+    (_, base_desc), (knocked, desc) = fake.calls
+    assert (base_desc, desc) == ("steered baselines", "judged knockouts")
+    for e, emotion in enumerate(EMOTIONS):
+        own = base_rows[e * n : e * n + n]
+        assert out["baseline_p_target"][emotion] == pytest.approx(np.mean([_p_target(row) for row in own]))
+        for kind, k in settings.judged:
+            top = _top(tiny_results, "causal", kind, emotion, k)
+            draws = record.draws[tuple(top)]
+            assert len(draws) == n
+            top_rows = [Row(row.prompt, emotion, (*row.interventions, *knockout(top, "mean", means))) for row in own]
+            random_rows = [Row(r.prompt, emotion, (*r.interventions, *knockout(d, "mean", means))) for r, d in zip(own, draws, strict=True)]
+            key = lambda row: (row.prompt, row.emotion, frozenset(switched_off(row)), repr(row.interventions[0]))  # noqa: E731
+            assert {key(row) for row in top_rows + random_rows} <= {key(row) for row in knocked}
+            entry = out[kind][str(k)][emotion]
+            top_drops = [_p_target(b) - _p_target(t) for b, t in zip(own, top_rows, strict=True)]
+            random_drops = [_p_target(b) - _p_target(r) for b, r in zip(own, random_rows, strict=True)]
+            assert entry["top_drop"] == pytest.approx(np.mean(top_drops)) and entry["random_drop"] == pytest.approx(np.mean(random_drops))
+            assert entry["degenerate_top"] == pytest.approx(np.mean([_degenerate(row) for row in top_rows]))
+            assert entry["n_top"] == entry["n_random"] == n
+            assert entry["difference_ci95"] == difference_interval(np.array(top_drops), np.array(random_drops), 50, 0, True)
+    assert len(knocked) == len(EMOTIONS) * n * 2 * len(settings.judged)
+
+
+def test_the_curves_report_gathers_every_baseline_the_harm_of_every_named_set_and_the_judged_knockouts(
+    tiny_llama, tiny_results, monkeypatch
+) -> None:
+    fake = FakeGenerate()
+    monkeypatch.setattr(knockout_curves, "generate_rows", fake)
+    monkeypatch.setattr(knockout_curves, "score_replies", fake_scores)
+    settings = CurveSettings(
+        prompts=1, draws=1, target_draws=2, ks=(1,), baselines=("steered", "asked"), harm_prompts=2, judged_prompts=1, bootstrap=20
+    )
+    kit = tiny_results.steering_kit(tiny_llama)
+    steered = baseline_rows(Baseline("steered"), kit, spread(PROMPTS, 1))
+    known = {"steered": {(row.prompt, row.emotion): Reply("known", _tokens(row), 5) for row in steered}}
+    stages = []
+    report = knockout_curves.knockout_curves(tiny_llama, tiny_results, None, PROMPTS, settings, lambda *a: stages.append(a[0]), known)
+    assert all(desc != "steered baselines" for _, desc in fake.calls)  # the known replies were not generated again
+    assert report["mode"] == "mean" and report["ks"] == [1] and set(report["reading"]) == {"steered", "asked"}
+    for baseline in ("steered", "asked"):
+        direct = reading_curves(tiny_llama, tiny_results, kit, tiny_results.reading(), PROMPTS, baseline, settings)
+        assert report["reading"][baseline] == direct
+    names = {f"{b}/{e}/{kind}/{k}" for b in ("steered", "asked") for e in EMOTIONS for kind, k in (("head", 2), ("neuron", 4))}
+    names |= {f"steered/{e}/neuron/16" for e in EMOTIONS}
+    assert set(report["harm"]) == names | {"base_loss"}
+    sets = {f"asked/{e}/head/2": ranked_parts(tiny_results, "causal", "asked", "head", e, "mean", 2) for e in EMOTIONS}
+    assert {name: report["harm"][name] for name in sets} == {
+        name: value for name, value in harm_report(tiny_llama, tiny_results, spread(PROMPTS, 2), sets, "mean").items() if name in sets
+    }
+    assert set(report["judged"]["neuron"]["16"]) == set(EMOTIONS)
+    assert {"curves: steered", "curves: asked", "curves: judged"} <= set(stages)
+    assert "judged" not in knockout_curves.knockout_curves(
+        tiny_llama, tiny_results, None, PROMPTS, replace(settings, judged=()), None, known
+    )
