@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
 import torch
 
 import emo_core as ec
-from emo_core.attribution import lm_loss, loss_attribution, reading_attribution
-from emo_core.causal import causal_scores, others_mean
+from emo_core import attribution
+from emo_core.attribution import (
+    CausalSettings,
+    causal_effects,
+    lm_loss,
+    loss_attribution,
+    opening_sentences,
+    own_effects,
+    reading_attribution,
+    token_losses,
+    training_openings,
+)
+from emo_core.baselines import Baseline, baseline_rows
+from emo_core.causal import HARM_BASE, causal_scores, effect_name, harm_name, others_mean
 from emo_core.forced import ForcedReply, forced_pass, forced_recording, forced_replay
+from emo_core.generation import Reply, encode
 from emo_core.interventions import ComponentEdit, HeadAblation, NeuronAblation
+from emo_core.judge import TRAIN_PATH, read_labelled
 from emo_core.parts import NeutralMeans, top_parts
 from emo_core.reading import EmotionReading, unit_directions
+from emo_core.results import Results
+from emo_core.scenarios import EMOTIONS, neutral_prompts, spread, training_skeletons
 from emo_core.scoring import Row, generate_rows
-from tests.conftest import exact
+from tests.conftest import exact, tiny_model
 
 LAYERS = (1, 2)
 
@@ -126,8 +143,6 @@ def test_a_full_ablation_is_the_dose_one_edit(tiny: ec.ModelBundle) -> None:
 
 def test_forced_pass_reads_what_generation_observed(embedded: ec.ModelBundle) -> None:
     """Teacher-forcing a steered reply (prompt call, then reply call over one KV cache) gives the states generation saw."""
-    from tests.conftest import tiny_model
-
     bundle = ec.bundle_from(tiny_model("llama"), embedded.tokenizer, name="tiny-llama")
     steer = ec.ResidualAddition({0: torch.ones(bundle.shape.d_model, dtype=bundle.dtype)}, alpha=2.0)
     prompts = [ec.chat_prompt(bundle, "I lost my keys."), ec.chat_prompt(bundle, "My train was late again today, and the next one too.")]
@@ -209,3 +224,139 @@ def test_knockout_summaries_apply_the_three_times_random_bar() -> None:
     assert raised["ratio"] is None and raised["three_times_random"]
     weak = _summary(np.array([0.10, 0.12]), np.array([0.05, 0.04]), settings)
     assert not weak["three_times_random"]
+
+
+def test_parts_above_the_readings_layers_have_no_effect_and_the_lower_ones_do(tiny: ec.ModelBundle) -> None:
+    """A part can only move a reading through the layers it reads: the estimate is exactly 0 above them (no gradient at all)."""
+    base = _reading(tiny)
+    reading = EmotionReading((0,), base.units[:, :1], base.zero, base.one)
+    estimate = reading_attribution(tiny, reading, _rows(tiny), torch.eye(6, dtype=tiny.dtype)[:2], _means(tiny))
+    for kind in ("head", "neuron"):
+        for mode in ("zero", "mean"):
+            assert torch.count_nonzero(estimate[kind][mode][:, 1:]) == 0 and torch.count_nonzero(estimate[kind][mode][:, 0]) > 0
+
+
+def test_edits_shared_by_every_row_count_as_each_rows_own(tiny: ec.ModelBundle) -> None:
+    reading, means, rows = _reading(tiny), _means(tiny), _rows(tiny)
+    weights = torch.eye(6, dtype=tiny.dtype)[[1, 4]]
+    steer = ec.ResidualAddition({1: torch.linspace(-1, 1, tiny.shape.d_model, dtype=tiny.dtype)}, alpha=2.0)
+    shared = reading_attribution(tiny, reading, rows, weights, means, shared=(steer,))
+    own = reading_attribution(tiny, reading, [replace(row, edits=(*row.edits, steer)) for row in rows], weights, means)
+    plain = reading_attribution(tiny, reading, rows, weights, means)
+    for kind in ("head", "neuron"):
+        torch.testing.assert_close(shared[kind]["mean"], own[kind]["mean"], atol=10 * exact(tiny), rtol=1e-5)
+        assert not torch.allclose(shared[kind]["zero"], plain[kind]["zero"])
+
+
+def test_the_loss_counts_every_real_token_after_the_first_of_each_prompt_however_they_are_padded(tiny: ec.ModelBundle) -> None:
+    short, long = ec.chat_prompt(tiny, "Hi."), ec.chat_prompt(tiny, "The shop was closed when I arrived, so I went home again.")
+    lengths = [len(encode(tiny, [text])["input_ids"][0]) for text in (short, long)]
+    together = lm_loss(tiny, [short, long])
+    alone = [lm_loss(tiny, [text]) for text in (short, long)]
+    assert together[1] == sum(lengths) - 2 == alone[0][1] + alone[1][1]
+    assert together[0] == pytest.approx(alone[0][0] + alone[1][0], rel=1e-5)
+    assert loss_attribution(tiny, [short, long], _means(tiny))[1] == together[1]
+
+
+def test_losses_are_computed_in_at_least_float32() -> None:
+    logits = torch.randn(2, 4, 10).to(torch.bfloat16)
+    batch = {"input_ids": torch.randint(0, 10, (2, 4)), "attention_mask": torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])}
+    losses = token_losses(logits, batch)
+    assert losses.dtype == torch.float32 and len(losses) == 5
+    assert token_losses(logits.double(), batch).dtype == torch.float64
+
+
+def test_opening_sentences_are_spread_over_each_emotions_own_sentences(tmp_path) -> None:
+    path = tmp_path / "openings.jsonl"
+    records = [{"text": f"{label} sentence {i}.", "label": label} for i in range(10) for label in (*EMOTIONS, "neutral")]
+    path.write_text("\n".join(json.dumps(record) for record in records), encoding="utf-8")
+    chosen = opening_sentences(path, per_emotion=3)
+    assert set(chosen) == set(EMOTIONS)
+    for emotion in EMOTIONS:
+        assert chosen[emotion] == [f"{emotion} sentence {i}." for i in (0, 3, 6)]
+    assert opening_sentences(path, per_emotion=20)["fear"] == [f"fear sentence {i}." for i in range(10)]  # fewer than asked: all
+    assert opening_sentences(path, per_emotion=1)["fear"] == ["fear sentence 0."]
+
+
+def test_training_openings_are_the_judges_training_sentences() -> None:
+    texts, labels = read_labelled(TRAIN_PATH)
+    openings = training_openings()
+    for emotion in EMOTIONS:
+        assert len(openings[emotion]) == 4 and set(openings[emotion]) <= {
+            t for t, label in zip(texts, labels, strict=True) if label == emotion
+        }
+    assert training_openings(2) == {emotion: sentences[:2] for emotion, sentences in opening_sentences(TRAIN_PATH, 2).items()}
+
+
+def _forced_rows(bundle: ec.ModelBundle) -> tuple[list[Row], list[Reply]]:
+    steer = ec.ResidualAddition({0: torch.ones(bundle.shape.d_model, dtype=bundle.dtype)}, alpha=0.5)
+    texts = ["I lost my keys.", "My train was late.", "The cake fell over.", "We won the quiz.", "It rained all day."]
+    emotions = ["anger", "fear", "anger", "sadness", "anger"]
+    rows = [
+        Row(ec.chat_prompt(bundle, text), emotion, (steer,) if i % 2 else ())
+        for i, (text, emotion) in enumerate(zip(texts, emotions, strict=True))
+    ]
+    replies = [Reply("", tuple(range(100 + 7 * i, 103 + 7 * i + i % 2)), 0) for i in range(len(rows))]
+    return rows, replies
+
+
+def test_own_effects_average_each_emotions_rows_whatever_the_batch_size(tiny_llama: ec.ModelBundle) -> None:
+    reading, means = _reading(tiny_llama), _means(tiny_llama)
+    rows, replies = _forced_rows(tiny_llama)
+    seen = []
+    by_two = own_effects(tiny_llama, reading, rows, replies, means, batch_size=2, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(2, 5), (4, 5), (5, 5)]
+    whole = own_effects(tiny_llama, reading, rows, replies, means, batch_size=8)
+    for kind in ("head", "neuron"):
+        for mode in ("zero", "mean"):
+            torch.testing.assert_close(by_two[kind][mode], whole[kind][mode], atol=1e-5, rtol=1e-4)
+            for e, emotion in enumerate(EMOTIONS):
+                mine = [i for i, row in enumerate(rows) if row.emotion == emotion]
+                if not mine:
+                    assert torch.count_nonzero(whole[kind][mode][e]) == 0
+                    continue
+                direct = [
+                    reading_attribution(
+                        tiny_llama,
+                        reading,
+                        [ForcedReply(rows[i].prompt, replies[i].token_ids, rows[i].interventions)],
+                        torch.eye(6)[[e]],
+                        means,
+                    )[kind][mode][0]
+                    for i in mine
+                ]
+                torch.testing.assert_close(whole[kind][mode][e], torch.stack(direct).mean(0), atol=1e-5, rtol=1e-4)
+
+
+def test_causal_effects_store_each_baselines_drops_and_the_harm_per_token(
+    tiny_llama: ec.ModelBundle, tiny_results: Results, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generated = []
+
+    def fake_generate(bundle, rows, settings, progress=None, desc="replies"):
+        generated.append(desc)
+        return [Reply("", (200 + i, 300 + len(row.emotion), 400), 0) for i, row in enumerate(rows)]
+
+    monkeypatch.setattr(attribution, "generate_rows", fake_generate)
+    kit, reading, means = tiny_results.steering_kit(tiny_llama), tiny_results.reading(), tiny_results.neutral_means
+    prompts = neutral_prompts(training_skeletons(4))
+    openings = {emotion: [f"Well, {emotion}."] for emotion in EMOTIONS}
+    settings = CausalSettings(prompts=2, harm_prompts=3, batch_size=2, baselines=("steered", "continued"))
+    stages = []
+    out = causal_effects(kit, reading, means, prompts, openings, settings, lambda name, *_: stages.append(name))
+    assert generated == ["steered replies", "continued replies"]
+    assert {"causal: steered", "causal: continued", "causal: harm"} <= set(stages)
+    names = {effect_name(b, kind, mode) for b in ("steered", "continued") for kind in ("head", "neuron") for mode in ("zero", "mean")}
+    names |= {harm_name(kind, mode) for kind in ("head", "neuron") for mode in ("zero", "mean")} | {HARM_BASE}
+    assert set(out) == names
+    for baseline in ("steered", "continued"):
+        rows = baseline_rows(Baseline(baseline), kit, spread(prompts, 2), openings=openings)
+        replies = fake_generate(tiny_llama, rows, None)
+        direct = own_effects(tiny_llama, reading, rows, replies, means, batch_size=12)
+        for kind in ("head", "neuron"):
+            torch.testing.assert_close(out[effect_name(baseline, kind, "mean")], -direct[kind]["mean"], atol=1e-5, rtol=1e-4)
+    texts = [Baseline("plain").prompt(tiny_llama, p.user) for p in spread(prompts, 3)]
+    total, count, harm = loss_attribution(tiny_llama, texts, means)
+    assert float(out[HARM_BASE][0]) == pytest.approx(total / count, rel=1e-5)
+    for kind in ("head", "neuron"):
+        torch.testing.assert_close(out[harm_name(kind, "zero")], harm[kind]["zero"] / count, atol=1e-6, rtol=1e-4)
