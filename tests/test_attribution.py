@@ -212,20 +212,6 @@ def test_estimates_track_real_knockouts_on_the_built_in_model(embedded: ec.Model
         assert 0.5 * estimated < real < 2 * estimated, (part, estimated, real)
 
 
-def test_knockout_summaries_apply_the_three_times_random_bar() -> None:
-    import numpy as np
-
-    from emo_core.knockout_curves import CurveSettings, _summary
-
-    settings = CurveSettings(bootstrap=200)
-    clear = _summary(np.array([0.30, 0.32, 0.28]), np.array([0.05, -0.02, 0.04, 0.01]), settings)
-    assert clear["three_times_random"] and clear["difference_ci95"][0] > 0
-    raised = _summary(np.array([0.10, 0.12]), np.array([-0.05, -0.03]), settings)  # random sets raise it: counts as 0
-    assert raised["ratio"] is None and raised["three_times_random"]
-    weak = _summary(np.array([0.10, 0.12]), np.array([0.05, 0.04]), settings)
-    assert not weak["three_times_random"]
-
-
 def test_parts_above_the_readings_layers_have_no_effect_and_the_lower_ones_do(tiny: ec.ModelBundle) -> None:
     """A part can only move a reading through the layers it reads: the estimate is exactly 0 above them (no gradient at all)."""
     base = _reading(tiny)

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import emo_core as ec
 from emo_core import knockout_curves
@@ -20,12 +22,15 @@ from emo_core.generation import Reply
 from emo_core.interventions import HeadAblation, NeuronAblation
 from emo_core.judge import read_labelled
 from emo_core.knockout_curves import (
+    BATCH_OVERHEAD_ROWS,
     OPENINGS_PATH,
     RANKINGS,
     CurveSettings,
     _batches,
     _Plan,
     _readings,
+    _rows,
+    _summary,
     baseline_replies,
     evaluation_openings,
     harm_report,
@@ -37,7 +42,7 @@ from emo_core.reading import EmotionReading
 from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS, neutral_prompts, spread, training_skeletons
 from emo_core.scoring import SCORING_SETTINGS, Row
-from emo_core.stats import difference_interval
+from emo_core.stats import bootstrap_interval, difference_interval
 from tests.conftest import exact, switched_off
 
 
@@ -70,6 +75,76 @@ def test_readings_replayed_per_baseline_row_equal_full_passes_and_parts_above_th
     assert not torch.allclose(values[0], base[0])
 
 
+def _cost(lows: list[int], top: int, batches: list[tuple[int, int]]) -> int:
+    return sum((top - lows[start] + 1) * (end - start + BATCH_OVERHEAD_ROWS) for start, end in batches)
+
+
+def _cheapest(lows: list[int], top: int, size: int) -> int:
+    """The least cost of any split of ``lows`` into consecutive batches of at most ``size`` rows, by trying them all."""
+    best = {0: 0}
+    for end in range(1, len(lows) + 1):
+        best[end] = min(best[start] + _cost(lows, top, [(start, end)]) for start in range(max(0, end - size), end))
+    return best[len(lows)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 9), max_size=9).map(sorted), st.integers(1, 4))
+def test_batches_split_the_rows_at_the_least_cost(lows: list[int], size: int) -> None:
+    batches = _batches(lows, 9, size)
+    assert [i for start, end in batches for i in range(start, end)] == list(range(len(lows)))
+    assert all(0 < end - start <= size for start, end in batches)
+    assert _cost(lows, 9, batches) == _cheapest(lows, 9, size)
+
+
+def test_a_lone_early_row_gets_its_own_batch_when_that_is_cheaper() -> None:
+    assert _batches([0, 20, 20, 20], 20, 4) == [(0, 1), (1, 4)]
+
+
+def test_readings_report_progress_over_every_knockout_and_take_rows_without_any(tiny: ec.ModelBundle) -> None:
+    """Knockouts that cannot move the reading (above its layers, or switching nothing off) count as done and read the baseline."""
+    units, zero = torch.randn(6, 2, tiny.shape.d_model, dtype=tiny.dtype), torch.zeros(6, dtype=tiny.dtype)
+    reading = EmotionReading((0, 1), units, zero, zero + 1)
+    rows = [ForcedReply(ec.chat_prompt(tiny, text), (11, 12)) for text in ("One.", "Two.", "Three.")]
+    plan = _Plan()
+    plan.add(0, (NeuronAblation(((1, 0),)),), ())  # the reading's top layer: it moves the reading
+    plan.add(0, (NeuronAblation(((2, 0),)),), ())  # above it: exactly the baseline
+    plan.add(0, (), ())  # nothing switched off
+    plan.add(2, (HeadAblation(((0, 1),)),), ())  # row 1 has no knockouts at all
+    seen = []
+    base, values = _readings(tiny, reading, rows, plan, 4, lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (4, 4)]
+    assert torch.equal(values[1], base[0]) and torch.equal(values[2], base[0])
+    assert not torch.allclose(values[0], base[0]) and not torch.allclose(values[3], base[2])
+    torch.testing.assert_close(base, reading(forced_pass(tiny, rows, reading.layers)[0]), atol=10 * exact(tiny), rtol=1e-6)
+
+
+def test_summaries_pass_on_the_bar_itself_and_fail_when_an_interval_reaches_zero() -> None:
+    paired = CurveSettings(bootstrap=400)
+    on_the_bar = _summary(np.array([0.75, 0.75, 0.75]), np.array([0.25, 0.25, 0.25]), paired)  # exactly three times random
+    assert on_the_bar["ratio"] == 3 and on_the_bar["three_times_random"]
+    top_touches_zero = _summary(np.array([0.0, 0.0, 0.0, 4.0]), np.array([-1.0, -1.0, -1.0, -1.0]), paired, paired=True)
+    assert top_touches_zero["top_ci95"][0] == 0 < top_touches_zero["difference_ci95"][0]
+    assert not top_touches_zero["three_times_random"]
+    difference_touches_zero = _summary(np.array([1.0, 1.0, 1.0, 1.0]), np.array([1.0, 1.0, 1.0, -9.0]), paired, paired=True)
+    assert difference_touches_zero["difference_ci95"][0] == 0 < difference_touches_zero["top_ci95"][0]
+    assert not difference_touches_zero["three_times_random"]
+    entry = _summary(np.array([0.3, 0.1, 0.2]), np.array([0.05, -0.02, 0.0, 0.01]), paired)
+    assert entry == _summary(np.array([0.3, 0.1, 0.2]), np.array([0.05, -0.02, 0.0, 0.01]), paired)  # seeded: the same every time
+    assert entry["top_ci95"] == bootstrap_interval([0.3, 0.1, 0.2], 400, 0)
+    assert entry["random_ci95"] == bootstrap_interval([0.05, -0.02, 0.0, 0.01], 400, 0)
+    assert (entry["n_top"], entry["n_random"]) == (3, 4)
+
+
+def test_knockout_summaries_apply_the_three_times_random_bar() -> None:
+    settings = CurveSettings(bootstrap=200)
+    clear = _summary(np.array([0.30, 0.32, 0.28]), np.array([0.05, -0.02, 0.04, 0.01]), settings)
+    assert clear["three_times_random"] and clear["difference_ci95"][0] > 0
+    raised = _summary(np.array([0.10, 0.12]), np.array([-0.05, -0.03]), settings)  # random sets raise it: counts as 0
+    assert raised["ratio"] is None and raised["three_times_random"]
+    weak = _summary(np.array([0.10, 0.12]), np.array([0.05, 0.04]), settings)
+    assert not weak["three_times_random"]
+
+
 # --- the curves themselves, on a tiny model and a synthetic cache, against direct teacher-forced passes ---------------
 
 
@@ -85,11 +160,12 @@ def _tokens(row: Row) -> tuple[int, ...]:
 class FakeGenerate:
     """Stands in for ``generate_rows``: records each call and answers every row with ``_tokens``."""
 
-    def __init__(self) -> None:
+    def __init__(self, bundle: ec.ModelBundle) -> None:
+        self.bundle = bundle
         self.calls: list[tuple[list[Row], str]] = []
 
-    def __call__(self, bundle, rows, settings=SCORING_SETTINGS, progress=None, desc="replies", **_):
-        assert settings == SCORING_SETTINGS
+    def __call__(self, bundle, rows, settings=None, progress=None, desc="replies", **_):
+        assert bundle is self.bundle and settings == SCORING_SETTINGS
         self.calls.append((list(rows), desc))
         if progress is not None:
             progress(len(rows), len(rows))
@@ -116,13 +192,13 @@ def _with(row: ForcedReply, parts: list[Component], means) -> ForcedReply:
     return replace(row, edits=(*row.edits, *knockout(parts, "mean", means)))
 
 
-def _top(tiny_results: Results, ranking: str, kind: str, emotion: str, k: int) -> list[Component]:
+def _top(results: Results, ranking: str, kind: str, emotion: str, k: int, baseline: str = "steered") -> list[Component]:
     """The top-k parts, read from the cache directly (not through ``ranked_parts``)."""
     e = EMOTIONS.index(emotion)
     if ranking == "causal":
-        scores = tiny_results.causal_scores("steered", kind, "mean")[e]
+        scores = results.causal_scores(baseline, kind, "mean")[e]
     else:
-        scores = tiny_results.tensor("head_scores" if kind == "head" else "neuron_scores")[e]
+        scores = results.tensor("head_scores" if kind == "head" else "neuron_scores")[e]
     return [c for c, _ in top_parts(scores, kind, k)]
 
 
@@ -149,7 +225,7 @@ def test_evaluation_openings_come_from_the_evaluation_file_by_label_and_never_fr
 
 
 def test_baseline_replies_reuse_what_the_run_has_and_generate_only_the_rest(tiny_llama, tiny_results, monkeypatch) -> None:
-    fake = FakeGenerate()
+    fake = FakeGenerate(tiny_llama)
     monkeypatch.setattr(knockout_curves, "generate_rows", fake)
     rows = baseline_rows(Baseline("asked"), tiny_results.steering_kit(tiny_llama), PROMPTS[:2], emotions=("happiness", "fear"))
     had = Reply("known", (7, 8), 3)
@@ -165,7 +241,7 @@ def test_baseline_replies_reuse_what_the_run_has_and_generate_only_the_rest(tiny
 
 
 def test_reading_curves_equal_direct_passes_for_every_emotion_ranking_kind_and_k(tiny_llama, tiny_results, monkeypatch) -> None:
-    monkeypatch.setattr(knockout_curves, "generate_rows", FakeGenerate())
+    monkeypatch.setattr(knockout_curves, "generate_rows", FakeGenerate(tiny_llama))
     record = RecordDraws()
     monkeypatch.setattr(knockout_curves, "matched_random", record)
     settings = CurveSettings(prompts=2, draws=3, target_draws=5, target_ks={"head": 2, "neuron": 3}, ks=(1, 2), bootstrap=50, batch_size=3)
@@ -179,6 +255,7 @@ def test_reading_curves_equal_direct_passes_for_every_emotion_ranking_kind_and_k
     for e, emotion in enumerate(EMOTIONS):
         assert curves["baseline_reading"][emotion] == pytest.approx(float(base[e * n : e * n + n, e].mean()), abs=1e-5)
     close = {"abs": 1e-4}
+    signs = set()  # whether the other emotions' own readings fell, per target set
     queues = {top: list(draws) for top, draws in record.draws.items()}
     draws_of = {}  # a top set shared by two curve points gives its draws to them in the order the curves are drawn
     for emotion in EMOTIONS:
@@ -219,12 +296,16 @@ def test_reading_curves_equal_direct_passes_for_every_emotion_ranking_kind_and_k
                         assert entry["others_own"] == pytest.approx(float(np.mean(own_drops)), **close)
                         specific = entry["top_drop"] > 0 and entry["top_drop"] >= OTHERS_WEIGHT * max(entry["others_own"], 0)
                         assert entry["specific"] == specific
+                        positive = entry["others_own"] > 0
+                        assert entry["specificity"] == (pytest.approx(entry["top_drop"] / entry["others_own"]) if positive else None)
+                        signs.add(positive)
                         lo, hi = entry["others_own_ci95"]
                         assert lo <= entry["others_own"] <= hi
+    assert True in signs  # some target set lowered the other emotions: the ratio was checked, not only its absence
 
 
 def test_every_random_draw_is_a_matched_set_of_its_own(tiny_llama, tiny_results, monkeypatch) -> None:
-    monkeypatch.setattr(knockout_curves, "generate_rows", FakeGenerate())
+    monkeypatch.setattr(knockout_curves, "generate_rows", FakeGenerate(tiny_llama))
     record = RecordDraws()
     monkeypatch.setattr(knockout_curves, "matched_random", record)
     settings = CurveSettings(prompts=1, draws=4, target_draws=4, ks=(2,), rankings=("causal",), bootstrap=20)
@@ -254,6 +335,9 @@ def test_harm_report_is_each_sets_loss_against_the_plain_loss_computed_once_per_
         assert report[name]["loss"] == pytest.approx(loss) and report[name]["relative_rise"] == pytest.approx(loss / (total / count) - 1)
     assert report["y"] == report["x"] and len(calls) == 3  # the plain loss, then each distinct set once
     assert report["x"]["loss"] != report["z"]["loss"]
+    mean = harm_report(tiny_llama, tiny_results, prompts, {"x": [a, b]}, "mean")["x"]["loss"]
+    assert mean == pytest.approx(lm_loss(tiny_llama, texts, knockout([a, b], "mean", tiny_results.neutral_means))[0] / count)
+    assert mean != pytest.approx(report["x"]["loss"])
 
 
 def _p_target(row: Row) -> float:
@@ -264,20 +348,23 @@ def _degenerate(row: Row) -> bool:
     return zlib.crc32(repr(row.interventions).encode()) % 3 == 0
 
 
+JUDGE = object()  # stands in for the emotion judge, which ``fake_scores`` checks it is handed
+
+
 def fake_scores(judge, rows, replies, second=None) -> pd.DataFrame:
-    assert len(rows) == len(replies)
+    assert judge is JUDGE and len(rows) == len(replies)
     return pd.DataFrame({"p_target": [_p_target(row) for row in rows], "degenerate": [_degenerate(row) for row in rows]})
 
 
 def test_judged_knockouts_pair_each_prompts_top_and_random_reply_with_its_own_baseline(tiny_llama, tiny_results, monkeypatch) -> None:
-    fake = FakeGenerate()
+    fake = FakeGenerate(tiny_llama)
     monkeypatch.setattr(knockout_curves, "generate_rows", fake)
     monkeypatch.setattr(knockout_curves, "score_replies", fake_scores)
     record = RecordDraws()
     monkeypatch.setattr(knockout_curves, "matched_random", record)
     settings = CurveSettings(judged_prompts=3, judged=(("neuron", 2), ("head", 1)), bootstrap=50)
     kit, means = tiny_results.steering_kit(tiny_llama), tiny_results.neutral_means
-    out = knockout_curves.judged_knockouts(tiny_llama, tiny_results, kit, judge=None, prompts=PROMPTS, settings=settings)
+    out = knockout_curves.judged_knockouts(tiny_llama, tiny_results, kit, judge=JUDGE, prompts=PROMPTS, settings=settings)
     base_rows = baseline_rows(Baseline("steered"), kit, spread(PROMPTS, 3))
     n = 3
     assert out["baseline"] == "steered" and out["n_prompts"] == n
@@ -302,12 +389,14 @@ def test_judged_knockouts_pair_each_prompts_top_and_random_reply_with_its_own_ba
             assert entry["n_top"] == entry["n_random"] == n
             assert entry["difference_ci95"] == difference_interval(np.array(top_drops), np.array(random_drops), 50, 0, True)
     assert len(knocked) == len(EMOTIONS) * n * 2 * len(settings.judged)
+    again = knockout_curves.judged_knockouts(tiny_llama, tiny_results, kit, judge=JUDGE, prompts=PROMPTS, settings=settings)
+    assert again == out  # the random sets come from the seed: the same report every run
 
 
 def test_the_curves_report_gathers_every_baseline_the_harm_of_every_named_set_and_the_judged_knockouts(
     tiny_llama, tiny_results, monkeypatch
 ) -> None:
-    fake = FakeGenerate()
+    fake = FakeGenerate(tiny_llama)
     monkeypatch.setattr(knockout_curves, "generate_rows", fake)
     monkeypatch.setattr(knockout_curves, "score_replies", fake_scores)
     settings = CurveSettings(
@@ -317,8 +406,8 @@ def test_the_curves_report_gathers_every_baseline_the_harm_of_every_named_set_an
     steered = baseline_rows(Baseline("steered"), kit, spread(PROMPTS, 1))
     known = {"steered": {(row.prompt, row.emotion): Reply("known", _tokens(row), 5) for row in steered}}
     stages = []
-    report = knockout_curves.knockout_curves(tiny_llama, tiny_results, None, PROMPTS, settings, lambda *a: stages.append(a[0]), known)
-    assert all(desc != "steered baselines" for _, desc in fake.calls)  # the known replies were not generated again
+    report = knockout_curves.knockout_curves(tiny_llama, tiny_results, JUDGE, PROMPTS, settings, lambda *a: stages.append(a[0]), known)
+    assert [desc for _, desc in fake.calls] == ["asked baselines", "judged knockouts"]  # the known replies were not generated again
     assert report["mode"] == "mean" and report["ks"] == [1] and set(report["reading"]) == {"steered", "asked"}
     for baseline in ("steered", "asked"):
         direct = reading_curves(tiny_llama, tiny_results, kit, tiny_results.reading(), PROMPTS, baseline, settings)
@@ -326,12 +415,24 @@ def test_the_curves_report_gathers_every_baseline_the_harm_of_every_named_set_an
     names = {f"{b}/{e}/{kind}/{k}" for b in ("steered", "asked") for e in EMOTIONS for kind, k in (("head", 2), ("neuron", 4))}
     names |= {f"steered/{e}/neuron/16" for e in EMOTIONS}
     assert set(report["harm"]) == names | {"base_loss"}
-    sets = {f"asked/{e}/head/2": ranked_parts(tiny_results, "causal", "asked", "head", e, "mean", 2) for e in EMOTIONS}
-    assert {name: report["harm"][name] for name in sets} == {
-        name: value for name, value in harm_report(tiny_llama, tiny_results, spread(PROMPTS, 2), sets, "mean").items() if name in sets
-    }
+    sets = {f"asked/{e}/head/2": _top(tiny_results, "causal", "head", e, 2, "asked") for e in EMOTIONS}
+    sets |= {f"steered/{e}/neuron/16": _top(tiny_results, "causal", "neuron", e, 16) for e in EMOTIONS}
+    direct = harm_report(tiny_llama, tiny_results, spread(PROMPTS, 2), sets, "mean")
+    assert {name: report["harm"][name] for name in [*sets, "base_loss"]} == direct
     assert set(report["judged"]["neuron"]["16"]) == set(EMOTIONS)
     assert {"curves: steered", "curves: asked", "curves: judged"} <= set(stages)
     assert "judged" not in knockout_curves.knockout_curves(
-        tiny_llama, tiny_results, None, PROMPTS, replace(settings, judged=()), None, known
+        tiny_llama, tiny_results, JUDGE, PROMPTS, replace(settings, judged=()), None, known
     )
+
+
+def test_only_the_continued_baseline_opens_with_the_evaluation_openings(tiny_llama, tiny_results) -> None:
+    kit, prompts = tiny_results.steering_kit(tiny_llama), PROMPTS[:2]
+    openings = evaluation_openings()
+    continued = _rows(kit, "continued", prompts)
+    assert continued == baseline_rows(Baseline("continued"), kit, prompts, openings=openings)
+    for row in continued:
+        assert any(row.prompt.endswith(opening) for opening in openings[row.emotion])
+    steered = _rows(kit, "steered", prompts)  # its edits compare by identity: compare what the model is given
+    assert [row.prompt for row in steered] == [row.prompt for row in baseline_rows(Baseline("steered"), kit, prompts)]
+    assert all(not any(row.prompt.endswith(opening) for opening in openings[row.emotion]) for row in steered)
