@@ -31,7 +31,7 @@ from emo_core.parts import NeutralMeans, top_parts
 from emo_core.reading import EmotionReading, unit_directions
 from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS, neutral_prompts, spread, training_skeletons
-from emo_core.scoring import Row, generate_rows
+from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows
 from tests.conftest import exact, tiny_model
 
 LAYERS = (1, 2)
@@ -320,7 +320,10 @@ def test_causal_effects_store_each_baselines_drops_and_the_harm_per_token(
     generated = []
 
     def fake_generate(bundle, rows, settings, progress=None, desc="replies"):
+        assert bundle is tiny_llama and settings == SCORING_SETTINGS
         generated.append(desc)
+        if progress is not None:
+            progress(len(rows), len(rows))
         return [Reply("", (200 + i, 300 + len(row.emotion), 400), 0) for i, row in enumerate(rows)]
 
     monkeypatch.setattr(attribution, "generate_rows", fake_generate)
@@ -329,15 +332,23 @@ def test_causal_effects_store_each_baselines_drops_and_the_harm_per_token(
     openings = {emotion: [f"Well, {emotion}."] for emotion in EMOTIONS}
     settings = CausalSettings(prompts=2, harm_prompts=3, batch_size=2, baselines=("steered", "continued"))
     stages = []
-    out = causal_effects(kit, reading, means, prompts, openings, settings, lambda name, *_: stages.append(name))
+    out = causal_effects(kit, reading, means, prompts, openings, settings, lambda *call: stages.append(call))
     assert generated == ["steered replies", "continued replies"]
-    assert {"causal: steered", "causal: continued", "causal: harm"} <= set(stages)
+    assert {name for name, *_ in stages} == {
+        "causal: steered replies",
+        "causal: continued replies",
+        "causal: steered",
+        "causal: continued",
+        "causal: harm",
+    }
+    assert [call for call in stages if call[0] == "causal: harm"] == [("causal: harm", 0, 3), ("causal: harm", 2, 3)]
+    assert ("causal: steered replies", 12, 12) in stages  # 2 prompts x 6 emotions
     names = {effect_name(b, kind, mode) for b in ("steered", "continued") for kind in ("head", "neuron") for mode in ("zero", "mean")}
     names |= {harm_name(kind, mode) for kind in ("head", "neuron") for mode in ("zero", "mean")} | {HARM_BASE}
     assert set(out) == names
     for baseline in ("steered", "continued"):
         rows = baseline_rows(Baseline(baseline), kit, spread(prompts, 2), openings=openings)
-        replies = fake_generate(tiny_llama, rows, None)
+        replies = fake_generate(tiny_llama, rows, SCORING_SETTINGS)
         direct = own_effects(tiny_llama, reading, rows, replies, means, batch_size=12)
         for kind in ("head", "neuron"):
             torch.testing.assert_close(out[effect_name(baseline, kind, "mean")], -direct[kind]["mean"], atol=1e-5, rtol=1e-4)
