@@ -13,7 +13,7 @@ from emo_core.baselines import Baseline
 from emo_core.forced import ForcedReply, forced_pass
 from emo_core.interventions import NeuronAblation
 from emo_core.knockout import chance_check, effect_meter, reply_meter
-from emo_core.parts import Component, knockout, matched_random, parse_tokens, top_parts
+from emo_core.parts import Component, knockout, matched_random, parse_tokens
 from emo_core.placement import place_on_map
 from emo_core.replay import record
 from emo_core.results import Results
@@ -26,19 +26,6 @@ SELECTION = parse_tokens(["L1H0,L1H2,L2N3,L2N7,L0N1"])[0]
 @pytest.fixture
 def prompt(tiny_llama: ec.ModelBundle) -> str:
     return Baseline("plain").prompt(tiny_llama, "I lost my wallet\nSomeone handed it in.")
-
-
-def test_matched_random_has_the_same_count_per_layer_and_kind_and_avoids_the_selection(tiny_results: Results) -> None:
-    drawn = matched_random(SELECTION, tiny_results.shape, random.Random(3))
-    count = lambda parts: sorted((c.kind, c.layer) for c in parts)  # noqa: E731
-    assert count(drawn) == count(SELECTION) and not set(drawn) & set(SELECTION)
-    assert drawn == matched_random(SELECTION, tiny_results.shape, random.Random(3))
-    assert drawn != matched_random(SELECTION, tiny_results.shape, random.Random(4))
-
-
-def test_top_parts_are_the_highest_scores() -> None:
-    scores = torch.tensor([[0.1, 0.9, 0.2], [0.8, 0.0, 0.5]])
-    assert [c for c, _ in top_parts(scores, "head", 3)] == [Component("head", 0, 1), Component("head", 1, 0), Component("head", 1, 2)]
 
 
 def test_baselines(tiny_llama: ec.ModelBundle, tiny_results: Results) -> None:

@@ -71,6 +71,7 @@ def test_a_link_view_keeps_what_is_good_and_explains_each_bad_value_exactly() ->
         "Ignored 'a', 'b', 'c', 'd', 'e' and 2 more in the link's selection (write L12H3 or L10N123).",
     ]
     assert read_link({}, ["m1"]) == ({}, [])
+    assert read_link({"layer": "-1"}, ["m1"]) == ({}, ["The link's layer '-1' is not a layer number; showing the default layer."])
     assert read_link({"sel": "a,b"}, ["m1"])[1] == ["Ignored 'a', 'b' in the link's selection (write L12H3 or L10N123)."]
     assert read_link({"sel": ""}, ["m1"]) == ({SELECTION: []}, [])
 

@@ -16,7 +16,6 @@ from ui import builder, charts, frames, glossary, narrative
 from ui.export import chart_bytes, file_stem, table_bytes
 from ui.palette import EMOTION_COLORS
 from ui.replies import highlighted
-from ui.state import View, clamp_layer, read_link
 
 MODEL = "synthetic-model"
 
@@ -45,24 +44,6 @@ def test_out_of_range_names_the_problem() -> None:
     assert "layer 9" in out_of_range(Component("head", 9, 0), 4, 3, 8)
     assert "head 3" in out_of_range(Component("head", 1, 3), 4, 3, 8)
     assert out_of_range(Component("neuron", 1, 7), 4, 3, 8) is None
-
-
-def test_read_link_keeps_good_values_and_explains_bad_ones() -> None:
-    found, problems = read_link({"model": "m", "layer": "2", "emotion": "Fear", "sel": "L1H2,L0N3"}, ["m"])
-    assert found == {"model": "m", "layer": 2, "emotion": "fear", "selection": ["L1H2", "L0N3"]} and problems == []
-    found, problems = read_link({"model": "nope", "layer": "-1", "emotion": "rage", "sel": "L1H2,oops"}, ["m"])
-    assert found == {"selection": ["L1H2"]}
-    assert len(problems) == 4 and "'nope'" in problems[0] and "'-1'" in problems[1] and "rage" in problems[2] and "oops" in problems[3]
-
-
-def test_clamp_layer_and_view_query() -> None:
-    assert clamp_layer(2, 4) == (2, None)
-    layer, problem = clamp_layer(30, 4)
-    assert layer == 3 and "layers 0 to 3" in problem
-    view = View("m", 2, "anger", ("L1H2",))
-    assert view.query() == {"model": "m", "layer": "2", "emotion": "anger", "sel": "L1H2"}
-    assert '"page": "Circuit"' in view.as_json("Circuit")
-    assert "sel" not in View("m", 2, "anger").query()
 
 
 def test_map_frame_filters_and_changes_with_the_layer(results: Results) -> None:
