@@ -198,6 +198,12 @@ def test_a_neurons_top_sentences_are_its_stored_ones_per_emotion_best_first(resu
         assert str(error.value) == f"Neuron {bad} is out of range; layer 1 has neurons 0 to {SHAPE['d_mlp'] - 1}."
 
 
+def test_every_missing_corpus_entry_is_named(results: Results) -> None:
+    del results.cache.arrays[CORPUS_TENSORS[0]], results.cache.arrays[CORPUS_TENSORS[2]]
+    with pytest.raises(CacheError, match=f"no corpus readings \\({CORPUS_TENSORS[0]}, {CORPUS_TENSORS[2]}; it predates them\\)"):
+        results.layer_reading()
+
+
 @pytest.mark.parametrize("missing", [*CORPUS_TENSORS, "corpus"])
 def test_a_cache_that_predates_the_corpus_says_what_it_lacks_and_the_rebuild(results: Results, missing: str) -> None:
     if missing == "corpus":
@@ -228,8 +234,83 @@ def test_the_report_is_none_before_evaluate_read_when_there_and_named_when_damag
 def test_available_caches_lists_every_readable_cache_and_skips_the_rest(root: Path, tmp_path: Path) -> None:
     write_synthetic_cache(tmp_path, "b/second", n_skeletons=2)
     write_synthetic_cache(tmp_path, "a/first", n_skeletons=2)
-    (tmp_path / "not-a-cache").mkdir()
+    (tmp_path / "0-not-a-cache").mkdir()  # sorts first: an unreadable folder is skipped, not the end of the list
     (tmp_path / "stray.txt").write_text("x")
     assert available_caches(tmp_path) == ["a/first", "b/second"]
     assert available_caches(tmp_path / "nowhere") == []
     assert cache_folder("a/first", tmp_path).parent == tmp_path and cache_folder("a/first", tmp_path) != cache_folder("b/second", tmp_path)
+
+
+def test_the_defaults_are_the_steered_baseline_neurons_and_mean_ablation(results: Results) -> None:
+    assert torch.equal(results.causal_effects(), results.causal_effects("steered", "neuron", "mean"))
+    assert torch.equal(results.causal_harm()[0], results.causal_harm("neuron", "mean")[0])
+    assert torch.equal(results.causal_scores(), results.causal_scores("steered", "neuron", "mean"))
+    assert results.causal_ranking("fear").equals(results.causal_ranking("fear", "neuron", "mean", "steered"))
+    state = torch.zeros(1, SHAPE["d_model"])
+    assert np.array_equal(results.place_states(state, 1), results.place_states(state, 1, "umap"))
+    assert not np.array_equal(results.place_states(state, 1, "umap"), results.place_states(state, 1, "pca"))
+
+
+def test_each_ablation_mode_is_scored_against_its_own_harm(results: Results) -> None:
+    """A part that breaks the model only when zeroed is excluded from the zero-ablation ranking alone."""
+    harm = results.cache.arrays[harm_name("neuron", "zero")].copy()
+    harm[1, 2] = 5.0  # nats per token: far past any bound
+    results.cache.arrays[harm_name("neuron", "zero")] = harm
+    vars(results.cache).pop("tensors", None)  # the torch views are made again from the arrays
+    zero, mean = results.causal_scores("steered", "neuron", "zero"), results.causal_scores("steered", "neuron", "mean")
+    assert torch.isinf(zero[:, 1, 2]).all() and torch.isfinite(mean[:, 1, 2]).all()
+
+
+def test_the_layer_reading_is_the_stored_calibration_and_separation(results: Results) -> None:
+    reading = results.layer_reading()
+    zero, one = results.tensor("layer_reading.calibration")
+    assert torch.equal(reading.zero, zero.float()) and torch.equal(reading.one, one.float())
+    assert torch.equal(reading.auc, results.tensor("layer_reading.auc").float())
+    expression = results.tensor("expression.resid_post")
+    assert reading.units.shape == expression.shape
+    torch.testing.assert_close(reading.units, torch.nn.functional.normalize(expression.float(), dim=-1))
+
+
+def _with_prepared(results: Results, rows: dict[str, dict]) -> Results:
+    table = results.table("prepared").copy()
+    for emotion, values in rows.items():
+        for column, value in values.items():
+            table.loc[table["emotion"] == emotion, column] = value
+    results.cache.tables["prepared"] = table
+    return results
+
+
+def test_the_fluent_strength_is_the_prepared_baselines_when_it_steers_harder_by_the_same_method_and_passed(results: Results) -> None:
+    tuned = {method: results.steering_settings(method, "anger")["strength"] for method in ("direction", "circuit")}
+    assert tuned == {"direction": 1.0, "circuit": 1.0}
+    _with_prepared(
+        results,
+        {
+            "anger": {"strength": 2.5},
+            "fear": {"strength": 0.5},
+            "sadness": {"strength": 2.5, "carried": 0, "degenerate": 0.9},  # failed its checks
+            "happiness": {"method": "circuit", "strength": 3.0},
+        },
+    )
+    assert not results.prepared("sadness").eligible and results.prepared("anger").eligible
+    assert results.fluent_strength("direction", "anger") == 2.5 and results.fluent_strength("circuit", "anger") == 1.0
+    assert results.fluent_strength("direction", "fear") == 1.0
+    assert results.fluent_strength("direction", "sadness") == 1.0
+    assert results.fluent_strength("circuit", "happiness") == 3.0 and results.fluent_strength("direction", "happiness") == 1.0
+
+
+def test_a_cache_without_prepared_knockouts_steers_at_the_tuned_strength_and_says_so(results: Results) -> None:
+    del results.cache.tables["prepared"]
+    assert results.fluent_strength("direction", "anger") == 1.0
+    with pytest.raises(CacheError) as error:
+        results.prepared("anger")
+    assert str(error.value) == (
+        f"The cache at {results.folder} has no prepared knockouts (it predates them); rebuild it with `{results.rebuild}`."
+    )
+
+
+def test_an_emotion_without_a_prepared_knockout_is_named_cut_to_forty_characters(results: Results) -> None:
+    for asked, shown in (("rage", "rage"), ("x" * 60, "x" * 40)):
+        with pytest.raises(CacheError) as error:
+            results.prepared(asked)
+        assert str(error.value) == f"The cache at {results.folder} has no prepared knockout for '{shown}'."
