@@ -150,3 +150,37 @@ def test_a_row_that_ends_early_leaves_the_other_rows_of_its_batch_as_they_are_al
     rows = [Row(prompts[i], "anger", (ResidualAddition({0: torch.zeros(tiny.shape.d_model)}, alpha=1.0),)) for i in shuffled]
     scored = generate_rows(tiny, rows, SETTINGS, batch_size=len(rows))
     assert [reply.token_ids for reply in scored] == [alone[i].token_ids for i in shuffled]
+
+
+def test_a_reply_cannot_be_asked_for_more_tokens_than_it_may_have() -> None:
+    with pytest.raises(ec.LimitError) as error:
+        ec.GenerationSettings(max_new_tokens=8, min_new_tokens=9)
+    assert str(error.value) == "At least 9 tokens cannot be asked of a reply of at most 8 tokens."
+
+
+def test_padding_puts_the_fill_on_the_chosen_side_and_marks_only_real_tokens() -> None:
+    from emo_core.generation import padded
+
+    for left in (True, False):
+        ids, mask = padded([[5, 6, 7], [8]], pad=0, left=left)
+        assert mask.tolist() == ([[1, 1, 1], [0, 0, 1]] if left else [[1, 1, 1], [1, 0, 0]])
+        assert ids.tolist() == ([[5, 6, 7], [0, 0, 8]] if left else [[5, 6, 7], [8, 0, 0]])
+
+
+def test_token_by_token_decoding_writes_what_generate_writes_with_the_same_edits(tiny: ec.ModelBundle, prompt: str) -> None:
+    settings = ec.GenerationSettings(max_new_tokens=6, min_new_tokens=6)
+    steer = ResidualAddition({1: torch.linspace(-1, 1, tiny.shape.d_model, dtype=tiny.dtype)}, alpha=3.0)  # LayerNorm drops a constant
+    prompts = [prompt, ec.chat_prompt(tiny, "And the weather?")]
+    steps = torch.stack(list(ec.iter_tokens(tiny, prompts, settings, [steer])), dim=1)  # [rows, steps]
+    steered = ec.generate(tiny, prompts, settings, [steer])
+    assert [tuple(row.tolist()) for row in steps] == [reply.token_ids for reply in steered]
+    assert [reply.token_ids for reply in ec.generate(tiny, prompts, settings)] != [reply.token_ids for reply in steered]
+
+
+def test_a_streamed_text_carries_its_edits(tiny: ec.ModelBundle, prompt: str) -> None:
+    settings = ec.GenerationSettings(max_new_tokens=6, min_new_tokens=6)
+    steer = ResidualAddition({1: torch.linspace(-1, 1, tiny.shape.d_model, dtype=tiny.dtype)}, alpha=3.0)  # LayerNorm drops a constant
+    (steered,) = ec.generate(tiny, [prompt], settings, [steer])
+    (plain,) = ec.generate(tiny, [prompt], settings)
+    assert steered.text != plain.text
+    assert list(ec.stream_text(tiny, prompt, settings, [steer]))[-1] == steered.text
