@@ -4,8 +4,9 @@ Usage::
 
     .venv/bin/python -m scripts.mutation_score          # after `mutmut run` has filled mutants/
 
-mutmut keeps one verdict per mutant in ``mutants/<module>.meta``. A mutant counts as killed when a test failed
-(or the run hit its time limit, which a test that loops forever under the mutant also means); every other
+mutmut keeps one verdict per mutant in ``mutants/<module>.meta``. A mutant counts as killed when a test failed, the run
+hit its time limit, or the test process was killed (mutmut's "segfault": a mutant that loops forever appending to a list
+is stopped by the kernel before the time limit), since each means the tests did not pass under the mutant; every other
 verdict, "no tests" included, counts against the score, so the share is never flattered by untested code.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from mutmut.stats import status_by_exit_code
 
 MUTANTS = Path("mutants")
-KILLED = ("killed", "timeout")
+KILLED = ("killed", "timeout", "segfault")
 
 
 def verdicts(meta: Path) -> dict[str, str]:
