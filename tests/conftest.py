@@ -82,6 +82,19 @@ def tiny_model(family: str) -> torch.nn.Module:
     return model.to(FAMILY_DTYPES.get(family, torch.float64)).eval()
 
 
+def pushed(bundle: ec.ModelBundle, pieces: list[list[int]]) -> torch.utils.hooks.RemovableHandle:
+    """A hook that makes row ``r`` of a batch write the tokens ``pieces[r]`` over and over, by raising the next one's logit."""
+
+    def push(module: torch.nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        last = kwargs["input_ids"][:, -1]
+        for row, token in enumerate(last.tolist()):
+            mine = pieces[row]
+            following = mine[(mine.index(token) + 1) % len(mine)] if token in mine else mine[0]
+            output.logits[row, -1, following] += 100.0
+
+    return bundle.model.register_forward_hook(push, with_kwargs=True)
+
+
 def switched_off(row: object) -> set[Component]:
     """The heads and neurons a row's ablations switch off (its other edits, such as steering, left aside)."""
     off = set()

@@ -10,20 +10,7 @@ import torch
 import emo_core as ec
 from emo_core.classroom import blocked_in
 from emo_core.generation import GenerationSettings
-from tests.conftest import tiny_model
-
-
-def _pushed(bundle: ec.ModelBundle, pieces: list[list[int]]) -> torch.utils.hooks.RemovableHandle:
-    """A hook that makes row ``r`` of a batch write the tokens ``pieces[r]`` over and over, by raising the next one's logit."""
-
-    def push(module: torch.nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-        last = kwargs["input_ids"][:, -1]
-        for row, token in enumerate(last.tolist()):
-            mine = pieces[row]
-            following = mine[(mine.index(token) + 1) % len(mine)] if token in mine else mine[0]
-            output.logits[row, -1, following] += 100.0
-
-    return bundle.model.register_forward_hook(push, with_kwargs=True)
+from tests.conftest import pushed, tiny_model
 
 
 def _pieces(bundle: ec.ModelBundle, text: str) -> list[int]:
@@ -32,7 +19,7 @@ def _pieces(bundle: ec.ModelBundle, text: str) -> list[int]:
 
 def _pushed_toward(bundle: ec.ModelBundle, word: str, rows: int = 2) -> torch.utils.hooks.RemovableHandle:
     """Every row pushed to write ``word`` (a space, then its pieces) over and over."""
-    return _pushed(bundle, [_pieces(bundle, " " + word)] * rows)
+    return pushed(bundle, [_pieces(bundle, " " + word)] * rows)
 
 
 def _both(bundle: ec.ModelBundle, prompts: list[str], settings: GenerationSettings, handle) -> tuple[list, list]:
@@ -80,16 +67,24 @@ def test_a_listed_word_is_refused_where_it_would_end_the_reply(tiny_llama: ec.Mo
 def test_a_word_that_only_begins_like_a_listed_one_is_written_untouched(tiny_llama: ec.ModelBundle) -> None:
     prompts = [ec.chat_prompt(tiny_llama, "Tell me about your day.")]
     assume = _pieces(tiny_llama, " ass") + _pieces(tiny_llama, "ume")
-    free, safe = _both(tiny_llama, prompts, GenerationSettings(max_new_tokens=6, min_new_tokens=6), _pushed(tiny_llama, [assume]))
+    free, safe = _both(tiny_llama, prompts, GenerationSettings(max_new_tokens=6, min_new_tokens=6), pushed(tiny_llama, [assume]))
     assert free[0].text.count("assume") == 3 and safe[0].token_ids == free[0].token_ids
 
 
 def test_rows_after_a_finished_row_are_still_guarded(tiny_llama: ec.ModelBundle) -> None:
     prompts = [ec.chat_prompt(tiny_llama, "Say nothing."), ec.chat_prompt(tiny_llama, "What happened at work?")]
     eos = tiny_llama.tokenizer.eos_token_id
-    handle = _pushed(tiny_llama, [[eos], _pieces(tiny_llama, " bitch")])  # the first row ends at once
+    handle = pushed(tiny_llama, [[eos], _pieces(tiny_llama, " bitch")])  # the first row ends at once
     free, safe = _both(tiny_llama, prompts, GenerationSettings(max_new_tokens=12), handle)
     assert free[0].token_ids == safe[0].token_ids == () and "bitch" in blocked_in(free[1].text)
+    assert blocked_in(safe[1].text) == [] and len(safe[1].token_ids) == 12
+
+
+def test_rows_after_an_allowed_row_are_still_guarded(tiny_llama: ec.ModelBundle) -> None:
+    prompts = [ec.chat_prompt(tiny_llama, "Say hello."), ec.chat_prompt(tiny_llama, "What happened at work?")]
+    handle = pushed(tiny_llama, [_pieces(tiny_llama, " hello"), _pieces(tiny_llama, " bitch")])
+    free, safe = _both(tiny_llama, prompts, GenerationSettings(max_new_tokens=12), handle)
+    assert free[0].token_ids == safe[0].token_ids and "bitch" in blocked_in(free[1].text)
     assert blocked_in(safe[1].text) == [] and len(safe[1].token_ids) == 12
 
 

@@ -8,6 +8,7 @@ import torch
 import emo_core as ec
 from emo_core.interventions import ComponentEdit, ResidualAddition, on_rows
 from emo_core.scoring import Row, generate_rows
+from tests.conftest import pushed
 
 SETTINGS = ec.GenerationSettings(max_new_tokens=12)
 
@@ -184,3 +185,37 @@ def test_a_streamed_text_carries_its_edits(tiny: ec.ModelBundle, prompt: str) ->
     (plain,) = ec.generate(tiny, [prompt], settings)
     assert steered.text != plain.text
     assert list(ec.stream_text(tiny, prompt, settings, [steer]))[-1] == steered.text
+
+
+def test_decoding_with_a_repetition_penalty_writes_what_transformers_writes(tiny: ec.ModelBundle, prompt: str) -> None:
+    """A hook makes one of the prompt's tokens barely the model's favourite at every step; a penalty of 2 tips it over."""
+    batch = ec.generation.encode(tiny, [prompt])
+    favourite = int(batch["input_ids"][0, -3])
+
+    def nudge(module: torch.nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        others = output.logits[:, -1].clone()
+        others[:, favourite] = -torch.inf
+        output.logits[:, -1, favourite] = others.max(dim=-1).values + 0.1
+
+    handle = tiny.model.register_forward_hook(nudge, with_kwargs=True)
+    try:
+        settings = {"max_new_tokens": 8, "min_new_tokens": 8, "no_repeat_ngram_size": 0}
+        (plain,) = ec.generate(tiny, [prompt], ec.GenerationSettings(**settings, repetition_penalty=1.0))
+        (ours,) = ec.generate(tiny, [prompt], ec.GenerationSettings(**settings, repetition_penalty=2.0))
+        theirs = tiny.model.generate(**batch, **settings, do_sample=False, repetition_penalty=2.0, pad_token_id=0)
+    finally:
+        handle.remove()
+    assert plain.token_ids == (favourite,) * 8 and favourite not in ours.token_ids
+    assert ours.token_ids == tuple(theirs[0, batch["input_ids"].shape[1] :].tolist())
+
+
+def test_a_reply_asked_for_one_token_writes_one_before_it_may_end(tiny_llama: ec.ModelBundle) -> None:
+    eos = tiny_llama.tokenizer.eos_token_id
+    prompt = ec.chat_prompt(tiny_llama, "Say nothing.")
+    handle = pushed(tiny_llama, [[eos]])
+    try:
+        (free,) = ec.generate(tiny_llama, [prompt], ec.GenerationSettings(max_new_tokens=6))
+        (held,) = ec.generate(tiny_llama, [prompt], ec.GenerationSettings(max_new_tokens=6, min_new_tokens=1))
+    finally:
+        handle.remove()
+    assert free.token_ids == () and len(held.token_ids) == 1

@@ -3,6 +3,7 @@ explained with its exact message, and a session is seeded, written back and chan
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 
@@ -249,13 +250,20 @@ def test_the_scenarios_are_every_skeleton_with_every_outcome_and_the_default_is_
     run.scenarios.cache_clear()  # built now, not taken from an earlier test's call
     items = run.scenarios()
     assert [item.key for item in items] == [f"{s.skeleton_id}:{valence}" for s in skeletons for valence in VALENCES]
-    first = skeletons[0]
-    assert items[0] == run.Scenario(
-        f"{first.skeleton_id}:{VALENCES[0]}",
-        first.theme,
-        first.user_message(VALENCES[0]),
-        f"{first.theme.replace('_', ' ')}: {first.scenario.strip().rstrip('.')}. {first.event[VALENCES[0]].strip()}",
-    )
+    assert list(items) == [  # the label: the theme in words, the scenario as one sentence, then the outcome
+        run.Scenario(
+            f"{s.skeleton_id}:{valence}",
+            s.theme,
+            s.user_message(valence),
+            f"{s.theme.replace('_', ' ')}: {s.scenario.strip().rstrip('.')}. {s.event[valence].strip()}",
+        )
+        for s in skeletons
+        for valence in VALENCES
+    ]
+    assert all("_" not in item.label.split(":")[0] and ".." not in item.label for item in items)
+    assert any("_" in s.theme for s in skeletons)
+    ended = dataclasses.replace(skeletons[0], scenario=skeletons[0].scenario.strip() + ". ")  # a scenario written with its full stop
+    assert run._scenario(ended, "negative").label == run._scenario(skeletons[0], "negative").label
     default = run.default_scenario()
     assert default == next(item.key for item in items if item.key.endswith(":negative") and "_eval_" in item.key)
     assert run.scenario_by_key()[default].key == default and len(run.scenario_by_key()) == len(items)
