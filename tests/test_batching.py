@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -45,6 +46,14 @@ def _same(batched: list[ec.Reply], alone: list[ec.Reply]) -> None:
             torch.testing.assert_close(b.states, a.states, atol=1e-4, rtol=1e-4)
 
 
+def _join(threads: list[threading.Thread], seconds: float = 120) -> None:
+    """Wait for every thread, at most ``seconds`` in all (a stuck batch fails the test once, not once per thread)."""
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), "a generation never finished"
+
+
 def test_generations_that_join_a_running_batch_equal_their_runs_alone(tiny: ec.ModelBundle) -> None:
     shared = SharedBatch(tiny)
     requests = _requests(tiny)
@@ -62,8 +71,7 @@ def test_generations_that_join_a_running_batch_equal_their_runs_alone(tiny: ec.M
         if step == 2:  # the others arrive while the first decodes, and join it at a step boundary
             for thread in later:
                 thread.start()
-    for thread in later:
-        thread.join(timeout=120)
+    _join(later)
     for i, request in enumerate(requests):
         _same(results[i], _alone(tiny, request))
     if shared.merges:
@@ -192,8 +200,7 @@ def test_generations_that_arrive_together_equal_their_runs_alone(tiny: ec.ModelB
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    _join(threads)
     for i, request in enumerate(requests):
         _same(results[i], _alone(tiny, request))
     assert shared.merges == (tiny.name not in ("tiny-mistral", "tiny-gemma2"))  # their configs give sliding-window layers
