@@ -168,23 +168,25 @@ def test_padding_puts_the_fill_on_the_chosen_side_and_marks_only_real_tokens() -
         assert ids.tolist() == ([[5, 6, 7], [0, 0, 8]] if left else [[5, 6, 7], [8, 0, 0]])
 
 
-def test_token_by_token_decoding_writes_what_generate_writes_with_the_same_edits(tiny: ec.ModelBundle, prompt: str) -> None:
+def test_token_by_token_decoding_writes_what_generate_writes_with_the_same_edits(tiny_llama: ec.ModelBundle) -> None:
+    tiny, prompt = tiny_llama, ec.chat_prompt(tiny_llama, "I lost my keys.")  # the decode loop is the same for every family
     settings = ec.GenerationSettings(max_new_tokens=6, min_new_tokens=6)
     steer = ResidualAddition({1: torch.linspace(-1, 1, tiny.shape.d_model, dtype=tiny.dtype)}, alpha=3.0)  # LayerNorm drops a constant
-    prompts = [prompt, ec.chat_prompt(tiny, "And the weather?")]
-    steps = torch.stack(list(ec.iter_tokens(tiny, prompts, settings, [steer])), dim=1)  # [rows, steps]
-    steered = ec.generate(tiny, prompts, settings, [steer])
+    prompts = [prompt, ec.chat_prompt(tiny_llama, "And the weather?")]
+    steps = torch.stack(list(ec.iter_tokens(tiny_llama, prompts, settings, [steer])), dim=1)  # [rows, steps]
+    steered = ec.generate(tiny_llama, prompts, settings, [steer])
     assert [tuple(row.tolist()) for row in steps] == [reply.token_ids for reply in steered]
-    assert [reply.token_ids for reply in ec.generate(tiny, prompts, settings)] != [reply.token_ids for reply in steered]
+    assert [reply.token_ids for reply in ec.generate(tiny_llama, prompts, settings)] != [reply.token_ids for reply in steered]
 
 
-def test_a_streamed_text_carries_its_edits(tiny: ec.ModelBundle, prompt: str) -> None:
+def test_a_streamed_text_carries_its_edits(tiny_llama: ec.ModelBundle) -> None:
+    tiny, prompt = tiny_llama, ec.chat_prompt(tiny_llama, "I lost my keys.")  # the decode loop is the same for every family
     settings = ec.GenerationSettings(max_new_tokens=6, min_new_tokens=6)
     steer = ResidualAddition({1: torch.linspace(-1, 1, tiny.shape.d_model, dtype=tiny.dtype)}, alpha=3.0)  # LayerNorm drops a constant
-    (steered,) = ec.generate(tiny, [prompt], settings, [steer])
-    (plain,) = ec.generate(tiny, [prompt], settings)
+    (steered,) = ec.generate(tiny_llama, [prompt], settings, [steer])
+    (plain,) = ec.generate(tiny_llama, [prompt], settings)
     assert steered.text != plain.text
-    assert list(ec.stream_text(tiny, prompt, settings, [steer]))[-1] == steered.text
+    assert list(ec.stream_text(tiny_llama, prompt, settings, [steer]))[-1] == steered.text
 
 
 def test_decoding_with_a_repetition_penalty_writes_what_transformers_writes(tiny: ec.ModelBundle, prompt: str) -> None:
