@@ -235,7 +235,8 @@ def test_edits_shared_by_every_row_count_as_each_rows_own(tiny: ec.ModelBundle) 
 
 
 def test_the_loss_counts_every_real_token_after_the_first_of_each_prompt_however_they_are_padded(tiny_llama: ec.ModelBundle) -> None:
-    tiny = tiny_llama  # padding is encoded the same way for every family
+    """On one family: padding is encoded the same way for every family."""
+    tiny = tiny_llama
     short, long = ec.chat_prompt(tiny, "Hi."), ec.chat_prompt(tiny, "The shop was closed when I arrived, so I went home again.")
     lengths = [len(encode(tiny, [text])["input_ids"][0]) for text in (short, long)]
     together = lm_loss(tiny, [short, long])

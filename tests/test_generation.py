@@ -169,9 +169,10 @@ def test_padding_puts_the_fill_on_the_chosen_side_and_marks_only_real_tokens() -
 
 
 def test_token_by_token_decoding_writes_what_generate_writes_with_the_same_edits(tiny_llama: ec.ModelBundle) -> None:
-    tiny, prompt = tiny_llama, ec.chat_prompt(tiny_llama, "I lost my keys.")  # the decode loop is the same for every family
+    """On one family: the decode loop is the same for every family."""
+    prompt = ec.chat_prompt(tiny_llama, "I lost my keys.")
     settings = ec.GenerationSettings(max_new_tokens=6, min_new_tokens=6)
-    steer = ResidualAddition({1: torch.linspace(-1, 1, tiny.shape.d_model, dtype=tiny.dtype)}, alpha=3.0)  # LayerNorm drops a constant
+    steer = ResidualAddition({1: torch.linspace(-1, 1, tiny_llama.shape.d_model, dtype=tiny_llama.dtype)}, alpha=3.0)
     prompts = [prompt, ec.chat_prompt(tiny_llama, "And the weather?")]
     steps = torch.stack(list(ec.iter_tokens(tiny_llama, prompts, settings, [steer])), dim=1)  # [rows, steps]
     steered = ec.generate(tiny_llama, prompts, settings, [steer])
@@ -180,9 +181,10 @@ def test_token_by_token_decoding_writes_what_generate_writes_with_the_same_edits
 
 
 def test_a_streamed_text_carries_its_edits(tiny_llama: ec.ModelBundle) -> None:
-    tiny, prompt = tiny_llama, ec.chat_prompt(tiny_llama, "I lost my keys.")  # the decode loop is the same for every family
+    """On one family: the decode loop is the same for every family."""
+    prompt = ec.chat_prompt(tiny_llama, "I lost my keys.")
     settings = ec.GenerationSettings(max_new_tokens=6, min_new_tokens=6)
-    steer = ResidualAddition({1: torch.linspace(-1, 1, tiny.shape.d_model, dtype=tiny.dtype)}, alpha=3.0)  # LayerNorm drops a constant
+    steer = ResidualAddition({1: torch.linspace(-1, 1, tiny_llama.shape.d_model, dtype=tiny_llama.dtype)}, alpha=3.0)
     (steered,) = ec.generate(tiny_llama, [prompt], settings, [steer])
     (plain,) = ec.generate(tiny_llama, [prompt], settings)
     assert steered.text != plain.text
