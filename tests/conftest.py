@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -23,6 +25,7 @@ import emo_core as ec
 from emo_core.interventions import HeadAblation, NeuronAblation
 from emo_core.parts import Component
 from emo_core.results import Results, load_results
+from emo_core.scoring import SCORING_SETTINGS, Row
 
 os.environ.setdefault("EMO_PRELOAD_MODEL", "0")  # no app started by a test loads the model in the background
 os.environ.setdefault("NUMBA_DISABLE_JIT", "1")  # UMAP on a tiny build: 2 s as plain Python, 30 s of numba compiling per process
@@ -82,8 +85,10 @@ def tiny_model(family: str) -> torch.nn.Module:
     return model.to(FAMILY_DTYPES.get(family, torch.float64)).eval()
 
 
-def pushed(bundle: ec.ModelBundle, pieces: list[list[int]]) -> torch.utils.hooks.RemovableHandle:
-    """A hook that makes row ``r`` of a batch write the tokens ``pieces[r]`` over and over, by raising the next one's logit."""
+@contextmanager
+def pushed(bundle: ec.ModelBundle, pieces: list[list[int]]) -> Iterator[None]:
+    """While open, row ``r`` of every batch writes the tokens ``pieces[r]`` over and over (a hook raises the next one's
+    logit); the hook is removed on leaving."""
 
     def push(module: torch.nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         last = kwargs["input_ids"][:, -1]
@@ -92,7 +97,34 @@ def pushed(bundle: ec.ModelBundle, pieces: list[list[int]]) -> torch.utils.hooks
             following = mine[(mine.index(token) + 1) % len(mine)] if token in mine else mine[0]
             output.logits[row, -1, following] += 100.0
 
-    return bundle.model.register_forward_hook(push, with_kwargs=True)
+    handle = bundle.model.register_forward_hook(push, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def made_up_tokens(row: Row) -> tuple[int, ...]:
+    """A made-up reply for a row, different for every prompt, emotion and set of edits (code that reads replies back
+    reads whatever was said)."""
+    key = zlib.crc32(f"{row.prompt}|{row.emotion}|{row.interventions!r}".encode())
+    return tuple(100 + (key >> shift) % 5000 for shift in range(0, 3 + key % 3))
+
+
+class FakeGenerate:
+    """Stands in for ``scoring.generate_rows``: checks it is handed ``bundle`` and the scoring settings, records each call
+    (its rows and description), reports the call's rows to its progress, and answers every row with ``made_up_tokens``."""
+
+    def __init__(self, bundle: ec.ModelBundle) -> None:
+        self.bundle = bundle
+        self.calls: list[tuple[list[Row], str]] = []
+
+    def __call__(self, bundle, rows, settings=None, progress=None, desc="replies", **_):
+        assert bundle is self.bundle and settings == SCORING_SETTINGS
+        self.calls.append((list(rows), desc))
+        if progress is not None:
+            progress(len(rows), len(rows))
+        return [ec.Reply(f"reply {i}", made_up_tokens(row), 5) for i, row in enumerate(rows)]
 
 
 def switched_off(row: object) -> set[Component]:

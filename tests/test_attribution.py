@@ -32,7 +32,7 @@ from emo_core.reading import EmotionReading, unit_directions
 from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS, neutral_prompts, spread, training_skeletons
 from emo_core.scoring import SCORING_SETTINGS, Row, generate_rows
-from tests.conftest import exact, tiny_model
+from tests.conftest import FakeGenerate, exact, tiny_model
 
 LAYERS = (1, 2)
 
@@ -319,23 +319,15 @@ def test_own_effects_average_each_emotions_rows_whatever_the_batch_size(tiny_lla
 def test_causal_effects_store_each_baselines_drops_and_the_harm_per_token(
     tiny_llama: ec.ModelBundle, tiny_results: Results, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    generated = []
-
-    def fake_generate(bundle, rows, settings, progress=None, desc="replies"):
-        assert bundle is tiny_llama and settings == SCORING_SETTINGS
-        generated.append(desc)
-        if progress is not None:
-            progress(len(rows), len(rows))
-        return [Reply("", (200 + i, 300 + len(row.emotion), 400), 0) for i, row in enumerate(rows)]
-
-    monkeypatch.setattr(attribution, "generate_rows", fake_generate)
+    fake = FakeGenerate(tiny_llama)
+    monkeypatch.setattr(attribution, "generate_rows", fake)
     kit, reading, means = tiny_results.steering_kit(tiny_llama), tiny_results.reading(), tiny_results.neutral_means
     prompts = neutral_prompts(training_skeletons(4))
     openings = {emotion: [f"Well, {emotion}."] for emotion in EMOTIONS}
     settings = CausalSettings(prompts=2, harm_prompts=3, batch_size=2, baselines=("steered", "continued"))
     stages = []
     out = causal_effects(kit, reading, means, prompts, openings, settings, lambda *call: stages.append(call))
-    assert generated == ["steered replies", "continued replies"]
+    assert [desc for _, desc in fake.calls] == ["steered replies", "continued replies"]
     assert {name for name, *_ in stages} == {
         "causal: steered replies",
         "causal: continued replies",
@@ -350,7 +342,7 @@ def test_causal_effects_store_each_baselines_drops_and_the_harm_per_token(
     assert set(out) == names
     for baseline in ("steered", "continued"):
         rows = baseline_rows(Baseline(baseline), kit, spread(prompts, 2), openings=openings)
-        replies = fake_generate(tiny_llama, rows, SCORING_SETTINGS)
+        replies = fake(tiny_llama, rows, SCORING_SETTINGS)
         direct = own_effects(tiny_llama, reading, rows, replies, means, batch_size=12)
         for kind in ("head", "neuron"):
             torch.testing.assert_close(out[effect_name(baseline, kind, "mean")], -direct[kind]["mean"], atol=1e-5, rtol=1e-4)

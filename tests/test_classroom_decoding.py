@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
+from contextlib import AbstractContextManager
 
 import pytest
-import torch
 
 import emo_core as ec
 from emo_core.classroom import blocked_in
@@ -17,19 +17,16 @@ def _pieces(bundle: ec.ModelBundle, text: str) -> list[int]:
     return bundle.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _pushed_toward(bundle: ec.ModelBundle, word: str, rows: int = 2) -> torch.utils.hooks.RemovableHandle:
+def _pushed_toward(bundle: ec.ModelBundle, word: str, rows: int = 2) -> AbstractContextManager[None]:
     """Every row pushed to write ``word`` (a space, then its pieces) over and over."""
     return pushed(bundle, [_pieces(bundle, " " + word)] * rows)
 
 
-def _both(bundle: ec.ModelBundle, prompts: list[str], settings: GenerationSettings, handle) -> tuple[list, list]:
-    """The replies without and with the classroom guard, under a push hook that is removed afterwards."""
-    try:
-        free = ec.generate(bundle, prompts, settings)
-        safe = ec.generate(bundle, prompts, GenerationSettings(**{**vars(settings), "classroom_safe": True}))
-    finally:
-        handle.remove()
-    return free, safe
+def _both(bundle: ec.ModelBundle, prompts: list[str], settings: GenerationSettings, push: AbstractContextManager[None]) -> tuple:
+    """The replies without and with the classroom guard, while ``push`` is open."""
+    guarded = GenerationSettings(**{**vars(settings), "classroom_safe": True})
+    with push:
+        return ec.generate(bundle, prompts, settings), ec.generate(bundle, prompts, guarded)
 
 
 @pytest.mark.parametrize("sample", [False, True])
@@ -74,16 +71,16 @@ def test_a_word_that_only_begins_like_a_listed_one_is_written_untouched(tiny_lla
 def test_rows_after_a_finished_row_are_still_guarded(tiny_llama: ec.ModelBundle) -> None:
     prompts = [ec.chat_prompt(tiny_llama, "Say nothing."), ec.chat_prompt(tiny_llama, "What happened at work?")]
     eos = tiny_llama.tokenizer.eos_token_id
-    handle = pushed(tiny_llama, [[eos], _pieces(tiny_llama, " bitch")])  # the first row ends at once
-    free, safe = _both(tiny_llama, prompts, GenerationSettings(max_new_tokens=12), handle)
+    push = pushed(tiny_llama, [[eos], _pieces(tiny_llama, " bitch")])  # the first row ends at once
+    free, safe = _both(tiny_llama, prompts, GenerationSettings(max_new_tokens=12), push)
     assert free[0].token_ids == safe[0].token_ids == () and "bitch" in blocked_in(free[1].text)
     assert blocked_in(safe[1].text) == [] and len(safe[1].token_ids) == 12
 
 
 def test_rows_after_an_allowed_row_are_still_guarded(tiny_llama: ec.ModelBundle) -> None:
     prompts = [ec.chat_prompt(tiny_llama, "Say hello."), ec.chat_prompt(tiny_llama, "What happened at work?")]
-    handle = pushed(tiny_llama, [_pieces(tiny_llama, " hello"), _pieces(tiny_llama, " bitch")])
-    free, safe = _both(tiny_llama, prompts, GenerationSettings(max_new_tokens=12), handle)
+    push = pushed(tiny_llama, [_pieces(tiny_llama, " hello"), _pieces(tiny_llama, " bitch")])
+    free, safe = _both(tiny_llama, prompts, GenerationSettings(max_new_tokens=12), push)
     assert free[0].token_ids == safe[0].token_ids and "bitch" in blocked_in(free[1].text)
     assert blocked_in(safe[1].text) == [] and len(safe[1].token_ids) == 12
 
@@ -91,13 +88,8 @@ def test_rows_after_an_allowed_row_are_still_guarded(tiny_llama: ec.ModelBundle)
 def test_guarded_sampling_is_reproducible_from_its_seed(tiny_llama: ec.ModelBundle) -> None:
     prompts = [ec.chat_prompt(tiny_llama, "Tell me about your day."), ec.chat_prompt(tiny_llama, "What happened at work?")]
     settings = GenerationSettings(max_new_tokens=12, do_sample=True, seed=5, temperature=2.0, top_p=1.0, classroom_safe=True)
-    runs = []
-    for _ in range(2):
-        handle = _pushed_toward(tiny_llama, "slut")
-        try:
-            runs.append([reply.token_ids for reply in ec.generate(tiny_llama, prompts, settings)])
-        finally:
-            handle.remove()
+    with _pushed_toward(tiny_llama, "slut"):
+        runs = [[reply.token_ids for reply in ec.generate(tiny_llama, prompts, settings)] for _ in range(2)]
     assert runs[0] == runs[1]
 
 

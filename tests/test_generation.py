@@ -216,10 +216,7 @@ def test_decoding_with_a_repetition_penalty_writes_what_transformers_writes(tiny
 def test_a_reply_asked_for_one_token_writes_one_before_it_may_end(tiny_llama: ec.ModelBundle) -> None:
     eos = tiny_llama.tokenizer.eos_token_id
     prompt = ec.chat_prompt(tiny_llama, "Say nothing.")
-    handle = pushed(tiny_llama, [[eos]])
-    try:
+    with pushed(tiny_llama, [[eos]]):
         (free,) = ec.generate(tiny_llama, [prompt], ec.GenerationSettings(max_new_tokens=6))
         (held,) = ec.generate(tiny_llama, [prompt], ec.GenerationSettings(max_new_tokens=6, min_new_tokens=1))
-    finally:
-        handle.remove()
     assert free.token_ids == () and len(held.token_ids) == 1

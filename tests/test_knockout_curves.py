@@ -41,9 +41,9 @@ from emo_core.parts import Component, knockout, matched_random, top_parts
 from emo_core.reading import EmotionReading
 from emo_core.results import Results
 from emo_core.scenarios import EMOTIONS, neutral_prompts, spread, training_skeletons
-from emo_core.scoring import SCORING_SETTINGS, Row
+from emo_core.scoring import Row
 from emo_core.stats import bootstrap_interval, difference_interval
-from tests.conftest import exact, switched_off
+from tests.conftest import FakeGenerate, exact, made_up_tokens, switched_off
 
 
 def test_batches_cover_every_row_once_and_split_where_the_lowest_layer_jumps() -> None:
@@ -119,17 +119,17 @@ def test_readings_report_progress_over_every_knockout_and_take_rows_without_any(
 
 
 def test_summaries_pass_on_the_bar_itself_and_fail_when_an_interval_reaches_zero() -> None:
-    paired = CurveSettings(bootstrap=400)
-    on_the_bar = _summary(np.array([0.75, 0.75, 0.75]), np.array([0.25, 0.25, 0.25]), paired)  # exactly three times random
+    curve = CurveSettings(bootstrap=400)
+    on_the_bar = _summary(np.array([0.75, 0.75, 0.75]), np.array([0.25, 0.25, 0.25]), curve)  # exactly three times random
     assert on_the_bar["ratio"] == 3 and on_the_bar["three_times_random"]
-    top_touches_zero = _summary(np.array([0.0, 0.0, 0.0, 4.0]), np.array([-1.0, -1.0, -1.0, -1.0]), paired, paired=True)
+    top_touches_zero = _summary(np.array([0.0, 0.0, 0.0, 4.0]), np.array([-1.0, -1.0, -1.0, -1.0]), curve, paired=True)
     assert top_touches_zero["top_ci95"][0] == 0 < top_touches_zero["difference_ci95"][0]
     assert not top_touches_zero["three_times_random"]
-    difference_touches_zero = _summary(np.array([1.0, 1.0, 1.0, 1.0]), np.array([1.0, 1.0, 1.0, -9.0]), paired, paired=True)
+    difference_touches_zero = _summary(np.array([1.0, 1.0, 1.0, 1.0]), np.array([1.0, 1.0, 1.0, -9.0]), curve, paired=True)
     assert difference_touches_zero["difference_ci95"][0] == 0 < difference_touches_zero["top_ci95"][0]
     assert not difference_touches_zero["three_times_random"]
-    entry = _summary(np.array([0.3, 0.1, 0.2]), np.array([0.05, -0.02, 0.0, 0.01]), paired)
-    assert entry == _summary(np.array([0.3, 0.1, 0.2]), np.array([0.05, -0.02, 0.0, 0.01]), paired)  # seeded: the same every time
+    entry = _summary(np.array([0.3, 0.1, 0.2]), np.array([0.05, -0.02, 0.0, 0.01]), curve)
+    assert entry == _summary(np.array([0.3, 0.1, 0.2]), np.array([0.05, -0.02, 0.0, 0.01]), curve)  # seeded: the same every time
     assert entry["top_ci95"] == bootstrap_interval([0.3, 0.1, 0.2], 400, 0)
     assert entry["random_ci95"] == bootstrap_interval([0.05, -0.02, 0.0, 0.01], 400, 0)
     assert (entry["n_top"], entry["n_random"]) == (3, 4)
@@ -149,27 +149,6 @@ def test_knockout_summaries_apply_the_three_times_random_bar() -> None:
 
 
 PROMPTS = neutral_prompts(training_skeletons(4))
-
-
-def _tokens(row: Row) -> tuple[int, ...]:
-    """A made-up reply for a row, different for every prompt, emotion and set of edits (the curves read whatever was said)."""
-    key = zlib.crc32(f"{row.prompt}|{row.emotion}|{row.interventions!r}".encode())
-    return tuple(100 + (key >> shift) % 5000 for shift in range(0, 3 + key % 3))
-
-
-class FakeGenerate:
-    """Stands in for ``generate_rows``: records each call and answers every row with ``_tokens``."""
-
-    def __init__(self, bundle: ec.ModelBundle) -> None:
-        self.bundle = bundle
-        self.calls: list[tuple[list[Row], str]] = []
-
-    def __call__(self, bundle, rows, settings=None, progress=None, desc="replies", **_):
-        assert bundle is self.bundle and settings == SCORING_SETTINGS
-        self.calls.append((list(rows), desc))
-        if progress is not None:
-            progress(len(rows), len(rows))
-        return [Reply(f"reply {i}", _tokens(row), 5) for i, row in enumerate(rows)]
 
 
 class RecordDraws:
@@ -230,11 +209,11 @@ def test_baseline_replies_reuse_what_the_run_has_and_generate_only_the_rest(tiny
     rows = baseline_rows(Baseline("asked"), tiny_results.steering_kit(tiny_llama), PROMPTS[:2], emotions=("happiness", "fear"))
     had = Reply("known", (7, 8), 3)
     replies = baseline_replies(tiny_llama, rows, {"asked": {(rows[1].prompt, "happiness"): had}}, "asked")
-    assert replies[1] is had and [r.token_ids for i, r in enumerate(replies) if i != 1] == [_tokens(rows[i]) for i in (0, 2, 3)]
+    assert replies[1] is had and [r.token_ids for i, r in enumerate(replies) if i != 1] == [made_up_tokens(rows[i]) for i in (0, 2, 3)]
     assert fake.calls == [([rows[0], rows[2], rows[3]], "asked baselines")]
     fake.calls.clear()
     assert [r.token_ids for r in baseline_replies(tiny_llama, rows, {"steered": {(rows[1].prompt, "happiness"): had}}, "asked")] == [
-        _tokens(row) for row in rows
+        made_up_tokens(row) for row in rows
     ]
     baseline_replies(tiny_llama, rows[1:2], {"asked": {(rows[1].prompt, "happiness"): had}}, "asked")
     assert len(fake.calls) == 1  # nothing missing: nothing generated
@@ -248,7 +227,7 @@ def test_reading_curves_equal_direct_passes_for_every_emotion_ranking_kind_and_k
     kit, reading, means = tiny_results.steering_kit(tiny_llama), tiny_results.reading(), tiny_results.neutral_means
     curves = reading_curves(tiny_llama, tiny_results, kit, reading, PROMPTS, "steered", settings)
     rows = baseline_rows(Baseline("steered"), kit, spread(PROMPTS, 2))
-    base_rows = [ForcedReply(row.prompt, _tokens(row), row.interventions) for row in rows]
+    base_rows = [ForcedReply(row.prompt, made_up_tokens(row), row.interventions) for row in rows]
     base = _reading_of(tiny_llama, reading, base_rows)
     n = 2
     assert curves["n_prompts"] == n
@@ -404,7 +383,7 @@ def test_the_curves_report_gathers_every_baseline_the_harm_of_every_named_set_an
     )
     kit = tiny_results.steering_kit(tiny_llama)
     steered = baseline_rows(Baseline("steered"), kit, spread(PROMPTS, 1))
-    known = {"steered": {(row.prompt, row.emotion): Reply("known", _tokens(row), 5) for row in steered}}
+    known = {"steered": {(row.prompt, row.emotion): Reply("known", made_up_tokens(row), 5) for row in steered}}
     stages = []
     report = knockout_curves.knockout_curves(tiny_llama, tiny_results, JUDGE, PROMPTS, settings, lambda *a: stages.append(a[0]), known)
     assert [desc for _, desc in fake.calls] == ["asked baselines", "judged knockouts"]  # the known replies were not generated again
